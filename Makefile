@@ -1,0 +1,59 @@
+# chief: the two set-up commands are `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+KINESIS_PORT ?= 4568
+MOTO_PORT ?= 5000
+MARIADB_PORT ?= 3307
+CARGO ?= cargo
+
+# The binaries and tests read config/local.toml; these keep them on the ports the stack uses.
+export CHIEF__AWS__KINESIS__ENDPOINT ?= http://127.0.0.1:$(KINESIS_PORT)
+export CHIEF__AWS__DYNAMODB__ENDPOINT ?= http://127.0.0.1:$(MOTO_PORT)
+export CHIEF__AWS__S3__ENDPOINT ?= http://127.0.0.1:$(MOTO_PORT)
+export CHIEF__DATABASE__URL ?= mysql://root@127.0.0.1:$(MARIADB_PORT)/chief
+export KINESIS_PORT MOTO_PORT MARIADB_PORT
+# Never ask the EC2 metadata service for anything on the local stack.
+export AWS_EC2_METADATA_DISABLED := true
+
+BIN := target/debug
+LOCAL_CONFIG := config/local.toml
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+.PHONY: stack-up
+stack-up: ## Install (first time) and start Kinesis, DynamoDB+S3 and MariaDB on 127.0.0.1
+	@bash deploy/local/stack-up.sh
+
+.PHONY: stack-down
+stack-down: ## Stop the local stack (only what stack-up started)
+	@bash deploy/local/stack-down.sh
+
+.PHONY: build
+build: ## Build every binary (debug)
+	$(CARGO) build --workspace --bins
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: lint
+lint: ## cargo fmt --check and clippy with warnings as errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: test
+test: stack-up lint ## The whole test suite against the local stack (what CI runs)
+	@if command -v cargo-nextest >/dev/null; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+	$(CARGO) test --workspace --doc
+
+.PHONY: demo
+demo: stack-up build ## Run the pipeline end to end on the local stack
+	@bash deploy/local/demo.sh

@@ -1,0 +1,191 @@
+//! `chiefctl setup`: create the streams and the bucket the pipeline needs, idempotently.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use aws_sdk_kinesis::types::StreamStatus;
+use chief_config::aws::{AwsClients, AwsConfig};
+use chief_config::telemetry::LogConfig;
+use serde::{Deserialize, Serialize};
+
+/// `config/chiefctl.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChiefctlConfig {
+    /// Logging.
+    pub log: LogConfig,
+    /// AWS clients.
+    pub aws: AwsConfig,
+    /// What `setup` creates.
+    pub setup: SetupConfig,
+}
+
+/// The `[setup]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SetupConfig {
+    /// The archive bucket (S3 files for Aurora, dead letters, loader manifests).
+    /// Default `chief-archive`.
+    pub bucket: String,
+    /// Streams and their shard counts. Default OrdersStream (4) and JobResultsStream (2),
+    /// as in the chief design.
+    pub streams: Vec<StreamSpec>,
+}
+
+impl Default for SetupConfig {
+    fn default() -> Self {
+        Self {
+            bucket: "chief-archive".to_owned(),
+            streams: vec![
+                StreamSpec {
+                    name: "OrdersStream".to_owned(),
+                    shards: 4,
+                },
+                StreamSpec {
+                    name: "JobResultsStream".to_owned(),
+                    shards: 2,
+                },
+            ],
+        }
+    }
+}
+
+/// One stream to create.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSpec {
+    /// Stream name.
+    pub name: String,
+    /// Shard count at creation.
+    pub shards: i32,
+}
+
+/// Entry point of `chiefctl setup`.
+pub fn main(config_paths: &[PathBuf], print_config: bool) -> ExitCode {
+    match run_main(config_paths, print_config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chiefctl setup: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_main(config_paths: &[PathBuf], print_config: bool) -> anyhow::Result<()> {
+    let config: ChiefctlConfig = chief_config::load(config_paths).context("loading config")?;
+    if print_config {
+        print!("{}", chief_config::to_toml(&config)?);
+        return Ok(());
+    }
+    chief_config::telemetry::init(&config.log);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        let clients = AwsClients::new(&config.aws).await;
+        for line in run(&clients, &config.setup).await? {
+            println!("{line}");
+        }
+        Ok(())
+    })
+}
+
+/// Creates what is missing; returns one line per resource saying what was done.
+pub async fn run(clients: &AwsClients, setup: &SetupConfig) -> anyhow::Result<Vec<String>> {
+    let mut done = Vec::new();
+    let kinesis = clients.kinesis();
+    for spec in &setup.streams {
+        done.push(ensure_stream(&kinesis, spec).await?);
+    }
+    done.push(ensure_bucket(&clients.s3(), &setup.bucket, clients).await?);
+    Ok(done)
+}
+
+async fn ensure_stream(
+    kinesis: &aws_sdk_kinesis::Client,
+    spec: &StreamSpec,
+) -> anyhow::Result<String> {
+    let created = match kinesis
+        .create_stream()
+        .stream_name(&spec.name)
+        .shard_count(spec.shards)
+        .send()
+        .await
+    {
+        Ok(_) => true,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) =>
+        {
+            false
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e))
+                .with_context(|| format!("creating stream {}", spec.name));
+        }
+    };
+    // Wait until ACTIVE (kinesis-local takes ~0.5 s, AWS a few seconds).
+    for _ in 0..600 {
+        let summary = kinesis
+            .describe_stream_summary()
+            .stream_name(&spec.name)
+            .send()
+            .await
+            .with_context(|| format!("describing stream {}", spec.name))?;
+        if let Some(d) = summary.stream_description_summary()
+            && d.stream_status() == &StreamStatus::Active
+        {
+            let shards = d.open_shard_count();
+            return Ok(if created {
+                format!("stream {}: created, {} shards, ACTIVE", spec.name, shards)
+            } else if shards != spec.shards {
+                format!(
+                    "stream {}: exists with {} open shards (config says {}; left as it is)",
+                    spec.name, shards, spec.shards
+                )
+            } else {
+                format!("stream {}: exists, {} shards, ACTIVE", spec.name, shards)
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("stream {} did not become ACTIVE within 60 s", spec.name)
+}
+
+async fn ensure_bucket(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    clients: &AwsClients,
+) -> anyhow::Result<String> {
+    if s3.head_bucket().bucket(bucket).send().await.is_ok() {
+        return Ok(format!("bucket {bucket}: exists"));
+    }
+    let mut req = s3.create_bucket().bucket(bucket);
+    let region = clients
+        .sdk_config()
+        .region()
+        .map(|r| r.as_ref().to_owned())
+        .unwrap_or_default();
+    if !region.is_empty() && region != "us-east-1" {
+        req = req.create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                    region.as_str(),
+                ))
+                .build(),
+        );
+    }
+    match req.send().await {
+        Ok(_) => Ok(format!("bucket {bucket}: created")),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_bucket_already_owned_by_you()) =>
+        {
+            Ok(format!("bucket {bucket}: exists"))
+        }
+        Err(e) => Err(anyhow::Error::new(e)).with_context(|| format!("creating bucket {bucket}")),
+    }
+}

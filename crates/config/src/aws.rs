@@ -1,0 +1,256 @@
+//! The one place where AWS SDK clients are built.
+//!
+//! Region, an endpoint override per service (Kinesis, DynamoDB and S3 may each point at a
+//! different local emulator), credentials from the default chain (or static ones for local
+//! emulators), path-style S3 addressing, the pinned [`behavior_version`], retries and
+//! timeouts.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use serde::{Deserialize, Serialize};
+
+/// The SDK behaviour version every client of chief uses, pinned so that an SDK upgrade
+/// never changes retry or timeout defaults silently.
+pub fn behavior_version() -> BehaviorVersion {
+    BehaviorVersion::v2026_01_12()
+}
+
+/// The `[aws]` section of every binary's config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    /// AWS region. Default `us-east-1`.
+    pub region: String,
+    /// Named profile of the shared config files; default: none (the default chain).
+    pub profile: Option<String>,
+    /// Fixed credentials, meant for local emulators only. Default: none, which means the
+    /// default chain (environment, profile, web identity, ECS, EC2 instance role).
+    pub static_credentials: Option<StaticCredentials>,
+    /// Attempts per SDK call for transport errors and throttling (standard retry mode),
+    /// including the first. Default 3. Partial failures are retried by chief itself.
+    pub max_attempts: u32,
+    /// First SDK retry back-off in milliseconds (jittered, exponential). Default 100.
+    pub initial_backoff_ms: u64,
+    /// Connect timeout in milliseconds. Default 3100.
+    pub connect_timeout_ms: u64,
+    /// Timeout of a whole SDK operation, retries included, in milliseconds. Default 60000.
+    pub operation_timeout_ms: u64,
+    /// Kinesis endpoint override.
+    pub kinesis: ServiceConfig,
+    /// DynamoDB endpoint override.
+    pub dynamodb: ServiceConfig,
+    /// S3 endpoint override and addressing style.
+    pub s3: S3Config,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        Self {
+            region: "us-east-1".to_owned(),
+            profile: None,
+            static_credentials: None,
+            max_attempts: 3,
+            initial_backoff_ms: 100,
+            connect_timeout_ms: 3_100,
+            operation_timeout_ms: 60_000,
+            kinesis: ServiceConfig::default(),
+            dynamodb: ServiceConfig::default(),
+            s3: S3Config::default(),
+        }
+    }
+}
+
+/// Credentials written in the config. For local emulators only; never put real keys in a file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticCredentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+}
+
+/// Per-service settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// Endpoint URL override, e.g. `http://127.0.0.1:4568`. Default: the AWS endpoint.
+    pub endpoint: Option<String>,
+}
+
+/// S3 settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// Endpoint URL override. Default: the AWS endpoint.
+    pub endpoint: Option<String>,
+    /// Path-style addressing (`http://host/bucket/key`), needed by emulators. Default false.
+    pub force_path_style: bool,
+}
+
+/// The SDK clients of one process, built from one [`SdkConfig`].
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    sdk: SdkConfig,
+    config: AwsConfig,
+}
+
+impl AwsClients {
+    /// Resolves credentials provider, region, retry and timeout settings once.
+    pub async fn new(config: &AwsConfig) -> Self {
+        let mut loader = aws_config::defaults(behavior_version())
+            .region(Region::new(config.region.clone()))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(config.max_attempts.max(1))
+                    .with_initial_backoff(Duration::from_millis(config.initial_backoff_ms)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+                    .operation_timeout(Duration::from_millis(config.operation_timeout_ms))
+                    .build(),
+            );
+        if let Some(profile) = &config.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(creds) = &config.static_credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                &creds.access_key_id,
+                &creds.secret_access_key,
+                None,
+                None,
+                "chief-static-config",
+            ));
+        }
+        Self {
+            sdk: loader.load().await,
+            config: config.clone(),
+        }
+    }
+
+    /// The shared SDK config.
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.sdk
+    }
+
+    /// A Kinesis client, with the configured endpoint override.
+    pub fn kinesis(&self) -> aws_sdk_kinesis::Client {
+        let mut b = aws_sdk_kinesis::config::Builder::from(&self.sdk);
+        if let Some(url) = &self.config.kinesis.endpoint {
+            b = b.endpoint_url(url);
+        }
+        aws_sdk_kinesis::Client::from_conf(b.build())
+    }
+
+    /// A DynamoDB client, with the configured endpoint override.
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        let mut b = aws_sdk_dynamodb::config::Builder::from(&self.sdk);
+        if let Some(url) = &self.config.dynamodb.endpoint {
+            b = b.endpoint_url(url);
+        }
+        aws_sdk_dynamodb::Client::from_conf(b.build())
+    }
+
+    /// An S3 client, with the configured endpoint override and addressing style.
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let mut b = aws_sdk_s3::config::Builder::from(&self.sdk)
+            .force_path_style(self.config.s3.force_path_style);
+        if let Some(url) = &self.config.s3.endpoint {
+            b = b.endpoint_url(url);
+        }
+        aws_sdk_s3::Client::from_conf(b.build())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// Accepts one HTTP request on a fresh loopback port and hands back its head.
+    async fn one_request() -> (String, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let head = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut len = 0;
+            while !String::from_utf8_lossy(&buf[..len]).contains("\r\n\r\n") {
+                let n = sock.read(&mut buf[len..]).await.expect("read");
+                if n == 0 {
+                    break;
+                }
+                len += n;
+            }
+            let _ = sock
+                .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
+                .await;
+            String::from_utf8_lossy(&buf[..len]).into_owned()
+        });
+        (url, head)
+    }
+
+    fn config(kinesis: &str, dynamodb: &str, s3: &str) -> AwsConfig {
+        AwsConfig {
+            region: "eu-west-1".into(),
+            static_credentials: Some(StaticCredentials {
+                access_key_id: "AKIDCHIEFTEST".into(),
+                secret_access_key: "b".into(),
+            }),
+            max_attempts: 1,
+            kinesis: ServiceConfig {
+                endpoint: Some(kinesis.into()),
+            },
+            dynamodb: ServiceConfig {
+                endpoint: Some(dynamodb.into()),
+            },
+            s3: S3Config {
+                endpoint: Some(s3.into()),
+                force_path_style: true,
+            },
+            ..AwsConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn each_service_goes_to_its_own_endpoint_signed_with_the_configured_credentials() {
+        let (k_url, k_head) = one_request().await;
+        let (d_url, d_head) = one_request().await;
+        let (s_url, s_head) = one_request().await;
+        let clients = AwsClients::new(&config(&k_url, &d_url, &s_url)).await;
+        assert_eq!(
+            clients
+                .sdk_config()
+                .retry_config()
+                .map(|r| r.max_attempts()),
+            Some(1)
+        );
+
+        let _ = clients.kinesis().list_streams().send().await;
+        let _ = clients.dynamodb().list_tables().send().await;
+        let _ = clients
+            .s3()
+            .list_objects_v2()
+            .bucket("chief-b")
+            .send()
+            .await;
+
+        let k = k_head.await.expect("kinesis request");
+        assert!(k.contains("Kinesis_20131202.ListStreams"), "{k}");
+        assert!(k.contains("Credential=AKIDCHIEFTEST/"), "{k}");
+        assert!(k.contains("/eu-west-1/kinesis/"), "{k}");
+        let d = d_head.await.expect("dynamodb request");
+        assert!(d.contains("DynamoDB_20120810.ListTables"), "{d}");
+        // Path-style: the bucket is in the path, not in the host name.
+        let s = s_head.await.expect("s3 request");
+        assert!(s.starts_with("GET /chief-b/?"), "{s}");
+        assert!(s.contains("list-type=2"), "{s}");
+    }
+}

@@ -1,0 +1,18 @@
+//! Configuration shared by every chief binary.
+//!
+//! - [`load`]: typed config from TOML files, later files overriding earlier ones, then
+//!   `CHIEF__SECTION__KEY=value` environment overrides (DESIGN.md convention 3).
+//!   Every binary takes `--config <file>` (repeatable) and `--print-config`.
+//! - [`aws`]: the one place where AWS SDK clients are built: region, an endpoint per
+//!   service, credentials from the default chain, `force_path_style` for S3, a pinned
+//!   `BehaviorVersion`, retry and timeout settings.
+//! - [`telemetry`]: `tracing` set-up for binaries.
+//! - [`local_stack`]: what tests use to find the local stack (and fail loudly without it).
+
+pub mod aws;
+pub mod database;
+pub mod local_stack;
+mod sources;
+pub mod telemetry;
+
+pub use sources::{ConfigError, ENV_PREFIX, load, load_str, to_toml};

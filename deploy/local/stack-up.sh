@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Starts chief's local stack: Kinesis (npm kinesis-local), DynamoDB + S3 (moto_server),
+# MariaDB (Debian mariadb-server, private datadir). Installs what is missing, waits until
+# each service answers, and records pids under .local/run so stack-down stops only what
+# this script started. Idempotent: when everything already answers it returns at once.
+#
+# Ports: KINESIS_PORT (4568), MOTO_PORT (5000), MARIADB_PORT (3307).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+LOCAL="$ROOT/.local"
+RUN="$LOCAL/run"
+LOGS="$LOCAL/logs"
+KINESIS_PORT="${KINESIS_PORT:-4568}"
+KINESIS_TLS_PORT="${KINESIS_TLS_PORT:-4567}"
+MOTO_PORT="${MOTO_PORT:-5000}"
+MARIADB_PORT="${MARIADB_PORT:-3307}"
+KINESIS_LOCAL_VERSION="0.6.2"
+mkdir -p "$RUN" "$LOGS"
+
+log() { printf 'stack-up: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+answers() { # host port
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+
+running() { # name: pid file names a live process
+    local pidfile="$RUN/$1.pid"
+    [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+wait_for() { # name port seconds logfile
+    local name=$1 port=$2 seconds=$3 logfile=$4 i
+    for ((i = 0; i < seconds * 10; i++)); do
+        if answers 127.0.0.1 "$port"; then return 0; fi
+        if ! running "$name"; then
+            tail -n 30 "$logfile" >&2 || true
+            die "$name exited before answering on port $port (log: $logfile)"
+        fi
+        sleep 0.1
+    done
+    tail -n 30 "$logfile" >&2 || true
+    die "$name did not answer on port $port within ${seconds}s (log: $logfile)"
+}
+
+start() { # name logfile command...
+    local name=$1 logfile=$2
+    shift 2
+    setsid "$@" >"$logfile" 2>&1 </dev/null &
+    echo $! >"$RUN/$name.pid"
+}
+
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# ---------------------------------------------------------------- Kinesis
+start_kinesis() {
+    if answers 127.0.0.1 "$KINESIS_PORT"; then return 0; fi
+    local dir="$LOCAL/node"
+    local main="$dir/node_modules/kinesis-local/main.js"
+    if [[ ! -f "$main" ]]; then
+        command -v npm >/dev/null || die "npm is needed for kinesis-local (apt-get install nodejs npm)"
+        log "installing kinesis-local@$KINESIS_LOCAL_VERSION into $dir"
+        mkdir -p "$dir"
+        npm install --prefix "$dir" --no-audit --no-fund --loglevel=error \
+            "kinesis-local@$KINESIS_LOCAL_VERSION" >&2
+    fi
+    log "starting Kinesis (kinesis-local) on 127.0.0.1:$KINESIS_PORT"
+    start kinesis "$LOGS/kinesis.log" env \
+        KINESIS_MOCK_CERT_PATH="$dir/node_modules/kinesis-local/server.json" \
+        KINESIS_MOCK_PLAIN_PORT="$KINESIS_PORT" KINESIS_MOCK_TLS_PORT="$KINESIS_TLS_PORT" \
+        SHOULD_PERSIST_DATA=false LOG_LEVEL=WARN \
+        node "$main"
+}
+
+# ---------------------------------------------------------------- moto (DynamoDB + S3)
+install_venv() {
+    local stamp="$LOCAL/venv/.requirements"
+    if [[ -x "$LOCAL/venv/bin/python" ]] && cmp -s "$ROOT/deploy/local/requirements.txt" "$stamp"; then
+        return 0
+    fi
+    log "installing Python tools into $LOCAL/venv (deploy/local/requirements.txt)"
+    python3 -m venv "$LOCAL/venv"
+    "$LOCAL/venv/bin/pip" install --quiet --disable-pip-version-check \
+        -r "$ROOT/deploy/local/requirements.txt" >&2
+    cp "$ROOT/deploy/local/requirements.txt" "$stamp"
+}
+
+start_moto() {
+    if answers 127.0.0.1 "$MOTO_PORT"; then return 0; fi
+    log "starting DynamoDB + S3 (moto_server) on 127.0.0.1:$MOTO_PORT"
+    start moto "$LOGS/moto.log" "$LOCAL/venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
+}
+
+# ---------------------------------------------------------------- MariaDB
+find_mariadbd() {
+    local p
+    for p in "$(command -v mariadbd 2>/dev/null || true)" /usr/sbin/mariadbd /usr/sbin/mysqld; do
+        if [[ -n "$p" && -x "$p" ]]; then echo "$p"; return 0; fi
+    done
+    return 1
+}
+
+start_mariadb() {
+    if answers 127.0.0.1 "$MARIADB_PORT"; then return 0; fi
+    if ! find_mariadbd >/dev/null; then
+        log "installing mariadb-server (Debian)"
+        # Keep the package's own service from starting: we run a private server.
+        as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+        if ! { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+            && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                mariadb-server mariadb-client; } >"$LOGS/apt.log" 2>&1; then
+            as_root rm -f /usr/sbin/policy-rc.d
+            tail -n 30 "$LOGS/apt.log" >&2
+            die "installing mariadb-server failed (log: $LOGS/apt.log)"
+        fi
+        as_root rm -f /usr/sbin/policy-rc.d
+    fi
+    local mariadbd datadir="$LOCAL/mysql" import="$LOCAL/mysql-import"
+    mariadbd=$(find_mariadbd) || die "mariadbd not found after installing mariadb-server"
+    mkdir -p "$import"
+    if [[ ! -d "$datadir/mysql" ]]; then
+        log "initialising MariaDB datadir $datadir"
+        mariadb-install-db --no-defaults --datadir="$datadir" --user="$(id -un)" \
+            --auth-root-authentication-method=normal >"$LOGS/mariadb-install.log" 2>&1 \
+            || { tail -n 30 "$LOGS/mariadb-install.log" >&2; die "mariadb-install-db failed"; }
+    fi
+    log "starting MariaDB on 127.0.0.1:$MARIADB_PORT"
+    start mariadb "$LOGS/mariadb.log" "$mariadbd" --no-defaults --datadir="$datadir" \
+        --socket="$RUN/mariadb.sock" --pid-file="$RUN/mariadbd.pid" \
+        --port="$MARIADB_PORT" --bind-address=127.0.0.1 --user="$(id -un)" \
+        --secure-file-priv="$import" --skip-name-resolve \
+        --max-allowed-packet=64M --innodb-buffer-pool-size=128M
+}
+
+create_database() {
+    local client
+    client=$(command -v mariadb || command -v mysql) || die "mariadb client not found"
+    local i
+    for ((i = 0; i < 100; i++)); do
+        if "$client" --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MARIADB_PORT" -u root \
+            -e "CREATE DATABASE IF NOT EXISTS chief" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    die "MariaDB answers on $MARIADB_PORT but does not accept root logins (log: $LOGS/mariadb.log)"
+}
+
+# Fast path: everything already answers.
+if answers 127.0.0.1 "$KINESIS_PORT" && answers 127.0.0.1 "$MOTO_PORT" \
+    && answers 127.0.0.1 "$MARIADB_PORT" && [[ -x "$LOCAL/venv/bin/python" ]] \
+    && cmp -s "$ROOT/deploy/local/requirements.txt" "$LOCAL/venv/.requirements"; then
+    log "local stack already up (Kinesis :$KINESIS_PORT, DynamoDB+S3 :$MOTO_PORT, MariaDB :$MARIADB_PORT)"
+    exit 0
+fi
+
+install_venv
+start_kinesis
+start_moto
+start_mariadb
+for svc in kinesis:$KINESIS_PORT:60 moto:$MOTO_PORT:60 mariadb:$MARIADB_PORT:60; do
+    IFS=: read -r name port secs <<<"$svc"
+    if ! answers 127.0.0.1 "$port"; then wait_for "$name" "$port" "$secs" "$LOGS/$name.log"; fi
+done
+create_database
+log "local stack up: Kinesis http://127.0.0.1:$KINESIS_PORT, DynamoDB+S3 http://127.0.0.1:$MOTO_PORT, MariaDB 127.0.0.1:$MARIADB_PORT (logs in $LOGS)"
