@@ -25,7 +25,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The most characters an `orderid` may have: the width of the `orderid` column
@@ -290,18 +290,37 @@ impl Timestamp {
     /// milliseconds dropped), as `LOAD DATA` into the `timestamp` column wants it.
     /// (MySQL itself only accepts the years 1000-9999 in a `DATETIME`.)
     pub fn to_mysql_datetime(&self) -> String {
-        self.0.format("%Y-%m-%d %H:%M:%S").to_string()
-    }
-
-    fn rfc3339(&self) -> impl fmt::Display + '_ {
-        self.0.format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        let d = &self.0;
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            d.year(),
+            d.month(),
+            d.day(),
+            d.hour(),
+            d.minute(),
+            d.second()
+        )
     }
 }
 
 impl fmt::Display for Timestamp {
     /// RFC 3339, UTC, milliseconds: `2024-01-01T00:00:00.123Z`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.rfc3339().fmt(f)
+        // By hand rather than with a strftime string: this runs for every record
+        // serialised, and the year is known to have four digits. Stored timestamps
+        // are whole milliseconds and never leap seconds, so the fraction is 0..=999.
+        let d = &self.0;
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            d.year(),
+            d.month(),
+            d.day(),
+            d.hour(),
+            d.minute(),
+            d.second(),
+            d.timestamp_subsec_millis()
+        )
     }
 }
 
@@ -315,7 +334,7 @@ impl FromStr for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.rfc3339())
+        serializer.collect_str(self)
     }
 }
 
@@ -850,6 +869,12 @@ mod tests {
                 .unix_millis(),
             0
         );
+        // A leap second becomes the first millisecond of the next minute.
+        let leap = Timestamp::parse("2016-12-31T23:59:60.5Z").expect("valid");
+        assert_eq!(leap.to_string(), "2017-01-01T00:00:00.500Z");
+        let early = Timestamp::parse("0001-02-03T04:05:06.007Z").expect("valid");
+        assert_eq!(early.to_string(), "0001-02-03T04:05:06.007Z");
+        assert_eq!(early.to_mysql_datetime(), "0001-02-03 04:05:06");
     }
 
     #[test]
