@@ -20,7 +20,7 @@ use md5::{Digest, Md5};
 const KEY_LEN: usize = 36;
 const DATA_LEN: usize = 100;
 const REPEATS: usize = 5;
-const PYTHON_REPEATS: usize = 1;
+const PYTHON_REPEATS: usize = 3;
 
 /// xorshift64*: deterministic, dependency-free.
 struct Rng(u64);

@@ -105,12 +105,21 @@ struct UserRecordOut<'a> {
     sub_sequence_number: u64,
 }
 
-/// Non-blank input lines with their 1-based numbers.
-fn numbered_lines(input: impl BufRead) -> impl Iterator<Item = anyhow::Result<(usize, String)>> {
+/// Non-blank input lines with their 1-based numbers; a line that is not UTF-8 is bad input.
+fn numbered_lines(input: impl BufRead) -> impl Iterator<Item = Result<(usize, String), Failure>> {
     input
-        .lines()
+        .split(b'\n')
         .enumerate()
-        .map(|(i, line)| Ok((i + 1, line.context("reading stdin")?)))
+        .map(|(i, line)| {
+            let number = i + 1;
+            let mut line = line.context("reading stdin")?;
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            let line = String::from_utf8(line)
+                .map_err(|e| Failure::BadInput(format!("line {number}: not UTF-8: {e}")))?;
+            Ok((number, line))
+        })
         .filter(|item| {
             item.as_ref()
                 .map_or(true, |(_, line)| !line.trim().is_empty())
@@ -288,6 +297,12 @@ mod tests {
                 .starts_with("line 1: user record refused: empty partition key")
         );
         assert!(bad_input(run_pack(0, good)).starts_with("--max-bytes"));
+        let mut not_utf8 = good.as_bytes().to_vec();
+        not_utf8.extend_from_slice(b"{\"partition_key\":\"\xff\"}\n");
+        let mut out = Vec::new();
+        assert!(
+            bad_input(pack(100, not_utf8.as_slice(), &mut out)).starts_with("line 2: not UTF-8")
+        );
         assert!(bad_input(run_unpack("{\"partition_key\":\"a\"}")).starts_with("line 1: "));
     }
 }
