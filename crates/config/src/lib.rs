@@ -6,12 +6,14 @@
 //! - [`aws`]: the one place where AWS SDK clients are built: region, an endpoint per
 //!   service, credentials from the default chain, `force_path_style` for S3, a pinned
 //!   `BehaviorVersion`, retry and timeout settings.
+//! - [`retry`]: the one back-off policy (exponential, full jitter, cap, deadline).
 //! - [`telemetry`]: `tracing` set-up for binaries.
 //! - [`local_stack`]: what tests use to find the local stack (and fail loudly without it).
 
 pub mod aws;
 pub mod database;
 pub mod local_stack;
+pub mod retry;
 mod sources;
 pub mod telemetry;
 

@@ -1,0 +1,105 @@
+//! Errors of Kinesis calls, classified once: retryable or not, and a short code for the
+//! `ErrorsByCode` metric.
+
+/// A Kinesis call failed as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The stream does not exist (or is being deleted).
+    #[error("{operation}: stream {stream} not found: {message}")]
+    StreamNotFound {
+        /// The API call.
+        operation: &'static str,
+        /// The stream.
+        stream: String,
+        /// Kinesis' message.
+        message: String,
+    },
+    /// Kinesis throttled the call (ProvisionedThroughputExceeded, LimitExceeded, KMS throttling).
+    #[error("{operation} on {stream} throttled: {code}: {message}")]
+    Throttled {
+        /// The API call.
+        operation: &'static str,
+        /// The stream.
+        stream: String,
+        /// Error code.
+        code: String,
+        /// Kinesis' message.
+        message: String,
+    },
+    /// Kinesis answered with an error.
+    #[error("{operation} on {stream} failed: {code}: {message}")]
+    Service {
+        /// The API call.
+        operation: &'static str,
+        /// The stream.
+        stream: String,
+        /// Error code (`InternalFailure`, `InvalidArgumentException`, `HTTP 500`…).
+        code: String,
+        /// Kinesis' message.
+        message: String,
+        /// Whether trying again may succeed (5xx, internal failures).
+        retryable: bool,
+    },
+    /// The request did not get an answer (connection refused or reset, bad response).
+    #[error("{operation} on {stream}: no answer from Kinesis: {message}")]
+    Transport {
+        /// The API call.
+        operation: &'static str,
+        /// The stream.
+        stream: String,
+        /// What happened.
+        message: String,
+    },
+    /// The call timed out.
+    #[error("{operation} on {stream} timed out")]
+    Timeout {
+        /// The API call.
+        operation: &'static str,
+        /// The stream.
+        stream: String,
+    },
+}
+
+impl StreamError {
+    /// Whether the same call may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::StreamNotFound { .. } => false,
+            Self::Throttled { .. } | Self::Transport { .. } | Self::Timeout { .. } => true,
+            Self::Service { retryable, .. } => *retryable,
+        }
+    }
+
+    /// A short, low-cardinality code for metrics and attempt records.
+    pub fn code(&self) -> &str {
+        match self {
+            Self::StreamNotFound { .. } => "ResourceNotFoundException",
+            Self::Throttled { code, .. } | Self::Service { code, .. } => code,
+            Self::Transport { .. } => "Transport",
+            Self::Timeout { .. } => "Timeout",
+        }
+    }
+}
+
+/// One PutRecords entry was refused (the others in the call may have succeeded).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct PutEntryError {
+    /// `ProvisionedThroughputExceededException`, `InternalFailure`, `KMSThrottlingException`…
+    pub code: String,
+    /// Kinesis' message.
+    pub message: String,
+}
+
+impl PutEntryError {
+    /// The code Kinesis uses for a shard over its write limit.
+    pub const THROTTLED: &'static str = "ProvisionedThroughputExceededException";
+    /// The code Kinesis uses for an internal error on one entry.
+    pub const INTERNAL_FAILURE: &'static str = "InternalFailure";
+
+    /// Whether this is throttling (the shard's write limit, or KMS).
+    pub fn is_throttling(&self) -> bool {
+        self.code == Self::THROTTLED || self.code.contains("Throttling")
+    }
+}

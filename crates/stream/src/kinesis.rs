@@ -1,0 +1,220 @@
+//! [`StreamClient`] over the AWS SDK Kinesis client.
+
+use aws_sdk_kinesis::config::http::HttpResponse;
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use chief_aggregation::parse_hash_key;
+
+use crate::{
+    PutEntry, PutEntryError, PutEntryResult, PutSuccess, Shard, StreamClient, StreamError,
+};
+
+/// Kinesis through the AWS SDK (build the SDK client with `chief_config::aws::AwsClients`).
+#[derive(Debug, Clone)]
+pub struct KinesisClient {
+    client: aws_sdk_kinesis::Client,
+}
+
+impl KinesisClient {
+    /// Wraps an SDK client.
+    pub fn new(client: aws_sdk_kinesis::Client) -> Self {
+        Self { client }
+    }
+
+    /// The SDK client, for calls the trait does not cover.
+    pub fn sdk(&self) -> &aws_sdk_kinesis::Client {
+        &self.client
+    }
+}
+
+/// Turns an SDK error into a [`StreamError`], classifying it once.
+fn classify<E>(operation: &'static str, stream: &str, err: SdkError<E, HttpResponse>) -> StreamError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let stream = stream.to_owned();
+    match err {
+        SdkError::TimeoutError(_) => StreamError::Timeout { operation, stream },
+        SdkError::DispatchFailure(e) => StreamError::Transport {
+            operation,
+            stream,
+            message: format!("{e:?}"),
+        },
+        SdkError::ResponseError(e) => StreamError::Transport {
+            operation,
+            stream,
+            message: format!("{e:?}"),
+        },
+        SdkError::ServiceError(e) => {
+            let server_fault = e.raw().status().as_u16() >= 500;
+            let code = match e.err().code() {
+                Some(code) => code.to_owned(),
+                None => format!("HTTP {}", e.raw().status().as_u16()),
+            };
+            let message = e.err().message().unwrap_or_default().to_owned();
+            service_error(operation, stream, code, message, server_fault)
+        }
+        other => {
+            let code = other.code().unwrap_or("Unknown").to_owned();
+            let message = other
+                .message()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{other:?}"));
+            service_error(operation, stream, code, message, false)
+        }
+    }
+}
+
+fn service_error(
+    operation: &'static str,
+    stream: String,
+    code: String,
+    message: String,
+    server_fault: bool,
+) -> StreamError {
+    match code.as_str() {
+        "ResourceNotFoundException" => StreamError::StreamNotFound {
+            operation,
+            stream,
+            message,
+        },
+        "ProvisionedThroughputExceededException"
+        | "LimitExceededException"
+        | "ThrottlingException"
+        | "KMSThrottlingException" => StreamError::Throttled {
+            operation,
+            stream,
+            code,
+            message,
+        },
+        _ => {
+            let retryable = server_fault
+                || matches!(
+                    code.as_str(),
+                    "InternalFailure" | "InternalFailureException" | "ServiceUnavailable"
+                );
+            StreamError::Service {
+                operation,
+                stream,
+                code,
+                message,
+                retryable,
+            }
+        }
+    }
+}
+
+fn invalid_shard(stream: &str, what: String) -> StreamError {
+    StreamError::Service {
+        operation: "ListShards",
+        stream: stream.to_owned(),
+        code: "InvalidShardDescription".to_owned(),
+        message: what,
+        retryable: false,
+    }
+}
+
+impl StreamClient for KinesisClient {
+    async fn list_shards(&self, stream: &str) -> Result<Vec<Shard>, StreamError> {
+        let mut shards = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            // With a NextToken, Kinesis refuses the stream name.
+            let request = match &next_token {
+                Some(token) => self.client.list_shards().next_token(token),
+                None => self.client.list_shards().stream_name(stream),
+            };
+            let page = request
+                .send()
+                .await
+                .map_err(|e| classify("ListShards", stream, e))?;
+            for s in page.shards() {
+                let range = s.hash_key_range().ok_or_else(|| {
+                    invalid_shard(
+                        stream,
+                        format!("shard {} has no hash key range", s.shard_id()),
+                    )
+                })?;
+                let parse = |v: &str| {
+                    parse_hash_key(v)
+                        .map_err(|e| invalid_shard(stream, format!("shard {}: {e}", s.shard_id())))
+                };
+                let seq = s.sequence_number_range().ok_or_else(|| {
+                    invalid_shard(
+                        stream,
+                        format!("shard {} has no sequence range", s.shard_id()),
+                    )
+                })?;
+                shards.push(Shard {
+                    shard_id: s.shard_id().to_owned(),
+                    parent_shard_id: s.parent_shard_id().map(str::to_owned),
+                    adjacent_parent_shard_id: s.adjacent_parent_shard_id().map(str::to_owned),
+                    starting_hash_key: parse(range.starting_hash_key())?,
+                    ending_hash_key: parse(range.ending_hash_key())?,
+                    starting_sequence_number: seq.starting_sequence_number().to_owned(),
+                    ending_sequence_number: seq.ending_sequence_number().map(str::to_owned),
+                });
+            }
+            next_token = page.next_token().map(str::to_owned);
+            if next_token.is_none() {
+                return Ok(shards);
+            }
+        }
+    }
+
+    async fn put_records(
+        &self,
+        stream: &str,
+        entries: Vec<PutEntry>,
+    ) -> Result<Vec<PutEntryResult>, StreamError> {
+        let count = entries.len();
+        let mut request = self.client.put_records().stream_name(stream);
+        for e in entries {
+            let mut b = PutRecordsRequestEntry::builder()
+                .partition_key(e.partition_key)
+                .data(Blob::new(e.data));
+            if let Some(ehk) = e.explicit_hash_key {
+                b = b.explicit_hash_key(ehk);
+            }
+            let entry = b.build().map_err(|err| StreamError::Service {
+                operation: "PutRecords",
+                stream: stream.to_owned(),
+                code: "InvalidArgumentException".to_owned(),
+                message: err.to_string(),
+                retryable: false,
+            })?;
+            request = request.records(entry);
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| classify("PutRecords", stream, e))?;
+        let results: Vec<PutEntryResult> = out
+            .records()
+            .iter()
+            .map(
+                |r| match (r.shard_id(), r.sequence_number(), r.error_code()) {
+                    (Some(shard), Some(seq), None) => Ok(PutSuccess {
+                        shard_id: shard.to_owned(),
+                        sequence_number: seq.to_owned(),
+                    }),
+                    (_, _, code) => Err(PutEntryError {
+                        code: code.unwrap_or("Unknown").to_owned(),
+                        message: r.error_message().unwrap_or_default().to_owned(),
+                    }),
+                },
+            )
+            .collect();
+        if results.len() != count {
+            return Err(StreamError::Service {
+                operation: "PutRecords",
+                stream: stream.to_owned(),
+                code: "MalformedResponse".to_owned(),
+                message: format!("{} results for {count} entries", results.len()),
+                retryable: true,
+            });
+        }
+        Ok(results)
+    }
+}

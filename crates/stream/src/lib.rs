@@ -1,0 +1,99 @@
+//! The Kinesis boundary of chief.
+//!
+//! [`StreamClient`] is the small trait the producer and the consumer talk to. It has two
+//! implementations, tested against the same expectations:
+//! - [`KinesisClient`]: the AWS SDK client (real Kinesis or a local emulator);
+//! - [`MemoryStreams`]: an in-memory Kinesis (hash-range routing, sequence numbers,
+//!   resharding) with fault injection — throttled entries, failed calls, time-outs,
+//!   latency, a stream that never accepts, a stream that stalls — for tests and
+//!   benchmarks that no emulator can provide (none enforces shard limits).
+
+mod error;
+mod kinesis;
+mod memory;
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+pub use error::{PutEntryError, StreamError};
+pub use kinesis::KinesisClient;
+pub use memory::{Faults, MemoryStats, MemoryStreams, StoredRecord};
+
+/// One shard of a stream, as ListShards describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shard {
+    /// `shardId-000000000000`.
+    pub shard_id: String,
+    /// The parent shard (after a split or a merge).
+    pub parent_shard_id: Option<String>,
+    /// The second parent of a merged shard.
+    pub adjacent_parent_shard_id: Option<String>,
+    /// First hash key the shard owns.
+    pub starting_hash_key: u128,
+    /// Last hash key the shard owns (inclusive).
+    pub ending_hash_key: u128,
+    /// First sequence number of the shard.
+    pub starting_sequence_number: String,
+    /// Last sequence number, present once the shard is closed (split or merged away).
+    pub ending_sequence_number: Option<String>,
+}
+
+impl Shard {
+    /// Whether the shard still accepts records.
+    pub fn is_open(&self) -> bool {
+        self.ending_sequence_number.is_none()
+    }
+
+    /// Whether the shard owns `hash_key`.
+    pub fn contains(&self, hash_key: u128) -> bool {
+        (self.starting_hash_key..=self.ending_hash_key).contains(&hash_key)
+    }
+}
+
+/// One entry of a PutRecords call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutEntry {
+    /// Partition key (1..=256 characters).
+    pub partition_key: String,
+    /// Explicit hash key (decimal), overriding the partition key's hash for routing.
+    pub explicit_hash_key: Option<String>,
+    /// The record's bytes.
+    pub data: Bytes,
+}
+
+impl PutEntry {
+    /// What Kinesis counts against the 1 MiB record and 5 MiB request limits.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+}
+
+/// Where a PutRecords entry landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutSuccess {
+    /// The shard that took it.
+    pub shard_id: String,
+    /// Its sequence number.
+    pub sequence_number: String,
+}
+
+/// The outcome of one PutRecords entry, in request order.
+pub type PutEntryResult = Result<PutSuccess, PutEntryError>;
+
+/// The Kinesis calls chief makes.
+pub trait StreamClient: Send + Sync + 'static {
+    /// All shards of the stream, open and closed, in ListShards order (every page).
+    fn list_shards(
+        &self,
+        stream: &str,
+    ) -> impl Future<Output = Result<Vec<Shard>, StreamError>> + Send;
+
+    /// PutRecords: one result per entry, in order. A call-level error means no entry
+    /// was written; per-entry errors (throttling, internal failure) are in the results.
+    fn put_records(
+        &self,
+        stream: &str,
+        entries: Vec<PutEntry>,
+    ) -> impl Future<Output = Result<Vec<PutEntryResult>, StreamError>> + Send;
+}

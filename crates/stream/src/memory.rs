@@ -1,0 +1,435 @@
+//! An in-memory Kinesis: streams of shards with hash-key ranges, sequence numbers that
+//! increase across a stream's shards, splits and merges, and fault injection.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use chief_aggregation::{parse_hash_key, partition_key_hash};
+
+use crate::{
+    PutEntry, PutEntryError, PutEntryResult, PutSuccess, Shard, StreamClient, StreamError,
+};
+
+/// Faults the in-memory Kinesis injects; change them at any time with
+/// [`MemoryStreams::set_faults`]. Ratios are probabilities in `[0, 1]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    /// Share of PutRecords entries refused with `ProvisionedThroughputExceededException`.
+    pub throttle_ratio: f64,
+    /// Share of PutRecords entries refused with `InternalFailure`.
+    pub internal_failure_ratio: f64,
+    /// Share of calls that fail whole with an HTTP 500 (`InternalFailure`, retryable).
+    pub call_error_ratio: f64,
+    /// Share of calls that time out (after `latency`), writing nothing.
+    pub timeout_ratio: f64,
+    /// Added to every call.
+    pub latency: Duration,
+    /// Refuse every PutRecords entry (throttled): a stream that never accepts.
+    pub reject_all: bool,
+    /// Calls do not return while this is set: a stalled stream.
+    pub stall: bool,
+}
+
+/// A record as stored in a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// Sequence number (56 decimal digits, so that string order is numeric order).
+    pub sequence_number: String,
+    /// Partition key as sent.
+    pub partition_key: String,
+    /// Explicit hash key as sent.
+    pub explicit_hash_key: Option<String>,
+    /// The bytes.
+    pub data: Bytes,
+    /// When it was written.
+    pub arrival: SystemTime,
+}
+
+/// Call counters of a [`MemoryStreams`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// PutRecords calls answered (successfully or with per-entry errors).
+    pub put_records_calls: u64,
+    /// Entries written.
+    pub entries_written: u64,
+    /// Entries refused (throttled or internal failure).
+    pub entries_refused: u64,
+    /// Calls failed whole (500s and time-outs).
+    pub calls_failed: u64,
+    /// Bytes written (data + partition key).
+    pub bytes_written: u64,
+}
+
+#[derive(Debug)]
+struct MemShard {
+    info: Shard,
+    records: Vec<StoredRecord>,
+}
+
+#[derive(Debug, Default)]
+struct MemStream {
+    shards: Vec<MemShard>,
+    next_sequence: u128,
+}
+
+impl MemStream {
+    fn next_sequence_number(&mut self) -> String {
+        self.next_sequence += 1;
+        format!("{:056}", self.next_sequence)
+    }
+
+    fn shard_index(&self, shard_id: &str) -> Option<usize> {
+        self.shards.iter().position(|s| s.info.shard_id == shard_id)
+    }
+
+    fn add_shard(
+        &mut self,
+        start: u128,
+        end: u128,
+        parent: Option<String>,
+        adjacent: Option<String>,
+    ) {
+        let starting_sequence_number = self.next_sequence_number();
+        let shard_id = format!("shardId-{:012}", self.shards.len());
+        self.shards.push(MemShard {
+            info: Shard {
+                shard_id,
+                parent_shard_id: parent,
+                adjacent_parent_shard_id: adjacent,
+                starting_hash_key: start,
+                ending_hash_key: end,
+                starting_sequence_number,
+                ending_sequence_number: None,
+            },
+            records: Vec::new(),
+        });
+    }
+
+    fn close(&mut self, index: usize) {
+        let end = self.next_sequence_number();
+        self.shards[index].info.ending_sequence_number = Some(end);
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    streams: HashMap<String, MemStream>,
+    faults: Faults,
+    rng: u64,
+    stats: MemoryStats,
+}
+
+impl State {
+    /// splitmix64: deterministic, good enough to draw faults.
+    fn draw(&mut self) -> f64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn stream_mut(
+        &mut self,
+        op: &'static str,
+        stream: &str,
+    ) -> Result<&mut MemStream, StreamError> {
+        self.streams
+            .get_mut(stream)
+            .ok_or_else(|| StreamError::StreamNotFound {
+                operation: op,
+                stream: stream.to_owned(),
+                message: format!("Stream {stream} under account 000000000000 not found."),
+            })
+    }
+}
+
+/// An in-memory Kinesis. Cloning shares the same streams.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStreams {
+    state: Arc<Mutex<State>>,
+}
+
+fn invalid(op: &'static str, stream: &str, message: String) -> StreamError {
+    StreamError::Service {
+        operation: op,
+        stream: stream.to_owned(),
+        code: "InvalidArgumentException".to_owned(),
+        message,
+        retryable: false,
+    }
+}
+
+impl MemoryStreams {
+    /// An empty Kinesis whose fault draws follow `seed`.
+    pub fn new(seed: u64) -> Self {
+        let me = Self::default();
+        me.lock().rng = seed;
+        me
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates a stream whose `shard_count` shards split the hash space evenly, as Kinesis does.
+    pub fn create_stream(&self, stream: &str, shard_count: u32) {
+        let mut s = MemStream::default();
+        let n = u128::from(shard_count.max(1));
+        let step = u128::MAX / n;
+        for i in 0..n {
+            let start = i * step;
+            let end = if i + 1 == n {
+                u128::MAX
+            } else {
+                (i + 1) * step - 1
+            };
+            s.add_shard(start, end, None, None);
+        }
+        self.lock().streams.insert(stream.to_owned(), s);
+    }
+
+    /// Splits an open shard at `new_starting_hash_key` into two children and closes it.
+    pub fn split_shard(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        new_starting_hash_key: u128,
+    ) -> Result<(), StreamError> {
+        let mut state = self.lock();
+        let s = state.stream_mut("SplitShard", stream)?;
+        let i = s
+            .shard_index(shard_id)
+            .filter(|&i| s.shards[i].info.is_open())
+            .ok_or_else(|| invalid("SplitShard", stream, format!("no open shard {shard_id}")))?;
+        let (start, end) = (
+            s.shards[i].info.starting_hash_key,
+            s.shards[i].info.ending_hash_key,
+        );
+        if new_starting_hash_key <= start || new_starting_hash_key > end {
+            return Err(invalid(
+                "SplitShard",
+                stream,
+                format!("hash key {new_starting_hash_key} is not inside {shard_id}"),
+            ));
+        }
+        s.close(i);
+        let parent = Some(shard_id.to_owned());
+        s.add_shard(start, new_starting_hash_key - 1, parent.clone(), None);
+        s.add_shard(new_starting_hash_key, end, parent, None);
+        Ok(())
+    }
+
+    /// Merges two open, adjacent shards into one child and closes them.
+    pub fn merge_shards(
+        &self,
+        stream: &str,
+        shard: &str,
+        adjacent: &str,
+    ) -> Result<(), StreamError> {
+        let mut state = self.lock();
+        let s = state.stream_mut("MergeShards", stream)?;
+        let find = |s: &MemStream, id: &str| {
+            s.shard_index(id)
+                .filter(|&i| s.shards[i].info.is_open())
+                .ok_or_else(|| invalid("MergeShards", stream, format!("no open shard {id}")))
+        };
+        let (a, b) = (find(s, shard)?, find(s, adjacent)?);
+        let (lo, hi) = if s.shards[a].info.starting_hash_key < s.shards[b].info.starting_hash_key {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        if s.shards[lo].info.ending_hash_key.checked_add(1)
+            != Some(s.shards[hi].info.starting_hash_key)
+        {
+            return Err(invalid(
+                "MergeShards",
+                stream,
+                format!("{shard} and {adjacent} are not adjacent"),
+            ));
+        }
+        let (start, end) = (
+            s.shards[lo].info.starting_hash_key,
+            s.shards[hi].info.ending_hash_key,
+        );
+        s.close(a);
+        s.close(b);
+        s.add_shard(
+            start,
+            end,
+            Some(shard.to_owned()),
+            Some(adjacent.to_owned()),
+        );
+        Ok(())
+    }
+
+    /// Replaces the injected faults.
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
+
+    /// The call counters so far.
+    pub fn stats(&self) -> MemoryStats {
+        self.lock().stats
+    }
+
+    /// The records of one shard, in sequence order.
+    pub fn records(&self, stream: &str, shard_id: &str) -> Vec<StoredRecord> {
+        let state = self.lock();
+        state
+            .streams
+            .get(stream)
+            .and_then(|s| s.shard_index(shard_id).map(|i| s.shards[i].records.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Waits out `latency` and `stall`, then draws whether the call fails whole.
+    async fn call_faults(&self, operation: &'static str, stream: &str) -> Result<(), StreamError> {
+        let latency = self.lock().faults.latency;
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        while self.lock().faults.stall {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut state = self.lock();
+        let (timeout, error) = (state.faults.timeout_ratio, state.faults.call_error_ratio);
+        if timeout > 0.0 && state.draw() < timeout {
+            state.stats.calls_failed += 1;
+            return Err(StreamError::Timeout {
+                operation,
+                stream: stream.to_owned(),
+            });
+        }
+        if error > 0.0 && state.draw() < error {
+            state.stats.calls_failed += 1;
+            return Err(StreamError::Service {
+                operation,
+                stream: stream.to_owned(),
+                code: "InternalFailure".to_owned(),
+                message: "injected HTTP 500".to_owned(),
+                retryable: true,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl StreamClient for MemoryStreams {
+    async fn list_shards(&self, stream: &str) -> Result<Vec<Shard>, StreamError> {
+        self.call_faults("ListShards", stream).await?;
+        let mut state = self.lock();
+        let s = state.stream_mut("ListShards", stream)?;
+        Ok(s.shards.iter().map(|m| m.info.clone()).collect())
+    }
+
+    async fn put_records(
+        &self,
+        stream: &str,
+        entries: Vec<PutEntry>,
+    ) -> Result<Vec<PutEntryResult>, StreamError> {
+        const OP: &str = "PutRecords";
+        if entries.is_empty() || entries.len() > 500 {
+            return Err(invalid(
+                OP,
+                stream,
+                format!("{} entries (1..=500)", entries.len()),
+            ));
+        }
+        let total: usize = entries.iter().map(PutEntry::size).sum();
+        if total > 5 * 1024 * 1024 {
+            return Err(invalid(
+                OP,
+                stream,
+                format!("{total} bytes in one call (max 5 MiB)"),
+            ));
+        }
+        self.call_faults(OP, stream).await?;
+        let mut state = self.lock();
+        let faults = state.faults.clone();
+        let mut results = Vec::with_capacity(entries.len());
+        // Validate before writing anything: a bad entry fails the whole call, as in Kinesis.
+        let mut hashes = Vec::with_capacity(entries.len());
+        for e in &entries {
+            if e.size() > 1024 * 1024 {
+                return Err(invalid(
+                    OP,
+                    stream,
+                    format!("record of {} bytes (max 1 MiB)", e.size()),
+                ));
+            }
+            let hash = match &e.explicit_hash_key {
+                Some(ehk) => {
+                    parse_hash_key(ehk).map_err(|err| invalid(OP, stream, err.to_string()))?
+                }
+                None => partition_key_hash(&e.partition_key),
+            };
+            hashes.push(hash);
+        }
+        state.stream_mut(OP, stream)?;
+        let mut written = 0u64;
+        let mut refused = 0u64;
+        let mut bytes = 0u64;
+        for (e, hash) in entries.into_iter().zip(hashes) {
+            let refuse = if faults.reject_all
+                || (faults.throttle_ratio > 0.0 && state.draw() < faults.throttle_ratio)
+            {
+                Some(PutEntryError {
+                    code: PutEntryError::THROTTLED.to_owned(),
+                    message: "Rate exceeded for shard (injected).".to_owned(),
+                })
+            } else if faults.internal_failure_ratio > 0.0
+                && state.draw() < faults.internal_failure_ratio
+            {
+                Some(PutEntryError {
+                    code: PutEntryError::INTERNAL_FAILURE.to_owned(),
+                    message: "Internal service failure (injected).".to_owned(),
+                })
+            } else {
+                None
+            };
+            if let Some(err) = refuse {
+                refused += 1;
+                results.push(Err(err));
+                continue;
+            }
+            let s = state.stream_mut(OP, stream)?;
+            let Some(i) = s
+                .shards
+                .iter()
+                .position(|m| m.info.is_open() && m.info.contains(hash))
+            else {
+                return Err(invalid(
+                    OP,
+                    stream,
+                    format!("no open shard owns hash key {hash}"),
+                ));
+            };
+            let sequence_number = s.next_sequence_number();
+            bytes += e.size() as u64;
+            let shard = &mut s.shards[i];
+            shard.records.push(StoredRecord {
+                sequence_number: sequence_number.clone(),
+                partition_key: e.partition_key,
+                explicit_hash_key: e.explicit_hash_key,
+                data: e.data,
+                arrival: SystemTime::now(),
+            });
+            written += 1;
+            results.push(Ok(PutSuccess {
+                shard_id: shard.info.shard_id.clone(),
+                sequence_number,
+            }));
+        }
+        state.stats.put_records_calls += 1;
+        state.stats.entries_written += written;
+        state.stats.entries_refused += refused;
+        state.stats.bytes_written += bytes;
+        Ok(results)
+    }
+}
