@@ -1,0 +1,323 @@
+//! A KPL-style Kinesis producer, without what the KPL's users hate about it.
+//!
+//! [`Producer::send`] takes a [`UserRecord`] and, once the bounded buffer has room,
+//! returns a [`RecordReceipt`]: a future of the record's outcome — where it landed
+//! (shard, sequence and sub-sequence number, attempts) or why it failed, with the record
+//! handed back and every attempt made. Inside, one task:
+//! - predicts each record's shard from a shard map (ListShards), refreshed when a record
+//!   lands on another shard than predicted (a reshard), re-predicting buffered records;
+//! - aggregates records per predicted shard in the KPL wire format (optional);
+//! - collects entries into PutRecords calls (≤ 500 entries, ≤ 5 MiB), at most one call in
+//!   flight per shard so that per-partition-key order holds, and at most
+//!   `max_connections` calls in all;
+//! - rate-limits each shard with token buckets (records/s and bytes/s, 150 % of the shard
+//!   limit by default, as the KPL);
+//! - retries only the failed entries, with jittered exponential back-off, until the
+//!   record's time to live runs out;
+//! - exports the KPL metric names through the `metrics` facade.
+//!
+//! **Bounded memory:** the buffer is bounded in bytes and in records; while it is full,
+//! `send` waits (backpressure) instead of growing.
+//!
+//! **Order:** records of one partition key reach Kinesis in `send` order, because a shard
+//! has one call in flight at a time and a failed entry is retried before anything newer of
+//! its shard. One case remains, as in the KPL: if Kinesis refuses an entry of a call but
+//! takes a later entry of the same shard in that call, the later one lands first. Set
+//! `max_entries_per_shard_per_call = 1` to rule that out too.
+
+mod config;
+mod limiter;
+mod outcome;
+mod pipeline;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use chief_aggregation::{AggregationError, ShardMap, ShardMapError, ShardRange};
+use chief_stream::{StreamClient, StreamError};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use chief_aggregation::UserRecord;
+pub use config::ProducerConfig;
+pub use limiter::TokenBucket;
+pub use outcome::{
+    Attempt, AttemptError, FailureReason, RecordFailure, RecordOutcome, RecordReceipt,
+    RecordSuccess,
+};
+
+use pipeline::{Control, Incoming, Pipeline};
+
+/// Retries of ListShards at start before giving up.
+const START_RETRIES: u32 = 8;
+
+/// Book-keeping bytes counted per buffered record on top of its data and keys.
+pub const RECORD_OVERHEAD_BYTES: usize = 64;
+
+/// The producer could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProducerError {
+    /// The config breaks a Kinesis limit or is unusable.
+    #[error("invalid producer config: {0}")]
+    Config(String),
+    /// ListShards failed.
+    #[error("cannot read the shards of stream {stream}: {source}")]
+    ListShards {
+        /// The stream.
+        stream: String,
+        /// The error.
+        source: StreamError,
+    },
+    /// The open shards do not form a usable map.
+    #[error("stream {stream} has no usable shard map: {reason}")]
+    ShardMap {
+        /// The stream.
+        stream: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// `send` refused a record; the record is handed back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The record breaks a Kinesis limit (key length, size, explicit hash key).
+    #[error("invalid record: {0}")]
+    Invalid(#[from] AggregationError),
+    /// The record alone is larger than the whole buffer.
+    #[error("record of {cost} bytes does not fit a buffer of {bound} bytes")]
+    LargerThanBuffer {
+        /// The record.
+        record: UserRecord,
+        /// What it would take in the buffer.
+        cost: usize,
+        /// The buffer bound.
+        bound: usize,
+    },
+    /// The producer is shutting down or stopped.
+    #[error("the producer is shut down")]
+    Closed {
+        /// The record.
+        record: UserRecord,
+    },
+}
+
+impl SendError {
+    /// The refused record.
+    pub fn into_record(self) -> UserRecord {
+        match self {
+            Self::Invalid(e) => e.into_record(),
+            Self::LargerThanBuffer { record, .. } | Self::Closed { record } => record,
+        }
+    }
+}
+
+/// Counters of a producer, for progress output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProducerStats {
+    /// Records accepted by `send`.
+    pub received: u64,
+    /// Records put.
+    pub put: u64,
+    /// Records failed back.
+    pub failed: u64,
+    /// Records accepted and without outcome yet.
+    pub pending: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    received: AtomicU64,
+    put: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Counters {
+    fn pending(&self) -> u64 {
+        let done = self.put.load(Ordering::Acquire) + self.failed.load(Ordering::Acquire);
+        self.received.load(Ordering::Acquire).saturating_sub(done)
+    }
+}
+
+fn snapshot(counters: &Counters) -> ProducerStats {
+    let received = counters.received.load(Ordering::Acquire);
+    let put = counters.put.load(Ordering::Acquire);
+    let failed = counters.failed.load(Ordering::Acquire);
+    ProducerStats {
+        received,
+        put,
+        failed,
+        pending: received.saturating_sub(put + failed),
+    }
+}
+
+/// The buffer bound: permits for records and for bytes.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    records: Semaphore,
+    bytes: Semaphore,
+}
+
+impl Budget {
+    fn release(&self, records: usize, bytes: usize) {
+        self.records.add_permits(records);
+        self.bytes.add_permits(bytes);
+    }
+}
+
+/// A KPL-style producer for one stream. Share it with `Arc` to send from many tasks.
+#[derive(Debug)]
+pub struct Producer {
+    stream: String,
+    intake: mpsc::UnboundedSender<Incoming>,
+    control: mpsc::UnboundedSender<Control>,
+    budget: Arc<Budget>,
+    counters: Arc<Counters>,
+    bound: usize,
+    task: JoinHandle<()>,
+}
+
+impl Producer {
+    /// Reads the stream's shards and starts the producer task.
+    pub async fn start<C: StreamClient>(
+        client: C,
+        stream: impl Into<String>,
+        config: ProducerConfig,
+    ) -> Result<Self, ProducerError> {
+        config.validate().map_err(ProducerError::Config)?;
+        let stream: String = stream.into();
+        let mut retry = 0;
+        let shards = loop {
+            match client.list_shards(&stream).await {
+                Ok(shards) => break shards,
+                Err(e) if e.is_retryable() && retry < START_RETRIES => {
+                    retry += 1;
+                    tracing::warn!(stream = %stream, error = %e, retry, "ListShards failed; retrying");
+                    tokio::time::sleep(config.retry.jittered(retry)).await;
+                }
+                Err(source) => return Err(ProducerError::ListShards { stream, source }),
+            }
+        };
+        let map = ShardMap::new(shards.iter().filter(|s| s.is_open()).map(|s| ShardRange {
+            shard_id: s.shard_id.clone(),
+            starting_hash_key: s.starting_hash_key,
+            ending_hash_key: s.ending_hash_key,
+        }))
+        .map_err(|e: ShardMapError| ProducerError::ShardMap {
+            stream: stream.clone(),
+            reason: e.to_string(),
+        })?;
+        if !map.is_complete() {
+            return Err(ProducerError::ShardMap {
+                stream,
+                reason: "the open shards do not cover the hash key space".to_owned(),
+            });
+        }
+        let budget = Arc::new(Budget {
+            records: Semaphore::new(config.buffer_max_records),
+            bytes: Semaphore::new(config.buffer_max_bytes),
+        });
+        let counters = Arc::new(Counters::default());
+        let (intake_tx, intake_rx) = mpsc::unbounded_channel();
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let bound = config.buffer_max_bytes;
+        let pipeline = Pipeline::new(
+            Arc::new(client),
+            Arc::from(stream.as_str()),
+            config,
+            budget.clone(),
+            counters.clone(),
+            intake_rx,
+            control_rx,
+            map,
+        );
+        let task = tokio::spawn(pipeline.run());
+        Ok(Self {
+            stream,
+            intake: intake_tx,
+            control: control_tx,
+            budget,
+            counters,
+            bound,
+            task,
+        })
+    }
+
+    /// The stream this producer writes to.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// Hands a record to the producer. Waits while the buffer is full; then returns a
+    /// receipt that resolves to the record's outcome. Refuses (and hands back) a record
+    /// that breaks a Kinesis limit, and any record once the producer is shutting down.
+    pub async fn send(&self, record: UserRecord) -> Result<RecordReceipt, SendError> {
+        let record = record.validate()?;
+        let cost = record.size()
+            + record.explicit_hash_key.as_ref().map_or(0, String::len)
+            + RECORD_OVERHEAD_BYTES;
+        if cost > self.bound {
+            return Err(SendError::LargerThanBuffer {
+                record,
+                cost,
+                bound: self.bound,
+            });
+        }
+        let Ok(records) = self.budget.records.acquire().await else {
+            return Err(SendError::Closed { record });
+        };
+        // cost ≤ bound ≤ usize and a single record is ≤ 1 MiB + keys: fits u32.
+        let Ok(bytes) = self.budget.bytes.acquire_many(cost as u32).await else {
+            return Err(SendError::Closed { record });
+        };
+        records.forget();
+        bytes.forget();
+        let (reply, rx) = oneshot::channel();
+        self.counters.received.fetch_add(1, Ordering::AcqRel);
+        let incoming = Incoming {
+            record,
+            reply,
+            arrived: Instant::now(),
+            cost,
+        };
+        if let Err(mpsc::error::SendError(incoming)) = self.intake.send(incoming) {
+            self.counters.received.fetch_sub(1, Ordering::AcqRel);
+            self.budget.release(1, cost);
+            return Err(SendError::Closed {
+                record: incoming.record,
+            });
+        }
+        Ok(RecordReceipt { rx })
+    }
+
+    /// Sends everything buffered now, without waiting for aggregates or calls to fill, and
+    /// returns when every record accepted so far has its outcome (with other tasks still
+    /// sending: when the producer is momentarily idle).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.control.send(Control::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> ProducerStats {
+        snapshot(&self.counters)
+    }
+
+    /// Stops taking records, sends everything buffered (retrying within each record's
+    /// TTL), and returns when every record has its outcome.
+    pub async fn shutdown(self) -> ProducerStats {
+        self.budget.records.close();
+        self.budget.bytes.close();
+        let _ = self.control.send(Control::Shutdown);
+        let Self { task, counters, .. } = self;
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "producer task ended abnormally");
+        }
+        snapshot(&counters)
+    }
+}

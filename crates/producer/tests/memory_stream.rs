@@ -1,0 +1,452 @@
+//! The producer against the in-memory Kinesis of `chief-stream`: delivery, faults,
+//! expiry, backpressure, resharding and order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chief_aggregation::{UserRecord, deaggregate};
+use chief_producer::{FailureReason, Producer, ProducerConfig, SendError};
+use chief_stream::{Faults, MemoryStreams, StreamClient};
+
+const STREAM: &str = "TestStream";
+
+fn records(n: usize, keys: usize) -> Vec<UserRecord> {
+    (0..n)
+        .map(|i| {
+            let key = format!("key-{:04}", i % keys);
+            UserRecord::new(
+                key.clone(),
+                format!("{key}:{i:08}:{}", "x".repeat(60)).into_bytes(),
+            )
+        })
+        .collect()
+}
+
+/// Every user record in the stream, per shard in sequence order, checking that each lies
+/// in the hash range of the shard that holds it.
+async fn read_back(memory: &MemoryStreams) -> Vec<(String, UserRecord)> {
+    read_back_checked(memory, true).await
+}
+
+/// As `read_back`; with `check_ranges` false, records of aggregates predicted for a shard
+/// that was split while they were in flight may lie in the sibling's range (the consumer
+/// keeps them).
+async fn read_back_checked(
+    memory: &MemoryStreams,
+    check_ranges: bool,
+) -> Vec<(String, UserRecord)> {
+    let mut out = Vec::new();
+    for shard in memory.list_shards(STREAM).await.expect("ListShards") {
+        for stored in memory.records(STREAM, &shard.shard_id) {
+            let outer = UserRecord {
+                partition_key: stored.partition_key,
+                explicit_hash_key: stored.explicit_hash_key,
+                data: stored.data,
+            };
+            for d in deaggregate(outer) {
+                let hash = d.record.hash_key().expect("hash");
+                assert!(
+                    !check_ranges || shard.contains(hash),
+                    "user record {:?} is on {} which does not own its hash",
+                    d.record.partition_key,
+                    shard.shard_id
+                );
+                out.push((shard.shard_id.clone(), d.record));
+            }
+        }
+    }
+    out
+}
+
+fn sorted(mut v: Vec<UserRecord>) -> Vec<UserRecord> {
+    v.sort_by(|a, b| (&a.partition_key, &a.data).cmp(&(&b.partition_key, &b.data)));
+    v
+}
+
+async fn send_all(producer: &Producer, input: &[UserRecord]) -> Vec<chief_producer::RecordOutcome> {
+    let mut receipts = Vec::with_capacity(input.len());
+    for r in input {
+        receipts.push(producer.send(r.clone()).await.expect("send"));
+    }
+    let mut outcomes = Vec::with_capacity(receipts.len());
+    for r in receipts {
+        outcomes.push(r.await);
+    }
+    outcomes
+}
+
+/// For every key, the records' indices (in data) appear in increasing order in the stream.
+fn assert_per_key_order(stream: &[(String, UserRecord)]) {
+    let mut last: HashMap<(String, String), u64> = HashMap::new();
+    for (shard, r) in stream {
+        let text = String::from_utf8_lossy(&r.data);
+        let index: u64 = text
+            .split(':')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("index");
+        let k = (shard.clone(), r.partition_key.clone());
+        if let Some(prev) = last.insert(k, index) {
+            assert!(
+                prev < index,
+                "key {} out of order: {prev} then {index}",
+                r.partition_key
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn delivers_every_record_to_the_shard_owning_it() {
+    let memory = MemoryStreams::new(1);
+    memory.create_stream(STREAM, 4);
+    let producer = Producer::start(memory.clone(), STREAM, ProducerConfig::default())
+        .await
+        .expect("start");
+    let input = records(20_000, 500);
+    let outcomes = send_all(&producer, &input).await;
+    let stats = producer.shutdown().await;
+    assert_eq!(
+        (stats.received, stats.put, stats.failed, stats.pending),
+        (20_000, 20_000, 0, 0)
+    );
+
+    // Outcomes: shard and (sequence, sub-sequence) identify each record uniquely.
+    let mut ids = std::collections::HashSet::new();
+    for o in &outcomes {
+        let s = o.as_ref().expect("success");
+        assert!(ids.insert((s.sequence_number.clone(), s.sub_sequence_number)));
+        assert!(s.attempts.len() == 1 && s.attempts[0].is_success());
+    }
+    let back = read_back(&memory).await;
+    assert_eq!(
+        sorted(back.iter().map(|(_, r)| r.clone()).collect()),
+        sorted(input)
+    );
+    assert_per_key_order(&back);
+    let kinesis_records = memory.stats().entries_written;
+    assert!(
+        kinesis_records < 200,
+        "aggregation packs ~600 records per Kinesis record, got {kinesis_records}"
+    );
+}
+
+#[tokio::test]
+async fn throttling_internal_failures_and_500s_still_deliver_everything_exactly_once() {
+    let memory = MemoryStreams::new(7);
+    memory.create_stream(STREAM, 4);
+    memory.set_faults(Faults {
+        throttle_ratio: 0.3,
+        internal_failure_ratio: 0.05,
+        call_error_ratio: 0.1,
+        timeout_ratio: 0.02,
+        ..Faults::default()
+    });
+    let config = ProducerConfig {
+        aggregation_max_bytes: 4096,
+        retry: chief_config::retry::RetryPolicy {
+            initial_backoff_ms: 5,
+            max_backoff_ms: 50,
+            ..Default::default()
+        },
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::start(memory.clone(), STREAM, config)
+        .await
+        .expect("start");
+    let input = records(10_000, 100);
+    let outcomes = send_all(&producer, &input).await;
+    producer.shutdown().await;
+    let retried = outcomes
+        .iter()
+        .filter(|o| o.as_ref().is_ok_and(|s| s.attempts.len() > 1))
+        .count();
+    assert!(outcomes.iter().all(Result::is_ok), "every record is put");
+    assert!(
+        retried > 1000,
+        "faults were injected and retried ({retried})"
+    );
+    let stats = memory.stats();
+    assert!(
+        stats.entries_refused > 0 && stats.calls_failed > 0,
+        "{stats:?}"
+    );
+    let back: Vec<UserRecord> = read_back(&memory)
+        .await
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(back.len(), input.len(), "no record twice, none lost");
+    assert_eq!(sorted(back), sorted(input));
+}
+
+#[tokio::test]
+async fn per_key_order_holds_under_throttling_with_one_entry_per_shard_per_call() {
+    let memory = MemoryStreams::new(3);
+    memory.create_stream(STREAM, 2);
+    memory.set_faults(Faults {
+        throttle_ratio: 0.3,
+        ..Faults::default()
+    });
+    let config = ProducerConfig {
+        aggregation_max_bytes: 2048,
+        max_entries_per_shard_per_call: 1,
+        retry: chief_config::retry::RetryPolicy {
+            initial_backoff_ms: 1,
+            max_backoff_ms: 10,
+            ..Default::default()
+        },
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::start(memory.clone(), STREAM, config)
+        .await
+        .expect("start");
+    let input = records(3_000, 20);
+    let outcomes = send_all(&producer, &input).await;
+    producer.shutdown().await;
+    assert!(outcomes.iter().all(Result::is_ok));
+    let back = read_back(&memory).await;
+    assert_eq!(back.len(), 3_000);
+    assert_per_key_order(&back);
+}
+
+#[tokio::test]
+async fn a_stream_that_never_accepts_fails_every_record_back_after_its_ttl() {
+    let memory = MemoryStreams::new(5);
+    memory.create_stream(STREAM, 2);
+    memory.set_faults(Faults {
+        reject_all: true,
+        ..Faults::default()
+    });
+    let config = ProducerConfig {
+        record_ttl_ms: 400,
+        retry: chief_config::retry::RetryPolicy {
+            initial_backoff_ms: 20,
+            max_backoff_ms: 50,
+            ..Default::default()
+        },
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::start(memory.clone(), STREAM, config)
+        .await
+        .expect("start");
+    let input = records(1_000, 50);
+    let started = std::time::Instant::now();
+    let outcomes = send_all(&producer, &input).await;
+    let elapsed = started.elapsed();
+    let stats = producer.shutdown().await;
+    assert_eq!((stats.put, stats.failed), (0, 1_000));
+    assert!(
+        elapsed >= Duration::from_millis(400),
+        "failed before the TTL: {elapsed:?}"
+    );
+    let mut handed_back = Vec::new();
+    for o in outcomes {
+        let f = o.expect_err("every record fails");
+        assert_eq!(f.reason, FailureReason::Expired);
+        assert!(
+            f.attempts.len() >= 2,
+            "retried until the TTL: {} attempts",
+            f.attempts.len()
+        );
+        assert!(f.attempts.iter().all(|a| {
+            a.error
+                .as_ref()
+                .is_some_and(|e| e.code == "ProvisionedThroughputExceededException")
+        }));
+        handed_back.push(f.record.expect("the record comes back"));
+    }
+    assert_eq!(handed_back, input, "records come back exactly, in order");
+    assert_eq!(memory.stats().entries_written, 0);
+}
+
+#[tokio::test]
+async fn a_stalled_stream_keeps_the_buffer_under_its_bound_while_send_waits() {
+    let memory = MemoryStreams::new(9);
+    memory.create_stream(STREAM, 4);
+    let bound = 2 * 1024 * 1024;
+    let config = ProducerConfig {
+        buffer_max_bytes: bound,
+        ..ProducerConfig::default()
+    };
+    let producer = Arc::new(
+        Producer::start(memory.clone(), STREAM, config)
+            .await
+            .expect("start"),
+    );
+    memory.set_faults(Faults {
+        stall: true,
+        ..Faults::default()
+    });
+    let input = records(100_000, 1000);
+    let per_record = input[0].size() + chief_producer::RECORD_OVERHEAD_BYTES;
+    let sender = {
+        let producer = producer.clone();
+        let input = input.clone();
+        tokio::spawn(async move {
+            let mut receipts = Vec::new();
+            for r in input {
+                receipts.push(producer.send(r).await.expect("send"));
+            }
+            receipts
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stalled = producer.stats();
+    assert!(
+        !sender.is_finished(),
+        "send must wait while the buffer is full"
+    );
+    assert!(
+        stalled.pending as usize * per_record <= bound,
+        "{} records of {per_record} bytes pending exceed the bound {bound}",
+        stalled.pending
+    );
+    assert!(
+        stalled.pending as usize * per_record > bound / 2,
+        "the buffer fills up to its bound"
+    );
+    memory.set_faults(Faults::default());
+    let receipts = sender.await.expect("sender");
+    for r in receipts {
+        r.await.expect("put after the stall");
+    }
+    let producer = Arc::into_inner(producer).expect("sole owner");
+    let stats = producer.shutdown().await;
+    assert_eq!((stats.put, stats.failed), (100_000, 0));
+}
+
+#[tokio::test]
+async fn a_split_during_production_loses_nothing_and_later_records_land_on_the_children() {
+    let memory = MemoryStreams::new(11);
+    memory.create_stream(STREAM, 2);
+    let producer = Producer::start(memory.clone(), STREAM, ProducerConfig::default())
+        .await
+        .expect("start");
+    let input = records(10_000, 300);
+    let (first, second) = input.split_at(5_000);
+    let mut outcomes = send_all(&producer, first).await;
+    let shards = memory.list_shards(STREAM).await.expect("shards");
+    let parent = shards[0].clone();
+    let middle = parent.starting_hash_key + (parent.ending_hash_key - parent.starting_hash_key) / 2;
+    memory
+        .split_shard(STREAM, &parent.shard_id, middle)
+        .expect("split");
+    outcomes.extend(send_all(&producer, second).await);
+    producer.shutdown().await;
+    assert!(outcomes.iter().all(Result::is_ok));
+    let after: Vec<&str> = outcomes[5_000..]
+        .iter()
+        .filter_map(|o| o.as_ref().ok())
+        .map(|s| &*s.shard_id)
+        .collect();
+    assert!(
+        !after.contains(&parent.shard_id.as_str()),
+        "no record lands on the closed parent"
+    );
+    let back = read_back_checked(&memory, false).await;
+    assert_eq!(
+        sorted(back.iter().map(|(_, r)| r.clone()).collect()),
+        sorted(input)
+    );
+    let children: Vec<String> = memory
+        .list_shards(STREAM)
+        .await
+        .expect("shards")
+        .into_iter()
+        .filter(|s| s.parent_shard_id.as_deref() == Some(parent.shard_id.as_str()))
+        .map(|s| s.shard_id)
+        .collect();
+    assert_eq!(children.len(), 2);
+    for child in &children {
+        assert!(
+            back.iter().any(|(s, _)| s == child),
+            "child {child} got records"
+        );
+    }
+}
+
+#[tokio::test]
+async fn invalid_records_are_refused_and_handed_back() {
+    let memory = MemoryStreams::new(1);
+    memory.create_stream(STREAM, 1);
+    let producer = Producer::start(memory.clone(), STREAM, ProducerConfig::default())
+        .await
+        .expect("start");
+    let cases = vec![
+        UserRecord::new("", b"empty key".to_vec()),
+        UserRecord::new("k".repeat(257), b"long key".to_vec()),
+        UserRecord::new("k", vec![0u8; 1024 * 1024]),
+        UserRecord::new("k", b"bad hash key".to_vec()).with_explicit_hash_key("-1"),
+    ];
+    for record in cases {
+        let err = producer.send(record.clone()).await.expect_err("refused");
+        assert!(matches!(err, SendError::Invalid(_)), "{err}");
+        assert_eq!(err.into_record(), record);
+    }
+    // The producer keeps working.
+    let ok = producer
+        .send(UserRecord::new("k", b"fine".to_vec()))
+        .await
+        .expect("send");
+    ok.await.expect("put");
+    producer.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_stream_fails_at_start_naming_it_and_an_idle_flush_returns() {
+    let memory = MemoryStreams::new(1);
+    let err = Producer::start(memory.clone(), "Nope", ProducerConfig::default())
+        .await
+        .expect_err("no stream");
+    assert!(err.to_string().contains("Nope"), "{err}");
+
+    memory.create_stream(STREAM, 1);
+    let producer = Producer::start(memory.clone(), STREAM, ProducerConfig::default())
+        .await
+        .expect("start");
+    tokio::time::timeout(Duration::from_secs(5), producer.flush())
+        .await
+        .expect("flush with nothing pending returns");
+    let receipt = producer
+        .send(UserRecord::new("k", b"one".to_vec()))
+        .await
+        .expect("send");
+    // flush sends at once, without waiting for the 100 ms linger... and waits for the outcome.
+    tokio::time::timeout(Duration::from_secs(5), producer.flush())
+        .await
+        .expect("flush returns once the record is put");
+    assert_eq!(producer.stats().pending, 0);
+    receipt.await.expect("put");
+    let stats = producer.shutdown().await;
+    assert_eq!((stats.received, stats.put), (1, 1));
+}
+
+#[tokio::test]
+async fn without_aggregation_each_user_record_is_its_own_kinesis_record() {
+    let memory = MemoryStreams::new(2);
+    memory.create_stream(STREAM, 2);
+    let config = ProducerConfig {
+        aggregation_enabled: false,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::start(memory.clone(), STREAM, config)
+        .await
+        .expect("start");
+    let input = records(2_000, 50);
+    let outcomes = send_all(&producer, &input).await;
+    producer.shutdown().await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.as_ref().is_ok_and(|s| s.sub_sequence_number == 0))
+    );
+    assert_eq!(memory.stats().entries_written, 2_000);
+    let back = read_back(&memory).await;
+    assert_per_key_order(&back);
+    assert_eq!(
+        sorted(back.into_iter().map(|(_, r)| r).collect()),
+        sorted(input)
+    );
+}
