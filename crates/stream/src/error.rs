@@ -51,6 +51,17 @@ pub enum StreamError {
         /// What happened.
         message: String,
     },
+    /// The shard iterator expired (Kinesis iterators live 5 minutes) or is unknown:
+    /// get a new one from the last position read.
+    #[error("{operation} on {stream}: shard iterator expired: {message}")]
+    ExpiredIterator {
+        /// The API call.
+        operation: &'static str,
+        /// The stream.
+        stream: String,
+        /// Kinesis' message.
+        message: String,
+    },
     /// The call timed out.
     #[error("{operation} on {stream} timed out")]
     Timeout {
@@ -65,7 +76,7 @@ impl StreamError {
     /// Whether the same call may succeed later.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::StreamNotFound { .. } => false,
+            Self::StreamNotFound { .. } | Self::ExpiredIterator { .. } => false,
             Self::Throttled { .. } | Self::Transport { .. } | Self::Timeout { .. } => true,
             Self::Service { retryable, .. } => *retryable,
         }
@@ -76,6 +87,7 @@ impl StreamError {
         match self {
             Self::StreamNotFound { .. } => "ResourceNotFoundException",
             Self::Throttled { code, .. } | Self::Service { code, .. } => code,
+            Self::ExpiredIterator { .. } => "ExpiredIteratorException",
             Self::Transport { .. } => "Transport",
             Self::Timeout { .. } => "Timeout",
         }

@@ -3,11 +3,13 @@
 use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
 use chief_aggregation::parse_hash_key;
 
 use crate::{
-    PutEntry, PutEntryError, PutEntryResult, PutSuccess, Shard, StreamClient, StreamError,
+    ChildShard, GetRecordsOutput, IteratorPosition, PutEntry, PutEntryError, PutEntryResult,
+    PutSuccess, ReceivedRecord, Shard, StreamClient, StreamError,
 };
 
 /// Kinesis through the AWS SDK (build the SDK client with `chief_config::aws::AwsClients`).
@@ -74,6 +76,11 @@ fn service_error(
     server_fault: bool,
 ) -> StreamError {
     match code.as_str() {
+        "ExpiredIteratorException" => StreamError::ExpiredIterator {
+            operation,
+            stream,
+            message,
+        },
         "ResourceNotFoundException" => StreamError::StreamNotFound {
             operation,
             stream,
@@ -216,5 +223,103 @@ impl StreamClient for KinesisClient {
             });
         }
         Ok(results)
+    }
+
+    async fn get_shard_iterator(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> Result<String, StreamError> {
+        let request = self
+            .client
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard_id);
+        let request = match position {
+            IteratorPosition::TrimHorizon => {
+                request.shard_iterator_type(ShardIteratorType::TrimHorizon)
+            }
+            IteratorPosition::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
+            IteratorPosition::AtTimestamp(at) => request
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(DateTime::from(*at)),
+            IteratorPosition::AtSequenceNumber(seq) => request
+                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                .starting_sequence_number(seq),
+            IteratorPosition::AfterSequenceNumber(seq) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(seq),
+        };
+        let out = request
+            .send()
+            .await
+            .map_err(|e| classify("GetShardIterator", stream, e))?;
+        out.shard_iterator.ok_or_else(|| StreamError::Service {
+            operation: "GetShardIterator",
+            stream: stream.to_owned(),
+            code: "MalformedResponse".to_owned(),
+            message: format!("no shard iterator for {shard_id}"),
+            retryable: true,
+        })
+    }
+
+    async fn get_records(
+        &self,
+        stream: &str,
+        iterator: &str,
+        limit: u32,
+    ) -> Result<GetRecordsOutput, StreamError> {
+        let out = self
+            .client
+            .get_records()
+            .shard_iterator(iterator)
+            .limit(limit.clamp(1, 10_000) as i32)
+            .send()
+            .await
+            .map_err(|e| classify("GetRecords", stream, e))?;
+        let records = out
+            .records
+            .into_iter()
+            .map(|r| ReceivedRecord {
+                sequence_number: r.sequence_number,
+                partition_key: r.partition_key.unwrap_or_default(),
+                approximate_arrival: r
+                    .approximate_arrival_timestamp
+                    .and_then(|t| std::time::SystemTime::try_from(t).ok()),
+                data: bytes::Bytes::from(r.data.into_inner()),
+            })
+            .collect();
+        let mut child_shards = Vec::new();
+        for c in out.child_shards.unwrap_or_default() {
+            let parse = |v: &str| {
+                parse_hash_key(v).map_err(|e| StreamError::Service {
+                    operation: "GetRecords",
+                    stream: stream.to_owned(),
+                    code: "MalformedResponse".to_owned(),
+                    message: format!("child shard {}: {e}", c.shard_id),
+                    retryable: false,
+                })
+            };
+            let (start, end) = match &c.hash_key_range {
+                Some(range) => (
+                    parse(range.starting_hash_key())?,
+                    parse(range.ending_hash_key())?,
+                ),
+                None => (0, u128::MAX),
+            };
+            child_shards.push(ChildShard {
+                shard_id: c.shard_id.clone(),
+                parent_shards: c.parent_shards.clone(),
+                starting_hash_key: start,
+                ending_hash_key: end,
+            });
+        }
+        Ok(GetRecordsOutput {
+            records,
+            next_shard_iterator: out.next_shard_iterator,
+            millis_behind_latest: out.millis_behind_latest.map(|m| m.max(0) as u64),
+            child_shards,
+        })
     }
 }

@@ -1,7 +1,8 @@
 //! The Kinesis boundary of chief.
 //!
-//! [`StreamClient`] is the small trait the producer and the consumer talk to. It has two
-//! implementations, tested against the same expectations:
+//! [`StreamClient`] is the small trait the producer and the consumer talk to: the write
+//! side (ListShards, PutRecords) and the read side (GetShardIterator, GetRecords). It has
+//! two implementations, tested against the same expectations:
 //! - [`KinesisClient`]: the AWS SDK client (real Kinesis or a local emulator);
 //! - [`MemoryStreams`]: an in-memory Kinesis (hash-range routing, sequence numbers,
 //!   resharding) with fault injection — throttled entries, failed calls, time-outs,
@@ -11,6 +12,7 @@
 mod error;
 mod kinesis;
 mod memory;
+mod read;
 
 use std::future::Future;
 
@@ -19,6 +21,9 @@ use bytes::Bytes;
 pub use error::{PutEntryError, StreamError};
 pub use kinesis::KinesisClient;
 pub use memory::{Faults, MemoryStats, MemoryStreams, StoredRecord};
+pub use read::{
+    ChildShard, GetRecordsOutput, IteratorPosition, ReceivedRecord, compare_sequence_numbers,
+};
 
 /// One shard of a stream, as ListShards describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,4 +101,22 @@ pub trait StreamClient: Send + Sync + 'static {
         stream: &str,
         entries: Vec<PutEntry>,
     ) -> impl Future<Output = Result<Vec<PutEntryResult>, StreamError>> + Send;
+
+    /// GetShardIterator: an opaque iterator reading `shard_id` from `position`.
+    fn get_shard_iterator(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> impl Future<Output = Result<String, StreamError>> + Send;
+
+    /// GetRecords: up to `limit` records (1..=10,000) from `iterator`, the next iterator
+    /// (none at the end of a closed shard, where the child shards are reported), and
+    /// `MillisBehindLatest`. An expired iterator fails with [`StreamError::ExpiredIterator`].
+    fn get_records(
+        &self,
+        stream: &str,
+        iterator: &str,
+        limit: u32,
+    ) -> impl Future<Output = Result<GetRecordsOutput, StreamError>> + Send;
 }

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use chief_aggregation::{parse_hash_key, partition_key_hash};
 
 use crate::{
-    PutEntry, PutEntryError, PutEntryResult, PutSuccess, Shard, StreamClient, StreamError,
+    ChildShard, GetRecordsOutput, IteratorPosition, PutEntry, PutEntryError, PutEntryResult,
+    PutSuccess, ReceivedRecord, Shard, StreamClient, StreamError, compare_sequence_numbers,
 };
 
 /// Faults the in-memory Kinesis injects; change them at any time with
@@ -30,6 +31,10 @@ pub struct Faults {
     pub reject_all: bool,
     /// Calls do not return while this is set: a stalled stream.
     pub stall: bool,
+    /// Share of GetRecords calls refused with `ProvisionedThroughputExceededException`.
+    pub read_throttle_ratio: f64,
+    /// Share of GetRecords calls failing with an expired iterator.
+    pub expired_iterator_ratio: f64,
 }
 
 /// A record as stored in a shard.
@@ -60,6 +65,10 @@ pub struct MemoryStats {
     pub calls_failed: u64,
     /// Bytes written (data + partition key).
     pub bytes_written: u64,
+    /// GetRecords calls answered.
+    pub get_records_calls: u64,
+    /// Records returned by GetRecords.
+    pub records_read: u64,
 }
 
 #[derive(Debug)]
@@ -78,6 +87,22 @@ impl MemStream {
     fn next_sequence_number(&mut self) -> String {
         self.next_sequence += 1;
         format!("{:056}", self.next_sequence)
+    }
+
+    fn shard_index_or_err(
+        &self,
+        op: &'static str,
+        stream: &str,
+        shard_id: &str,
+    ) -> Result<usize, StreamError> {
+        self.shard_index(shard_id)
+            .ok_or_else(|| StreamError::Service {
+                operation: op,
+                stream: stream.to_owned(),
+                code: "ResourceNotFoundException".to_owned(),
+                message: format!("shard {shard_id} not found"),
+                retryable: false,
+            })
     }
 
     fn shard_index(&self, shard_id: &str) -> Option<usize> {
@@ -432,4 +457,159 @@ impl StreamClient for MemoryStreams {
         state.stats.bytes_written += bytes;
         Ok(results)
     }
+
+    async fn get_shard_iterator(
+        &self,
+        stream: &str,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> Result<String, StreamError> {
+        const OP: &str = "GetShardIterator";
+        self.call_faults(OP, stream).await?;
+        let mut state = self.lock();
+        let s = state.stream_mut(OP, stream)?;
+        let index = s.shard_index_or_err(OP, stream, shard_id)?;
+        let records = &s.shards[index].records;
+        let offset = match position {
+            IteratorPosition::TrimHorizon => 0,
+            IteratorPosition::Latest => records.len(),
+            IteratorPosition::AtTimestamp(at) => records.partition_point(|r| r.arrival < *at),
+            IteratorPosition::AtSequenceNumber(seq) => records
+                .partition_point(|r| compare_sequence_numbers(&r.sequence_number, seq).is_lt()),
+            IteratorPosition::AfterSequenceNumber(seq) => records
+                .partition_point(|r| compare_sequence_numbers(&r.sequence_number, seq).is_le()),
+        };
+        Ok(encode_iterator(stream, index, offset))
+    }
+
+    async fn get_records(
+        &self,
+        stream: &str,
+        iterator: &str,
+        limit: u32,
+    ) -> Result<GetRecordsOutput, StreamError> {
+        const OP: &str = "GetRecords";
+        if !(1..=10_000).contains(&limit) {
+            return Err(invalid(
+                OP,
+                stream,
+                format!("limit {limit} not in 1..=10000"),
+            ));
+        }
+        self.call_faults(OP, stream).await?;
+        let mut state = self.lock();
+        let (throttle, expire) = (
+            state.faults.read_throttle_ratio,
+            state.faults.expired_iterator_ratio,
+        );
+        if throttle > 0.0 && state.draw() < throttle {
+            return Err(StreamError::Throttled {
+                operation: OP,
+                stream: stream.to_owned(),
+                code: PutEntryError::THROTTLED.to_owned(),
+                message: "Rate exceeded for shard (injected).".to_owned(),
+            });
+        }
+        if expire > 0.0 && state.draw() < expire {
+            return Err(StreamError::ExpiredIterator {
+                operation: OP,
+                stream: stream.to_owned(),
+                message: "Iterator expired (injected).".to_owned(),
+            });
+        }
+        let Some((index, offset)) = decode_iterator(stream, iterator) else {
+            return Err(invalid(
+                OP,
+                stream,
+                format!("bad shard iterator {iterator}"),
+            ));
+        };
+        let s = state.stream_mut(OP, stream)?;
+        let Some(shard) = s.shards.get(index) else {
+            return Err(invalid(
+                OP,
+                stream,
+                format!("bad shard iterator {iterator}"),
+            ));
+        };
+        let total = shard.records.len();
+        let start = offset.min(total);
+        let end = start.saturating_add(limit as usize).min(total);
+        let mut bytes = 0usize;
+        let mut records = Vec::with_capacity(end - start);
+        for r in &shard.records[start..end] {
+            // GetRecords returns at most 10 MiB.
+            bytes += r.data.len() + r.partition_key.len();
+            if !records.is_empty() && bytes > 10 * 1024 * 1024 {
+                break;
+            }
+            records.push(ReceivedRecord {
+                sequence_number: r.sequence_number.clone(),
+                partition_key: r.partition_key.clone(),
+                approximate_arrival: Some(r.arrival),
+                data: r.data.clone(),
+            });
+        }
+        let next = start + records.len();
+        let millis_behind_latest = if next >= total {
+            0
+        } else {
+            shard
+                .records
+                .last()
+                .and_then(|newest| {
+                    newest
+                        .arrival
+                        .duration_since(shard.records[next].arrival)
+                        .ok()
+                })
+                .map_or(0, |d| d.as_millis() as u64)
+        };
+        let closed_and_done = !shard.info.is_open() && next >= total;
+        let shard_id = shard.info.shard_id.clone();
+        let child_shards = if closed_and_done {
+            s.shards
+                .iter()
+                .filter(|c| {
+                    c.info.parent_shard_id.as_deref() == Some(&shard_id)
+                        || c.info.adjacent_parent_shard_id.as_deref() == Some(&shard_id)
+                })
+                .map(|c| ChildShard {
+                    shard_id: c.info.shard_id.clone(),
+                    parent_shards: c
+                        .info
+                        .parent_shard_id
+                        .iter()
+                        .chain(c.info.adjacent_parent_shard_id.iter())
+                        .cloned()
+                        .collect(),
+                    starting_hash_key: c.info.starting_hash_key,
+                    ending_hash_key: c.info.ending_hash_key,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        state.stats.get_records_calls += 1;
+        state.stats.records_read += records.len() as u64;
+        Ok(GetRecordsOutput {
+            records,
+            next_shard_iterator: (!closed_and_done).then(|| encode_iterator(stream, index, next)),
+            millis_behind_latest: Some(millis_behind_latest),
+            child_shards,
+        })
+    }
+}
+
+/// Opaque to callers: `memit/<shard index>/<offset>/<stream>`.
+fn encode_iterator(stream: &str, shard_index: usize, offset: usize) -> String {
+    format!("memit/{shard_index}/{offset}/{stream}")
+}
+
+fn decode_iterator(stream: &str, iterator: &str) -> Option<(usize, usize)> {
+    let rest = iterator.strip_prefix("memit/")?;
+    let mut parts = rest.splitn(3, '/');
+    let index = parts.next()?.parse().ok()?;
+    let offset = parts.next()?.parse().ok()?;
+    (parts.next()? == stream).then_some((index, offset))
 }

@@ -1,0 +1,92 @@
+//! The read side of the Kinesis boundary: shard iterators, GetRecords results, child shards.
+
+use std::cmp::Ordering;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+/// Where a shard iterator starts (GetShardIterator's `ShardIteratorType`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IteratorPosition {
+    /// The oldest record still in the shard.
+    TrimHorizon,
+    /// Just after the newest record: only records written from now on.
+    Latest,
+    /// The first record that arrived at or after this time.
+    AtTimestamp(SystemTime),
+    /// The record with this sequence number (or the next one if it is gone).
+    AtSequenceNumber(String),
+    /// The record after this sequence number.
+    AfterSequenceNumber(String),
+}
+
+/// One Kinesis record as GetRecords returns it (still aggregated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedRecord {
+    /// Its sequence number.
+    pub sequence_number: String,
+    /// Its partition key.
+    pub partition_key: String,
+    /// When Kinesis took it, if reported.
+    pub approximate_arrival: Option<SystemTime>,
+    /// The bytes (a KPL aggregate or a plain record).
+    pub data: Bytes,
+}
+
+/// A shard that replaced a closed shard, as reported at the end of the closed shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildShard {
+    /// The child's id.
+    pub shard_id: String,
+    /// Its parents (one after a split, two after a merge).
+    pub parent_shards: Vec<String>,
+    /// First hash key it owns.
+    pub starting_hash_key: u128,
+    /// Last hash key it owns (inclusive).
+    pub ending_hash_key: u128,
+}
+
+/// The answer to one GetRecords call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GetRecordsOutput {
+    /// The records, in sequence order.
+    pub records: Vec<ReceivedRecord>,
+    /// The iterator for the next call; `None` once the reader is at the end of a closed shard.
+    pub next_shard_iterator: Option<String>,
+    /// How far the reader is behind the newest record of the shard, in milliseconds.
+    pub millis_behind_latest: Option<u64>,
+    /// At the end of a closed shard: the shards that replaced it.
+    pub child_shards: Vec<ChildShard>,
+}
+
+impl GetRecordsOutput {
+    /// Whether the reader reached the end of a closed shard.
+    pub fn is_shard_end(&self) -> bool {
+        self.next_shard_iterator.is_none()
+    }
+}
+
+/// Compares two Kinesis sequence numbers (decimal strings of any length) numerically.
+pub fn compare_sequence_numbers(a: &str, b: &str) -> Ordering {
+    let a = a.trim_start_matches('0');
+    let b = b.trim_start_matches('0');
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_compare_numerically_whatever_their_padding() {
+        assert_eq!(compare_sequence_numbers("0009", "10"), Ordering::Less);
+        assert_eq!(compare_sequence_numbers("10", "010"), Ordering::Equal);
+        assert_eq!(
+            compare_sequence_numbers(
+                "49590338271490256608559692538361571095921575989136588898",
+                "9"
+            ),
+            Ordering::Greater
+        );
+    }
+}
