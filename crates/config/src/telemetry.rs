@@ -1,4 +1,7 @@
-//! `tracing` set-up for chief binaries: `RUST_LOG`-style filter (default `info`), text or JSON.
+//! Observability and process set-up shared by chief binaries: `tracing` (`RUST_LOG`-style
+//! filter, text or JSON), the Prometheus endpoint for `metrics`, and the shutdown signal.
+
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
@@ -45,4 +48,82 @@ pub fn init(config: &LogConfig) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// The `[metrics]` section: where the Prometheus endpoint listens.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` of the Prometheus scrape endpoint (`GET /metrics`), e.g. `127.0.0.1:9101`.
+    /// Default: none (metrics are not exported).
+    pub listen: Option<String>,
+}
+
+/// Why the metrics endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetricsError {
+    /// `listen` is not a socket address.
+    #[error("metrics listen address {0:?} is not host:port")]
+    Address(String),
+    /// The exporter could not be installed (port in use, recorder already set).
+    #[error("cannot start the Prometheus endpoint on {addr}: {reason}")]
+    Install {
+        /// The address.
+        addr: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Installs the Prometheus exporter as the global `metrics` recorder, serving on
+/// `config.listen`. Must run inside a tokio runtime. Does nothing without `listen`.
+pub fn install_metrics(config: &MetricsConfig) -> Result<Option<SocketAddr>, MetricsError> {
+    let Some(listen) = &config.listen else {
+        return Ok(None);
+    };
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|_| MetricsError::Address(listen.clone()))?;
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| MetricsError::Install {
+            addr,
+            reason: e.to_string(),
+        })?;
+    tracing::info!(%addr, "Prometheus metrics on http://{addr}/metrics");
+    Ok(Some(addr))
+}
+
+/// A token cancelled on SIGTERM or SIGINT (Ctrl-C): the one shutdown signal of a binary
+/// (DESIGN.md convention 7). Must be called inside a tokio runtime.
+pub fn shutdown_on_signals() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
+                        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops");
+                    let _ = ctrl_c.await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        cancel.cancel();
+    });
+    token
 }

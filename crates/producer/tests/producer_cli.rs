@@ -1,0 +1,168 @@
+//! The `chief-producer` binary against the local stack (`make stack-up`).
+
+mod support;
+
+use std::process::Command;
+
+use chief_config::local_stack::workspace_root;
+use support::{create_stream, kinesis, read_all};
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_chief-producer"))
+        .current_dir(workspace_root())
+        .args([
+            "--config",
+            "config/producer.toml",
+            "--config",
+            "config/local.toml",
+        ])
+        .args(args)
+        .output()
+        .expect("run chief-producer")
+}
+
+#[tokio::test]
+async fn sends_an_input_file_and_writes_malformed_lines_to_the_failed_file() {
+    let k = kinesis().await;
+    let stream = create_stream(&k, 2).await;
+    let dir = std::env::temp_dir().join(format!("chief-producer-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let input = dir.join("orders.jsonl");
+    let failed = dir.join("failed.jsonl");
+    let mut lines = Vec::new();
+    for i in 0..500 {
+        lines.push(format!("{{\"orderid\":\"order-{i:04}\",\"n\":{i}}}"));
+        if i == 100 {
+            lines.push("this is not json".to_owned());
+        }
+        if i == 200 {
+            lines.push("{\"no_orderid\":1}".to_owned());
+        }
+    }
+    std::fs::write(&input, lines.join("\n") + "\n").expect("write input");
+
+    let out = run(&[
+        "--stream",
+        &stream,
+        "--input",
+        input.to_str().expect("utf-8 path"),
+        "--failed-file",
+        failed.to_str().expect("utf-8 path"),
+        "--progress",
+        "0",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "malformed lines make the exit code non-zero: {stdout}"
+    );
+    assert!(
+        stdout.contains("sent 500 put 500 failed 0 malformed 2"),
+        "{stdout}"
+    );
+
+    let failed_lines: Vec<serde_json::Value> = std::fs::read_to_string(&failed)
+        .expect("failed file written")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(failed_lines.len(), 2);
+    assert_eq!(failed_lines[0]["line"], 102);
+    assert_eq!(failed_lines[0]["input"], "this is not json");
+    assert_eq!(failed_lines[1]["line"], 203);
+    assert!(
+        failed_lines[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("orderid"))
+    );
+
+    let users: Vec<_> = read_all(&k, &stream)
+        .await
+        .into_iter()
+        .flat_map(|r| r.users)
+        .collect();
+    assert_eq!(users.len(), 500);
+    let mut keys: Vec<String> = users.iter().map(|u| u.partition_key.clone()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 500, "partition key = orderid");
+    assert!(users.iter().all(|u| {
+        u.data
+            .starts_with(format!("{{\"orderid\":\"{}\"", u.partition_key).as_bytes())
+    }));
+    std::fs::remove_dir_all(&dir).ok();
+    k.delete_stream()
+        .stream_name(&stream)
+        .send()
+        .await
+        .expect("DeleteStream");
+}
+
+#[tokio::test]
+async fn generates_job_results_and_exits_zero_when_all_are_put() {
+    let k = kinesis().await;
+    let stream = create_stream(&k, 2).await;
+    let dir = std::env::temp_dir().join(format!("chief-producer-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let failed = dir.join("failed.jsonl");
+    let out = run(&[
+        "--stream",
+        &stream,
+        "--generate",
+        "jobresults",
+        "--count",
+        "2000",
+        "--rate",
+        "0",
+        "--duplicate-ratio",
+        "0.1",
+        "--failed-file",
+        failed.to_str().expect("utf-8 path"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("sent 2000 put 2000 failed 0 malformed 0"),
+        "{stdout}"
+    );
+    assert!(!failed.exists(), "no failed file when nothing failed");
+    let users: Vec<_> = read_all(&k, &stream)
+        .await
+        .into_iter()
+        .flat_map(|r| r.users)
+        .collect();
+    assert_eq!(users.len(), 2000);
+    for u in &users {
+        let v: serde_json::Value = serde_json::from_slice(&u.data).expect("JSON job result");
+        assert_eq!(v["orderid"], u.partition_key.as_str());
+        assert!(v["robotid"].is_string() && v["jobstatus"].is_string());
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    k.delete_stream()
+        .stream_name(&stream)
+        .send()
+        .await
+        .expect("DeleteStream");
+}
+
+#[test]
+fn bad_arguments_are_refused_with_a_clear_message() {
+    let out = run(&["--generate", "orders"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--count or --duration"));
+    let out = run(&[
+        "--generate",
+        "orders",
+        "--count",
+        "1",
+        "--duplicate-ratio",
+        "1.5",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("duplicate-ratio"));
+}
