@@ -166,3 +166,80 @@ fn bad_arguments_are_refused_with_a_clear_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("duplicate-ratio"));
 }
+
+#[tokio::test]
+async fn sigterm_stops_generating_and_flushes_what_was_sent() {
+    let k = kinesis().await;
+    let stream = create_stream(&k, 2).await;
+    let dir = std::env::temp_dir().join(format!("chief-producer-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let child = Command::new(env!("CARGO_BIN_EXE_chief-producer"))
+        .current_dir(workspace_root())
+        .args([
+            "--config",
+            "config/producer.toml",
+            "--config",
+            "config/local.toml",
+        ])
+        .args([
+            "--stream",
+            &stream,
+            "--generate",
+            "orders",
+            "--rate",
+            "500",
+            "--duration",
+            "10m",
+        ])
+        .arg("--failed-file")
+        .arg(dir.join("failed.jsonl"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn chief-producer");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "exits promptly after SIGTERM"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("interrupted"), "{stdout}");
+    let sent: u64 = stdout
+        .split("sent ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("sent count in the summary");
+    assert!(sent > 100, "it was producing for 3 s at 500/s: {sent}");
+    assert!(
+        stdout.contains(&format!("sent {sent} put {sent} failed 0")),
+        "{stdout}"
+    );
+    let users: usize = read_all(&k, &stream)
+        .await
+        .iter()
+        .map(|r| r.users.len())
+        .sum();
+    assert_eq!(
+        users as u64, sent,
+        "everything sent before SIGTERM is in the stream"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    k.delete_stream()
+        .stream_name(&stream)
+        .send()
+        .await
+        .expect("DeleteStream");
+}
