@@ -1,0 +1,162 @@
+//! The `[consumer]` config section, with the KCL's defaults where the KCL has one.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chief_config::retry::RetryPolicy;
+use serde::{Deserialize, Serialize};
+
+/// Where a shard without a checkpoint starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InitialPosition {
+    /// The oldest record of the shard.
+    TrimHorizon,
+    /// Records written after the consumer started.
+    Latest,
+    /// Records that arrived at or after `initial_timestamp_ms`.
+    AtTimestamp,
+}
+
+/// How records are fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FetcherKind {
+    /// GetRecords polling.
+    Polling,
+}
+
+/// How a consumer reads a stream and shares it with other workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumerConfig {
+    /// The stream to read. Default `""` (must be set).
+    pub stream: String,
+    /// The lease table: one per application (KCL `applicationName`). Default `chief-consumer`.
+    pub table: String,
+    /// This worker's id; unique among the workers of the application. Default: none,
+    /// meaning a random UUID per process.
+    pub worker_id: Option<String>,
+    /// Where shards without a checkpoint start. Default `TRIM_HORIZON`.
+    pub initial_position: InitialPosition,
+    /// With `AT_TIMESTAMP`: the time, in milliseconds since the epoch. Default 0.
+    pub initial_timestamp_ms: u64,
+    /// How records are fetched. Default `polling`.
+    pub fetcher: FetcherKind,
+    /// A lease whose counter has not moved for this long is expired and may be taken
+    /// (KCL `failoverTimeMillis`). Default 10,000.
+    pub failover_time_ms: u64,
+    /// How often held leases are renewed, in milliseconds. Default 0, meaning
+    /// `failover_time_ms / 3` as KCL.
+    pub lease_renewal_interval_ms: u64,
+    /// How often the worker looks for leases to take (expired, released, or one to steal),
+    /// in milliseconds. Default 0, meaning `2 × failover_time_ms` as KCL.
+    pub lease_taking_interval_ms: u64,
+    /// Most leases one worker holds. Default 0, meaning no limit.
+    pub max_leases_per_worker: usize,
+    /// How often shards and leases are synchronised, in milliseconds (also done when a
+    /// shard ends). Default 60,000.
+    pub shard_sync_interval_ms: u64,
+    /// Most records per GetRecords call (KCL `maxRecords`). Default 10,000.
+    pub max_records: u32,
+    /// Shortest time between two GetRecords calls of a shard, in milliseconds (Kinesis
+    /// allows 5 calls/s per shard). Default 200.
+    pub poll_interval_ms: u64,
+    /// Longest wait after empty reads: the wait doubles from `poll_interval_ms` up to
+    /// this (adaptive idle time; KCL waits a fixed 1,500). Default 1,000.
+    pub idle_time_max_ms: u64,
+    /// Back-off of GetRecords and GetShardIterator after throttling or a failed call.
+    pub fetch_retry: RetryPolicy,
+    /// Back-off between attempts of a `process_records` call that failed (the same records
+    /// are retried, never skipped).
+    pub processing_retry: RetryPolicy,
+    /// Back-off of lease table calls that failed.
+    pub lease_retry: RetryPolicy,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            stream: String::new(),
+            table: "chief-consumer".to_owned(),
+            worker_id: None,
+            initial_position: InitialPosition::TrimHorizon,
+            initial_timestamp_ms: 0,
+            fetcher: FetcherKind::Polling,
+            failover_time_ms: 10_000,
+            lease_renewal_interval_ms: 0,
+            lease_taking_interval_ms: 0,
+            max_leases_per_worker: 0,
+            shard_sync_interval_ms: 60_000,
+            max_records: 10_000,
+            poll_interval_ms: 200,
+            idle_time_max_ms: 1_000,
+            fetch_retry: RetryPolicy {
+                initial_backoff_ms: 200,
+                max_backoff_ms: 5_000,
+                ..RetryPolicy::default()
+            },
+            processing_retry: RetryPolicy {
+                initial_backoff_ms: 100,
+                max_backoff_ms: 10_000,
+                ..RetryPolicy::default()
+            },
+            lease_retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// `failover_time_ms` as a duration.
+    pub fn failover(&self) -> Duration {
+        Duration::from_millis(self.failover_time_ms)
+    }
+
+    /// The renewal interval (`failover / 3` unless set).
+    pub fn renewal_interval(&self) -> Duration {
+        match self.lease_renewal_interval_ms {
+            0 => self.failover() / 3,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    /// The lease taking interval (`2 × failover` unless set).
+    pub fn taking_interval(&self) -> Duration {
+        match self.lease_taking_interval_ms {
+            0 => self.failover() * 2,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    /// `shard_sync_interval_ms` as a duration.
+    pub fn shard_sync_interval(&self) -> Duration {
+        Duration::from_millis(self.shard_sync_interval_ms)
+    }
+
+    /// `initial_timestamp_ms` as a time.
+    pub fn initial_timestamp(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.initial_timestamp_ms)
+    }
+
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.stream.is_empty() {
+            return Err("consumer.stream is not set".into());
+        }
+        if self.table.is_empty() {
+            return Err("consumer.table is not set".into());
+        }
+        if !(1..=10_000).contains(&self.max_records) {
+            return Err(format!("max_records {} not in 1..=10000", self.max_records));
+        }
+        if self.failover_time_ms < 100 {
+            return Err(format!(
+                "failover_time_ms {} is below 100",
+                self.failover_time_ms
+            ));
+        }
+        if self.renewal_interval() >= self.failover() {
+            return Err("the lease renewal interval must be shorter than the failover time".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,25 @@
+//! Metric names (the KCL's where it has one), exported through the `metrics` facade.
+
+/// Counter: user records handed to processors (label `stream`).
+pub const RECORDS_PROCESSED: &str = "RecordsProcessed";
+/// Gauge: milliseconds behind the newest record (labels `stream`, `shard_id`).
+pub const MILLIS_BEHIND_LATEST: &str = "MillisBehindLatest";
+/// Gauge: leases this worker holds (labels `stream`, `worker`).
+pub const LEASES_HELD: &str = "LeasesHeld";
+/// Counter: expired or released leases taken (label `stream`).
+pub const LEASE_TAKES: &str = "LeaseTakes";
+/// Counter: leases stolen from a more loaded worker (label `stream`).
+pub const LEASE_STEALS: &str = "LeaseSteals";
+/// Counter: leases lost to another worker (label `stream`).
+pub const LEASES_LOST: &str = "LeasesLost";
+/// Counter: checkpoints not written (label `reason`: `lease_lost`, `store`).
+pub const CHECKPOINT_FAILURES: &str = "CheckpointFailures";
+/// Counter: failed `process_records` calls, retried (label `stream`).
+pub const PROCESSING_FAILURES: &str = "ProcessingFailures";
+/// Counter: user records of an aggregate whose hash lies outside the shard's range;
+/// kept and delivered (KCL drops the whole aggregate) (label `stream`).
+pub const RECORDS_OUTSIDE_SHARD_RANGE: &str = "RecordsOutsideShardRange";
+/// Counter: GetRecords calls that were throttled (label `stream`).
+pub const GET_RECORDS_THROTTLED: &str = "GetRecordsThrottled";
+/// Counter: shard iterators that expired and were renewed from the last position read.
+pub const EXPIRED_ITERATORS: &str = "ExpiredIterators";

@@ -1,0 +1,147 @@
+//! What the application implements: a [`RecordProcessor`] per shard, made by a
+//! [`ProcessorFactory`], with the KCL lifecycle.
+
+use std::future::Future;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use crate::checkpoint::Checkpointer;
+use crate::lease::ExtendedSequenceNumber;
+
+/// The error a processor returns; the consumer logs it and retries.
+pub type ProcessorError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One user record, deaggregated, with its identity (sequence, sub-sequence number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedRecord {
+    /// The Kinesis record's sequence number.
+    pub sequence_number: String,
+    /// Position in its aggregate (0 for a plain record).
+    pub sub_sequence_number: u64,
+    /// Whether it came out of a KPL aggregate.
+    pub aggregated: bool,
+    /// The user record's partition key.
+    pub partition_key: String,
+    /// The user record's explicit hash key, if the producer set one.
+    pub explicit_hash_key: Option<String>,
+    /// The payload.
+    pub data: Bytes,
+    /// When Kinesis took the Kinesis record.
+    pub approximate_arrival: Option<SystemTime>,
+}
+
+impl ConsumedRecord {
+    /// The checkpoint that covers this record and everything before it in the shard.
+    pub fn position(&self) -> ExtendedSequenceNumber {
+        ExtendedSequenceNumber::new(self.sequence_number.clone(), self.sub_sequence_number)
+    }
+}
+
+/// Given to [`RecordProcessor::initialize`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct InitializationInput<'a> {
+    /// The shard.
+    pub shard_id: &'a str,
+    /// Where processing resumes (a checkpoint or a sentinel).
+    pub checkpoint: &'a ExtendedSequenceNumber,
+}
+
+/// Given to [`RecordProcessor::process_records`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ProcessRecordsInput<'a> {
+    /// The shard.
+    pub shard_id: &'a str,
+    /// The user records, in shard order.
+    pub records: &'a [ConsumedRecord],
+    /// How far the batch is behind the shard's newest record.
+    pub millis_behind_latest: Option<u64>,
+    /// Checkpoints the shard; [`Checkpointer::checkpoint`] covers all of `records`.
+    pub checkpointer: &'a Checkpointer,
+}
+
+/// Given to [`RecordProcessor::lease_lost`]: another worker has the shard now; do not
+/// checkpoint (it would be refused).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct LeaseLostInput<'a> {
+    /// The shard.
+    pub shard_id: &'a str,
+}
+
+/// Given to [`RecordProcessor::shard_ended`]: every record of the (closed) shard was
+/// delivered; the processor must call [`Checkpointer::checkpoint`], which writes
+/// `SHARD_END`, so that the children can start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ShardEndedInput<'a> {
+    /// The shard.
+    pub shard_id: &'a str,
+    /// Checkpoints `SHARD_END`.
+    pub checkpointer: &'a Checkpointer,
+}
+
+/// Given to [`RecordProcessor::shutdown_requested`]: the worker is stopping; the
+/// processor should flush and checkpoint what it has confirmed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ShutdownRequestedInput<'a> {
+    /// The shard.
+    pub shard_id: &'a str,
+    /// Checkpoints the shard.
+    pub checkpointer: &'a Checkpointer,
+}
+
+/// Processes the records of one shard, KCL-style. One instance per shard lease, called
+/// from one task: `initialize`, then `process_records` for each batch, then exactly one
+/// of `lease_lost`, `shard_ended` or `shutdown_requested`.
+pub trait RecordProcessor: Send + 'static {
+    /// Called once before the first batch.
+    fn initialize(
+        &mut self,
+        input: InitializationInput<'_>,
+    ) -> impl Future<Output = Result<(), ProcessorError>> + Send {
+        let _ = input;
+        async { Ok(()) }
+    }
+
+    /// Processes a batch. An error makes the consumer retry the same records with
+    /// back-off, never skipping them.
+    fn process_records(
+        &mut self,
+        input: ProcessRecordsInput<'_>,
+    ) -> impl Future<Output = Result<(), ProcessorError>> + Send;
+
+    /// The lease went to another worker; checkpointing is no longer possible.
+    fn lease_lost(&mut self, input: LeaseLostInput<'_>) -> impl Future<Output = ()> + Send {
+        let _ = input;
+        async {}
+    }
+
+    /// The shard is closed and fully delivered; must checkpoint (it is called again,
+    /// with back-off, until it has).
+    fn shard_ended(
+        &mut self,
+        input: ShardEndedInput<'_>,
+    ) -> impl Future<Output = Result<(), ProcessorError>> + Send;
+
+    /// The worker is shutting down; checkpoint what was confirmed. Default: nothing.
+    fn shutdown_requested(
+        &mut self,
+        input: ShutdownRequestedInput<'_>,
+    ) -> impl Future<Output = Result<(), ProcessorError>> + Send {
+        let _ = input;
+        async { Ok(()) }
+    }
+}
+
+/// Makes a processor for each shard a worker starts processing.
+pub trait ProcessorFactory: Send + Sync + 'static {
+    /// The processor type.
+    type Processor: RecordProcessor;
+
+    /// A processor for `shard_id`.
+    fn create(&self, shard_id: &str) -> Self::Processor;
+}

@@ -1,0 +1,565 @@
+//! The [`Scheduler`]: one worker's loop of lease renewal, taking and balancing, shard
+//! sync, and a task per shard it holds, until a `CancellationToken` fires.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chief_stream::{Shard, StreamClient, StreamError};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::checkpoint::HeldLease;
+use crate::config::{ConsumerConfig, InitialPosition};
+use crate::lease::{ExtendedSequenceNumber, Lease, LeaseError, LeaseStore};
+use crate::metrics as m;
+use crate::processor::ProcessorFactory;
+use crate::shard::{ShardOutcome, ShardTask, lease_range};
+
+/// The scheduler could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumerError {
+    /// The config is unusable.
+    #[error("invalid consumer config: {0}")]
+    Config(String),
+    /// The lease table could not be created or read.
+    #[error("lease table {table} unusable: {source}")]
+    LeaseTable {
+        /// The table.
+        table: String,
+        /// The error.
+        source: LeaseError,
+    },
+    /// The stream's shards could not be listed.
+    #[error("cannot list the shards of stream {stream}: {source}")]
+    ListShards {
+        /// The stream.
+        stream: String,
+        /// The error.
+        source: StreamError,
+    },
+}
+
+/// Runs a consumer application's share of a stream for one worker.
+#[derive(Debug)]
+pub struct Scheduler<C, S, F> {
+    config: ConsumerConfig,
+    worker_id: String,
+    client: C,
+    store: Arc<S>,
+    factory: Arc<F>,
+}
+
+/// What the worker remembers of a lease it does not hold: when its counter last moved.
+#[derive(Debug)]
+struct Seen {
+    counter: u64,
+    owner: Option<String>,
+    since: Instant,
+}
+
+struct Worker<C, S, F> {
+    config: ConsumerConfig,
+    worker_id: String,
+    client: C,
+    store: Arc<S>,
+    factory: Arc<F>,
+    held: HashMap<String, Arc<HeldLease<S>>>,
+    running: HashSet<String>,
+    seen: HashMap<String, Seen>,
+    /// Shard ids of the last ListShards.
+    shards: HashSet<String>,
+    tasks: JoinSet<(String, ShardOutcome)>,
+    stop_shards: CancellationToken,
+}
+
+impl<C, S, F> Scheduler<C, S, F>
+where
+    C: StreamClient + Clone,
+    S: LeaseStore,
+    F: ProcessorFactory,
+{
+    /// A scheduler for `config.stream`, leases in `store`, processors from `factory`.
+    pub fn new(
+        config: ConsumerConfig,
+        client: C,
+        store: S,
+        factory: F,
+    ) -> Result<Self, ConsumerError> {
+        config.validate().map_err(ConsumerError::Config)?;
+        let worker_id = config
+            .worker_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        Ok(Self {
+            config,
+            worker_id,
+            client,
+            store: Arc::new(store),
+            factory: Arc::new(factory),
+        })
+    }
+
+    /// This worker's id (the `leaseOwner` it writes).
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Runs until `shutdown` fires, then stops gracefully: every shard's processor gets
+    /// `shutdown_requested` after its in-flight batch (to checkpoint), and every lease is
+    /// released so that other workers take them at once. Dropping the future instead
+    /// stops at once without releasing (the leases expire after the failover time).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ConsumerError> {
+        let span = tracing::info_span!("consumer", stream = %self.config.stream, lease_owner = %self.worker_id);
+        let mut worker = Worker {
+            config: self.config,
+            worker_id: self.worker_id,
+            client: self.client,
+            store: self.store,
+            factory: self.factory,
+            held: HashMap::new(),
+            running: HashSet::new(),
+            seen: HashMap::new(),
+            shards: HashSet::new(),
+            tasks: JoinSet::new(),
+            stop_shards: CancellationToken::new(),
+        };
+        worker.run(shutdown).instrument(span).await
+    }
+}
+
+impl<C, S, F> Worker<C, S, F>
+where
+    C: StreamClient + Clone,
+    S: LeaseStore,
+    F: ProcessorFactory,
+{
+    async fn run(&mut self, shutdown: CancellationToken) -> Result<(), ConsumerError> {
+        let table = self.store.table().to_owned();
+        let mut attempt = 0;
+        loop {
+            match self.store.ensure_table().await {
+                Ok(()) => break,
+                Err(source) if attempt >= 5 => {
+                    return Err(ConsumerError::LeaseTable { table, source });
+                }
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(table = %table, error = %e, "lease table not ready; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(self.config.lease_retry.jittered(attempt)) => {}
+                    }
+                }
+            }
+        }
+        tracing::info!(table = %table, "worker starting");
+        let renew_every = self.config.renewal_interval();
+        let take_every = self.config.taking_interval();
+        let sync_every = self.config.shard_sync_interval();
+        let now = Instant::now();
+        let (mut next_renew, mut next_take, mut next_sync) = (now + renew_every, now, now);
+        let mut next_claim = now + renew_every;
+        let mut sync_now = true;
+        while !shutdown.is_cancelled() {
+            let now = Instant::now();
+            if now >= next_renew {
+                self.renew().await;
+                next_renew = now + renew_every;
+            }
+            if sync_now || now >= next_sync {
+                match self.sync_shards().await {
+                    Ok(()) => {
+                        sync_now = false;
+                        next_sync = now + sync_every;
+                        // New leases (children) are unowned: take them now.
+                        next_take = now;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "shard sync failed; retrying");
+                        next_sync = now + renew_every;
+                        sync_now = false;
+                    }
+                }
+            }
+            if now >= next_take {
+                self.take(true).await;
+                next_take = now + take_every;
+                next_claim = now + renew_every;
+            } else if now >= next_claim {
+                // Released leases are taken without waiting for the next taking round.
+                self.take(false).await;
+                next_claim = now + renew_every;
+            }
+            let waiting = self.start_ready().await;
+            metrics::gauge!(m::LEASES_HELD, "stream" => self.config.stream.clone(), "worker" => self.worker_id.clone())
+                .set(self.held.len() as f64);
+            let mut wake = next_renew.min(next_take).min(next_sync).min(next_claim);
+            if waiting {
+                wake = wake.min(Instant::now() + Duration::from_millis(500));
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if self.finished(done).await {
+                        sync_now = true;
+                    }
+                }
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+        self.stop().await;
+        Ok(())
+    }
+
+    /// Handles a finished shard task; `true` if a shard ended (sync now).
+    async fn finished(
+        &mut self,
+        done: Result<(String, ShardOutcome), tokio::task::JoinError>,
+    ) -> bool {
+        let (shard_id, outcome) = match done {
+            Ok(done) => done,
+            Err(e) => {
+                // A panicking processor: release its lease so that it is retried.
+                tracing::error!(error = %e, "shard task failed");
+                let ids: Vec<String> = self
+                    .running
+                    .iter()
+                    .filter(|id| self.held.get(*id).is_none_or(|h| h.lost.is_cancelled()))
+                    .cloned()
+                    .collect();
+                for id in ids {
+                    self.running.remove(&id);
+                }
+                return false;
+            }
+        };
+        self.running.remove(&shard_id);
+        let held = self.held.remove(&shard_id);
+        match outcome {
+            ShardOutcome::Ended(children) => {
+                if let Some(held) = held {
+                    held.release(Some(&children)).await;
+                }
+                true
+            }
+            ShardOutcome::Lost => {
+                metrics::counter!(m::LEASES_LOST, "stream" => self.config.stream.clone())
+                    .increment(1);
+                false
+            }
+            ShardOutcome::ShutDown => {
+                if let Some(held) = held {
+                    self.held.insert(shard_id, held);
+                }
+                false
+            }
+        }
+    }
+
+    async fn renew(&mut self) {
+        let failover = self.config.failover();
+        for held in self.held.values() {
+            held.renew(failover).await;
+        }
+        // A lost lease whose task is not running (waiting for parents) is dropped here;
+        // a running one is dropped when its task reports.
+        let lost: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(id, h)| h.lost.is_cancelled() && !self.running.contains(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in lost {
+            self.held.remove(&id);
+        }
+    }
+
+    /// Creates a lease for every shard that has none.
+    async fn sync_shards(&mut self) -> Result<(), ConsumerError> {
+        let stream = self.config.stream.clone();
+        let shards =
+            self.client
+                .list_shards(&stream)
+                .await
+                .map_err(|source| ConsumerError::ListShards {
+                    stream: stream.clone(),
+                    source,
+                })?;
+        let table = self.store.table().to_owned();
+        let leases =
+            self.store
+                .list_leases()
+                .await
+                .map_err(|source| ConsumerError::LeaseTable {
+                    table: table.clone(),
+                    source,
+                })?;
+        let mut existing: HashMap<String, bool> =
+            leases.iter().map(|l| (l.lease_key.clone(), true)).collect();
+        // Value `true`: a lease that reads its shard; `false`: created skipped (LATEST).
+        let mut created = 0;
+        for shard in &shards {
+            if existing.contains_key(&shard.shard_id) {
+                continue;
+            }
+            let lease = self.new_lease(shard, &existing);
+            let reads = !lease.checkpoint.is_shard_end();
+            match self.store.create_lease_if_absent(&lease).await {
+                Ok(true) => {
+                    created += 1;
+                    tracing::info!(shard_id = %shard.shard_id, checkpoint = %lease.checkpoint, parents = ?lease.parent_shard_ids, "created lease");
+                }
+                Ok(false) => {}
+                Err(source) => return Err(ConsumerError::LeaseTable { table, source }),
+            }
+            existing.insert(shard.shard_id.clone(), reads);
+        }
+        self.shards = shards.into_iter().map(|s| s.shard_id).collect();
+        tracing::debug!(created, shards = self.shards.len(), "shard sync done");
+        Ok(())
+    }
+
+    fn new_lease(&self, shard: &Shard, existing: &HashMap<String, bool>) -> Lease {
+        let parents: BTreeSet<String> = shard
+            .parent_shard_id
+            .iter()
+            .chain(shard.adjacent_parent_shard_id.iter())
+            .cloned()
+            .collect();
+        // A child of a shard that is (or will be) read starts at its beginning, so that
+        // nothing between parent and child is lost; other shards start at the initial
+        // position, and a closed one under LATEST is skipped.
+        let parent_read = parents.iter().any(|p| existing.get(p) == Some(&true));
+        let checkpoint = if parent_read {
+            ExtendedSequenceNumber::sentinel(ExtendedSequenceNumber::TRIM_HORIZON)
+        } else {
+            match self.config.initial_position {
+                InitialPosition::TrimHorizon => {
+                    ExtendedSequenceNumber::sentinel(ExtendedSequenceNumber::TRIM_HORIZON)
+                }
+                InitialPosition::AtTimestamp => {
+                    ExtendedSequenceNumber::sentinel(ExtendedSequenceNumber::AT_TIMESTAMP)
+                }
+                InitialPosition::Latest if shard.is_open() => {
+                    ExtendedSequenceNumber::sentinel(ExtendedSequenceNumber::LATEST)
+                }
+                InitialPosition::Latest => ExtendedSequenceNumber::shard_end(),
+            }
+        };
+        let mut lease = Lease::new(shard.shard_id.clone(), checkpoint);
+        lease.parent_shard_ids = parents;
+        lease.starting_hash_key = Some(shard.starting_hash_key.to_string());
+        lease.ending_hash_key = Some(shard.ending_hash_key.to_string());
+        lease
+    }
+
+    /// One taking round: expired and released leases up to the target, else (with
+    /// `steal`) at most one lease from the most loaded worker.
+    async fn take(&mut self, steal: bool) {
+        let leases = match self.store.list_leases().await {
+            Ok(leases) => leases,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list leases");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let failover = self.config.failover();
+        let keys: HashSet<&str> = leases.iter().map(|l| l.lease_key.as_str()).collect();
+        self.seen.retain(|k, _| keys.contains(k.as_str()));
+        for l in &leases {
+            let changed = self
+                .seen
+                .get(&l.lease_key)
+                .is_none_or(|s| s.counter != l.lease_counter || s.owner != l.lease_owner);
+            if changed {
+                self.seen.insert(
+                    l.lease_key.clone(),
+                    Seen {
+                        counter: l.lease_counter,
+                        owner: l.lease_owner.clone(),
+                        since: now,
+                    },
+                );
+            }
+        }
+        let active: Vec<&Lease> = leases
+            .iter()
+            .filter(|l| !l.checkpoint.is_shard_end())
+            .collect();
+        let expired = |l: &Lease| {
+            l.lease_owner.is_none()
+                || self
+                    .seen
+                    .get(&l.lease_key)
+                    .is_some_and(|s| now.duration_since(s.since) >= failover)
+        };
+        // Available: unowned or expired, or ours in the table but not held (a restart).
+        let mut available: Vec<&Lease> = active
+            .iter()
+            .copied()
+            .filter(|l| {
+                !self.held.contains_key(&l.lease_key)
+                    && (expired(l) || l.is_owned_by(&self.worker_id))
+            })
+            .collect();
+        let mut load: HashMap<&str, Vec<&Lease>> = HashMap::new();
+        for l in &active {
+            if let Some(owner) = l.lease_owner.as_deref()
+                && owner != self.worker_id
+                && !expired(l)
+            {
+                load.entry(owner).or_default().push(l);
+            }
+        }
+        let workers = load.len() + 1;
+        let mut target = active.len().div_ceil(workers).max(1);
+        if self.config.max_leases_per_worker > 0 {
+            target = target.min(self.config.max_leases_per_worker);
+        }
+        let mine = self
+            .held
+            .values()
+            .filter(|h| !h.lost.is_cancelled())
+            .count();
+        if mine >= target {
+            return;
+        }
+        let need = target - mine;
+        // Unowned first, then expired; oldest shard ids first (parents before children).
+        available.sort_by_key(|l| (l.lease_owner.is_some(), l.lease_key.clone()));
+        if !available.is_empty() {
+            for l in available.into_iter().take(need) {
+                self.try_take(l, false).await;
+            }
+            return;
+        }
+        if !steal {
+            return;
+        }
+        let most_loaded = load
+            .iter()
+            .max_by_key(|(owner, leases)| (leases.len(), *owner))
+            .map(|(owner, leases)| ((*owner).to_owned(), leases.clone()));
+        if let Some((owner, leases)) = most_loaded
+            && (leases.len() > target || (leases.len() == target && need > 1))
+            && let Some(victim) = leases.iter().max_by_key(|l| l.lease_key.clone())
+        {
+            tracing::info!(shard_id = %victim.lease_key, from = %owner, "stealing a lease");
+            let victim = (*victim).clone();
+            self.try_take(&victim, true).await;
+        }
+    }
+
+    async fn try_take(&mut self, lease: &Lease, steal: bool) {
+        match self.store.take_lease(lease, &self.worker_id).await {
+            Ok(taken) => {
+                let name = if steal {
+                    m::LEASE_STEALS
+                } else {
+                    m::LEASE_TAKES
+                };
+                metrics::counter!(name, "stream" => self.config.stream.clone()).increment(1);
+                tracing::info!(shard_id = %taken.lease_key, previous_owner = ?lease.lease_owner, checkpoint = %taken.checkpoint, steal, "took lease");
+                let held = HeldLease::new(
+                    self.store.clone(),
+                    &self.config.stream,
+                    &self.worker_id,
+                    taken,
+                );
+                self.held.insert(lease.lease_key.clone(), Arc::new(held));
+            }
+            Err(e) if e.is_conflict() => {
+                tracing::debug!(shard_id = %lease.lease_key, "lease changed before it could be taken");
+            }
+            Err(e) => {
+                tracing::warn!(shard_id = %lease.lease_key, error = %e, "taking lease failed")
+            }
+        }
+    }
+
+    /// Starts a task for every held lease whose parents are done; `true` if some wait.
+    async fn start_ready(&mut self) -> bool {
+        let mut waiting = false;
+        let ids: Vec<String> = self
+            .held
+            .keys()
+            .filter(|id| !self.running.contains(*id))
+            .cloned()
+            .collect();
+        for id in ids {
+            let Some(held) = self.held.get(&id).cloned() else {
+                continue;
+            };
+            if held.lost.is_cancelled() {
+                continue;
+            }
+            let lease = held.snapshot().await;
+            if !self.parents_done(&lease).await {
+                waiting = true;
+                continue;
+            }
+            let task = ShardTask {
+                client: self.client.clone(),
+                config: self.config.clone(),
+                held: held.clone(),
+                shutdown: self.stop_shards.child_token(),
+                range: lease_range(
+                    lease.starting_hash_key.as_deref(),
+                    lease.ending_hash_key.as_deref(),
+                ),
+            };
+            let processor = self.factory.create(&id);
+            let shard_id = id.clone();
+            self.tasks
+                .spawn(async move { (shard_id, task.run(processor).await) });
+            self.running.insert(id);
+        }
+        waiting
+    }
+
+    /// Whether every parent of `lease` checkpointed `SHARD_END` (or is gone from the
+    /// stream and the table).
+    async fn parents_done(&self, lease: &Lease) -> bool {
+        for parent in &lease.parent_shard_ids {
+            match self.store.get_lease(parent).await {
+                Ok(Some(p)) if p.checkpoint.is_shard_end() => {}
+                Ok(Some(_)) => return false,
+                Ok(None) if !self.shards.contains(parent) => {}
+                Ok(None) => return false,
+                Err(e) => {
+                    tracing::warn!(shard_id = %lease.lease_key, parent = %parent, error = %e, "cannot read parent lease");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Graceful stop: processors finish their batch and get `shutdown_requested`; leases
+    /// are renewed meanwhile, then released.
+    async fn stop(&mut self) {
+        tracing::info!(leases = self.held.len(), "worker stopping");
+        self.stop_shards.cancel();
+        let renew_every = self.config.renewal_interval();
+        let mut next_renew = Instant::now() + renew_every;
+        while !self.tasks.is_empty() {
+            tokio::select! {
+                Some(done) = self.tasks.join_next() => { self.finished(done).await; }
+                () = tokio::time::sleep_until(next_renew.into()) => {
+                    self.renew().await;
+                    next_renew = Instant::now() + renew_every;
+                }
+            }
+        }
+        for held in std::mem::take(&mut self.held).into_values() {
+            held.release(None).await;
+        }
+        metrics::gauge!(m::LEASES_HELD, "stream" => self.config.stream.clone(), "worker" => self.worker_id.clone())
+            .set(0.0);
+        tracing::info!("worker stopped");
+    }
+}

@@ -1,0 +1,423 @@
+//! Processing one shard: the polling fetcher (one batch of prefetch), deaggregation, the
+//! processor's lifecycle, retries that never skip records.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chief_aggregation::{UserRecord, deaggregate, parse_hash_key};
+use chief_stream::{
+    GetRecordsOutput, IteratorPosition, StreamClient, StreamError, compare_sequence_numbers,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
+
+use crate::checkpoint::{Checkpointer, HeldLease};
+use crate::config::ConsumerConfig;
+use crate::lease::{ExtendedSequenceNumber, LeaseStore};
+use crate::metrics as m;
+use crate::processor::{
+    ConsumedRecord, InitializationInput, LeaseLostInput, ProcessRecordsInput, RecordProcessor,
+    ShardEndedInput, ShutdownRequestedInput,
+};
+
+/// How processing of a shard ended.
+#[derive(Debug)]
+pub(crate) enum ShardOutcome {
+    /// The shard was read to its end and `SHARD_END` checkpointed; these are its children.
+    Ended(BTreeSet<String>),
+    /// The lease was lost.
+    Lost,
+    /// The worker is shutting down; the processor was told.
+    ShutDown,
+}
+
+/// Where to start reading a shard from its checkpoint, and the sub-records to skip.
+fn start_position(
+    checkpoint: &ExtendedSequenceNumber,
+    config: &ConsumerConfig,
+) -> (IteratorPosition, Option<ExtendedSequenceNumber>) {
+    match checkpoint.sequence_number.as_str() {
+        ExtendedSequenceNumber::TRIM_HORIZON => (IteratorPosition::TrimHorizon, None),
+        ExtendedSequenceNumber::LATEST => (IteratorPosition::Latest, None),
+        ExtendedSequenceNumber::AT_TIMESTAMP => (
+            IteratorPosition::AtTimestamp(config.initial_timestamp()),
+            None,
+        ),
+        seq => (
+            IteratorPosition::AtSequenceNumber(seq.to_owned()),
+            Some(checkpoint.clone()),
+        ),
+    }
+}
+
+/// Reads a shard with GetRecords and hands each non-empty batch (and the end of the
+/// shard) to `tx`, whose capacity of one batch is the prefetch bound (a batch is at most
+/// `max_records` records and 10 MiB, GetRecords' limits). Waits adaptively between empty
+/// reads, backs off on throttling and failures, and renews an expired iterator after the
+/// last record read.
+async fn fetch<C: StreamClient>(
+    client: C,
+    config: ConsumerConfig,
+    shard_id: String,
+    start: IteratorPosition,
+    tx: mpsc::Sender<GetRecordsOutput>,
+) {
+    let stream = config.stream.clone();
+    let poll = Duration::from_millis(config.poll_interval_ms);
+    let idle_max = Duration::from_millis(config.idle_time_max_ms).max(poll);
+    let mut idle = poll;
+    let mut last_read: Option<String> = None;
+    let mut iterator: Option<String> = None;
+    let mut failures = 0u32;
+    loop {
+        let it = match iterator.take() {
+            Some(it) => it,
+            None => {
+                let position = match &last_read {
+                    Some(seq) => IteratorPosition::AfterSequenceNumber(seq.clone()),
+                    None => start.clone(),
+                };
+                match client
+                    .get_shard_iterator(&stream, &shard_id, &position)
+                    .await
+                {
+                    Ok(it) => it,
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!(error = %e, failures, "GetShardIterator failed; backing off");
+                        tokio::time::sleep(config.fetch_retry.jittered(failures)).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        let started = Instant::now();
+        match client.get_records(&stream, &it, config.max_records).await {
+            Ok(out) => {
+                failures = 0;
+                if let Some(last) = out.records.last() {
+                    last_read = Some(last.sequence_number.clone());
+                }
+                if let Some(behind) = out.millis_behind_latest {
+                    metrics::gauge!(m::MILLIS_BEHIND_LATEST, "stream" => stream.clone(), "shard_id" => shard_id.clone())
+                        .set(behind as f64);
+                }
+                let empty = out.records.is_empty();
+                let end = out.next_shard_iterator.is_none();
+                iterator.clone_from(&out.next_shard_iterator);
+                if (!empty || end) && tx.send(out).await.is_err() {
+                    return;
+                }
+                if end {
+                    return;
+                }
+                let wait = if empty {
+                    let wait = idle;
+                    idle = (idle * 2).min(idle_max);
+                    wait
+                } else {
+                    idle = poll;
+                    poll
+                };
+                tokio::time::sleep(wait.saturating_sub(started.elapsed())).await;
+            }
+            Err(StreamError::ExpiredIterator { .. }) => {
+                metrics::counter!(m::EXPIRED_ITERATORS, "stream" => stream.clone()).increment(1);
+                tracing::info!(after = ?last_read, "shard iterator expired; renewing it after the last record read");
+            }
+            Err(e) => {
+                failures += 1;
+                if matches!(e, StreamError::Throttled { .. }) {
+                    metrics::counter!(m::GET_RECORDS_THROTTLED, "stream" => stream.clone())
+                        .increment(1);
+                }
+                tracing::warn!(error = %e, failures, "GetRecords failed; backing off");
+                // An emulator answers an unknown iterator with a bare 500: after a few
+                // failures, start again from the last record read.
+                if failures < 3 {
+                    iterator = Some(it);
+                }
+                tokio::time::sleep(config.fetch_retry.jittered(failures)).await;
+            }
+        }
+    }
+}
+
+/// Everything one shard's processing needs.
+pub(crate) struct ShardTask<C, S> {
+    pub(crate) client: C,
+    pub(crate) config: ConsumerConfig,
+    pub(crate) held: Arc<HeldLease<S>>,
+    pub(crate) shutdown: CancellationToken,
+    /// The shard's hash range, to count aggregated records that lie outside it.
+    pub(crate) range: Option<(u128, u128)>,
+}
+
+impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
+    /// Runs a processor over the shard until its end, lease loss, or shutdown.
+    pub(crate) async fn run<P: RecordProcessor>(self, processor: P) -> ShardOutcome {
+        let span = tracing::info_span!("shard", stream = %self.config.stream, shard_id = %self.held.shard_id, lease_owner = %self.held.worker_id);
+        self.run_inner(processor).instrument(span).await
+    }
+
+    async fn run_inner<P: RecordProcessor>(self, mut processor: P) -> ShardOutcome {
+        let shard_id = self.held.shard_id.clone();
+        let lease = self.held.snapshot().await;
+        let checkpoint = lease.checkpoint.clone();
+        let checkpointer = Checkpointer::new(self.held.clone(), &checkpoint);
+        if checkpoint.is_shard_end() {
+            return ShardOutcome::Ended(lease.child_shard_ids.clone());
+        }
+        let mut attempt = 0;
+        loop {
+            let init = processor
+                .initialize(InitializationInput {
+                    shard_id: &shard_id,
+                    checkpoint: &checkpoint,
+                })
+                .await;
+            match init {
+                Ok(()) => break,
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "initialize failed; retrying");
+                    if let Some(outcome) = self.pause(&mut processor, &checkpointer, attempt).await
+                    {
+                        return outcome;
+                    }
+                }
+            }
+        }
+        tracing::info!(checkpoint = %checkpoint, "processing shard");
+        let (position, mut resume) = start_position(&checkpoint, &self.config);
+        let (tx, mut rx) = mpsc::channel(1);
+        let _fetcher = AbortOnDropHandle::new(tokio::spawn(
+            fetch(
+                self.client.clone(),
+                self.config.clone(),
+                shard_id.clone(),
+                position,
+                tx,
+            )
+            .in_current_span(),
+        ));
+        loop {
+            let batch = tokio::select! {
+                biased;
+                () = self.held.lost.cancelled() => return self.lost(&mut processor).await,
+                () = self.shutdown.cancelled() => return self.shut_down(&mut processor, &checkpointer).await,
+                batch = rx.recv() => batch,
+            };
+            let Some(batch) = batch else {
+                // The fetcher only stops at the end of the shard, after sending it.
+                return self.lost(&mut processor).await;
+            };
+            let records = self.deaggregate(&batch, &mut resume);
+            if !records.is_empty()
+                && let Some(outcome) = self
+                    .process(
+                        &mut processor,
+                        &checkpointer,
+                        &records,
+                        batch.millis_behind_latest,
+                    )
+                    .await
+            {
+                return outcome;
+            }
+            if batch.next_shard_iterator.is_none() {
+                let children = batch
+                    .child_shards
+                    .iter()
+                    .map(|c| c.shard_id.clone())
+                    .collect();
+                return self.end(&mut processor, &checkpointer, children).await;
+            }
+        }
+    }
+
+    fn deaggregate(
+        &self,
+        batch: &GetRecordsOutput,
+        resume: &mut Option<ExtendedSequenceNumber>,
+    ) -> Vec<ConsumedRecord> {
+        let mut out = Vec::with_capacity(batch.records.len());
+        let mut outside = 0u64;
+        for r in &batch.records {
+            let mut skip_through = None;
+            if let Some(at) = resume.as_ref() {
+                match compare_sequence_numbers(&r.sequence_number, &at.sequence_number) {
+                    std::cmp::Ordering::Less => continue,
+                    std::cmp::Ordering::Equal => skip_through = Some(at.sub_sequence_number),
+                    std::cmp::Ordering::Greater => {}
+                }
+                *resume = None;
+            }
+            let mut records = deaggregate(UserRecord {
+                partition_key: r.partition_key.clone(),
+                explicit_hash_key: None,
+                data: r.data.clone(),
+            });
+            let aggregated = matches!(
+                records.kind(),
+                chief_aggregation::RecordKind::Aggregate { .. }
+            );
+            if let Some(sub) = skip_through {
+                records = records.resume_after(sub);
+            }
+            for d in records {
+                if aggregated
+                    && let Some((start, end)) = self.range
+                    && let Ok(hash) = d.record.hash_key()
+                    && !(start..=end).contains(&hash)
+                {
+                    outside += 1;
+                }
+                out.push(ConsumedRecord {
+                    sequence_number: r.sequence_number.clone(),
+                    sub_sequence_number: d.sub_sequence_number,
+                    aggregated,
+                    partition_key: d.record.partition_key,
+                    explicit_hash_key: d.record.explicit_hash_key,
+                    data: d.record.data,
+                    approximate_arrival: r.approximate_arrival,
+                });
+            }
+        }
+        if outside > 0 {
+            metrics::counter!(m::RECORDS_OUTSIDE_SHARD_RANGE, "stream" => self.config.stream.clone())
+                .increment(outside);
+            tracing::warn!(
+                records = outside,
+                "user records of aggregates hash outside the shard's range (written before a reshard); kept and delivered"
+            );
+        }
+        out
+    }
+
+    /// Calls `process_records` until it succeeds; `Some` if processing must stop.
+    async fn process<P: RecordProcessor>(
+        &self,
+        processor: &mut P,
+        checkpointer: &Checkpointer,
+        records: &[ConsumedRecord],
+        millis_behind_latest: Option<u64>,
+    ) -> Option<ShardOutcome> {
+        let last = records.last().map(ConsumedRecord::position);
+        let mut attempt = 0;
+        loop {
+            let previous = checkpointer.deliver(last.clone());
+            let result = processor
+                .process_records(ProcessRecordsInput {
+                    shard_id: &self.held.shard_id,
+                    records,
+                    millis_behind_latest,
+                    checkpointer,
+                })
+                .await;
+            match result {
+                Ok(()) => {
+                    metrics::counter!(m::RECORDS_PROCESSED, "stream" => self.config.stream.clone())
+                        .increment(records.len() as u64);
+                    return None;
+                }
+                Err(e) => {
+                    // The batch is not done: checkpoint() must not cover it.
+                    checkpointer.deliver(previous);
+                    attempt += 1;
+                    metrics::counter!(m::PROCESSING_FAILURES, "stream" => self.config.stream.clone())
+                        .increment(1);
+                    tracing::warn!(error = %e, attempt, records = records.len(), "process_records failed; retrying the same records");
+                    if let Some(outcome) = self.pause(processor, checkpointer, attempt).await {
+                        return Some(outcome);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Backs off before a retry; ends processing if the lease is lost or on shutdown.
+    async fn pause<P: RecordProcessor>(
+        &self,
+        processor: &mut P,
+        checkpointer: &Checkpointer,
+        attempt: u32,
+    ) -> Option<ShardOutcome> {
+        tokio::select! {
+            biased;
+            () = self.held.lost.cancelled() => Some(self.lost(processor).await),
+            () = self.shutdown.cancelled() => Some(self.shut_down(processor, checkpointer).await),
+            () = tokio::time::sleep(self.config.processing_retry.jittered(attempt)) => None,
+        }
+    }
+
+    async fn lost<P: RecordProcessor>(&self, processor: &mut P) -> ShardOutcome {
+        processor
+            .lease_lost(LeaseLostInput {
+                shard_id: &self.held.shard_id,
+            })
+            .await;
+        ShardOutcome::Lost
+    }
+
+    async fn shut_down<P: RecordProcessor>(
+        &self,
+        processor: &mut P,
+        checkpointer: &Checkpointer,
+    ) -> ShardOutcome {
+        if let Err(e) = processor
+            .shutdown_requested(ShutdownRequestedInput {
+                shard_id: &self.held.shard_id,
+                checkpointer,
+            })
+            .await
+        {
+            tracing::warn!(error = %e, "shutdown_requested failed");
+        }
+        ShardOutcome::ShutDown
+    }
+
+    async fn end<P: RecordProcessor>(
+        &self,
+        processor: &mut P,
+        checkpointer: &Checkpointer,
+        children: BTreeSet<String>,
+    ) -> ShardOutcome {
+        checkpointer.set_shard_end();
+        let mut attempt = 0;
+        loop {
+            let result = processor
+                .shard_ended(ShardEndedInput {
+                    shard_id: &self.held.shard_id,
+                    checkpointer,
+                })
+                .await;
+            let done = self.held.snapshot().await.checkpoint.is_shard_end();
+            match result {
+                Ok(()) if done => {
+                    tracing::info!(children = ?children, "shard ended and checkpointed SHARD_END");
+                    return ShardOutcome::Ended(children);
+                }
+                Ok(()) => tracing::error!(
+                    "shard_ended returned without checkpointing: the children cannot start; calling it again"
+                ),
+                Err(e) => tracing::warn!(error = %e, "shard_ended failed; calling it again"),
+            }
+            attempt += 1;
+            tokio::select! {
+                biased;
+                () = self.held.lost.cancelled() => return self.lost(processor).await,
+                () = self.shutdown.cancelled() => return ShardOutcome::ShutDown,
+                () = tokio::time::sleep(self.config.processing_retry.jittered(attempt)) => {}
+            }
+        }
+    }
+}
+
+/// The hash range recorded on a lease.
+pub(crate) fn lease_range(start: Option<&str>, end: Option<&str>) -> Option<(u128, u128)> {
+    Some((parse_hash_key(start?).ok()?, parse_hash_key(end?).ok()?))
+}
