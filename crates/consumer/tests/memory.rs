@@ -1,0 +1,167 @@
+//! The scheduler scenarios of issue 6 on the in-memory stream and lease table (fast), plus
+//! what only fault injection can show: failed batches retried, expired iterators and
+//! throttled reads, aggregates hashing outside their shard.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chief_aggregation::{Aggregator, UserRecord};
+use chief_consumer::MemoryLeaseStore;
+use chief_stream::{Faults, MemoryStreams, PutEntry, StreamClient};
+use support::*;
+
+struct Mem {
+    streams: MemoryStreams,
+    leases: MemoryLeaseStore,
+}
+
+const STREAM: &str = "Orders";
+
+fn mem(shards: u32) -> Mem {
+    let streams = MemoryStreams::new(7);
+    streams.create_stream(STREAM, shards);
+    Mem {
+        streams,
+        leases: MemoryLeaseStore::new("leases"),
+    }
+}
+
+impl Backend for Mem {
+    type Client = MemoryStreams;
+    type Store = MemoryLeaseStore;
+    fn client(&self) -> MemoryStreams {
+        self.streams.clone()
+    }
+    fn store(&self) -> MemoryLeaseStore {
+        self.leases.clone()
+    }
+    fn stream(&self) -> String {
+        STREAM.to_owned()
+    }
+    async fn split(&self, shard: &str) {
+        let s = self.streams.list_shards(STREAM).await.expect("shards");
+        let s = s.iter().find(|s| s.shard_id == shard).expect("shard");
+        let mid = s.starting_hash_key + (s.ending_hash_key - s.starting_hash_key) / 2 + 1;
+        self.streams.split_shard(STREAM, shard, mid).expect("split");
+    }
+    async fn merge(&self, a: &str, b: &str) {
+        self.streams.merge_shards(STREAM, a, b).expect("merge");
+    }
+}
+
+#[tokio::test]
+async fn memory_two_workers_balance_to_two_and_two() {
+    two_workers_balance(&mem(4), "t").await;
+}
+
+#[tokio::test]
+async fn memory_dead_worker_is_taken_over_after_failover() {
+    dead_worker_is_taken_over(&mem(4), "t").await;
+}
+
+#[tokio::test]
+async fn memory_graceful_stop_hands_over_at_once() {
+    graceful_stop_hands_over(&mem(4), "t").await;
+}
+
+#[tokio::test]
+async fn memory_split_and_merge_mid_run_lose_nothing_and_keep_key_order() {
+    reshard_mid_run(&mem(4), "t").await;
+}
+
+#[tokio::test]
+async fn memory_restart_replays_only_what_was_not_checkpointed() {
+    restart_replays_only_what_was_not_checkpointed(&mem(4), "t").await;
+}
+
+#[tokio::test]
+async fn memory_checkpoint_after_lease_loss_is_refused() {
+    checkpoint_after_lease_loss_is_refused(&mem(4), "t").await;
+}
+
+#[tokio::test]
+async fn failed_batches_are_retried_never_skipped() {
+    let m = mem(2);
+    let w = start(&m, fast_config(STREAM, "t", "w"), Checkpointing::EveryBatch);
+    w.probe.fail_calls.store(5, Ordering::SeqCst);
+    let n = 300;
+    write(m.client(), STREAM, records(0, n, 20)).await;
+    wait_for(30, "every record processed", || async {
+        w.probe.count() as u64 >= n
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(w.probe.failed_calls.load(Ordering::SeqCst), 5);
+    let seen = w.probe.seen();
+    assert_key_order(&seen);
+    assert_exactly_once(&seen, n);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn expired_iterators_and_throttled_reads_lose_and_repeat_nothing() {
+    let m = mem(2);
+    m.streams.set_faults(Faults {
+        expired_iterator_ratio: 0.2,
+        read_throttle_ratio: 0.2,
+        ..Faults::default()
+    });
+    let w = start(&m, fast_config(STREAM, "t", "w"), Checkpointing::EveryBatch);
+    let n = 2_000;
+    for chunk in 0..10 {
+        write(m.client(), STREAM, records(chunk * 200, 200, 50)).await;
+    }
+    wait_for(60, "every record processed", || async {
+        w.probe.count() as u64 >= n
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = w.probe.seen();
+    assert_key_order(&seen);
+    assert_exactly_once(&seen, n);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn aggregate_records_hashing_outside_the_shard_are_kept() {
+    let m = mem(2);
+    // One aggregate of 50 user records whose keys hash all over the space, routed to the
+    // first shard by its explicit hash key (as a producer with a stale map would).
+    let mut agg = Aggregator::new();
+    for i in 0..50 {
+        assert!(
+            agg.add(UserRecord::new(
+                format!("key-{i:03}"),
+                format!("key-{i:03}:{i}")
+            ))
+            .expect("add")
+            .is_none()
+        );
+    }
+    let kr = agg.flush().expect("aggregate");
+    let put = m
+        .streams
+        .put_records(
+            STREAM,
+            vec![PutEntry {
+                partition_key: "a".into(),
+                explicit_hash_key: Some("1".into()),
+                data: kr.data,
+            }],
+        )
+        .await
+        .expect("put");
+    assert!(put[0].is_ok());
+    let w = start(&m, fast_config(STREAM, "t", "w"), Checkpointing::EveryBatch);
+    wait_for(30, "the 50 user records", || async {
+        w.probe.count() >= 50
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = w.probe.seen();
+    assert_exactly_once(&seen, 50);
+    assert!(seen.iter().all(|s| s.shard == "shardId-000000000000"));
+    w.stop().await;
+}
