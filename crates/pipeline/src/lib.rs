@@ -3,5 +3,15 @@
 //! - [`model`]: the records that flow through the streams, [`Order`](model::Order) and
 //!   [`JobResult`](model::JobResult), with their JSON shape, validation on parse and the
 //!   conversions the sinks need.
+//! - [`dedup`]: the bounded recently-seen window keyed by `orderid`.
+//! - [`tsv`]: rows encoded exactly as MySQL `LOAD DATA` reads them.
+//! - [`object_sink`]: the [`ObjectSink`](object_sink::ObjectSink) trait, with S3 and
+//!   in-memory implementations.
+//! - [`archive`]: the S3 archive sink's per-shard batching, dead letters and durable
+//!   checkpoint positions.
 
+pub mod archive;
+pub mod dedup;
 pub mod model;
+pub mod object_sink;
+pub mod tsv;
