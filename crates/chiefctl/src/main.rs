@@ -4,7 +4,9 @@
 //! - `chiefctl agg pack|unpack` packs user records into KPL aggregates and back, as JSON lines.
 
 mod agg;
+mod leases;
 mod setup;
+mod tail;
 
 use std::path::PathBuf;
 
@@ -37,6 +39,36 @@ enum Command {
         #[command(subcommand)]
         command: agg::AggCommand,
     },
+    /// Print a consumer application's lease table, one JSON line per lease.
+    Leases {
+        /// The lease table (the application's name).
+        #[arg(long)]
+        table: String,
+        /// DynamoDB endpoint override, e.g. http://127.0.0.1:5000.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Config files whose [aws] section is used (e.g. config/local.toml).
+        #[arg(long = "config")]
+        config: Vec<PathBuf>,
+    },
+    /// Print a stream's deaggregated user records as JSON lines (data in base64).
+    Tail {
+        /// The stream.
+        #[arg(long)]
+        stream: String,
+        /// Where to start.
+        #[arg(long, value_enum, default_value = "trim-horizon")]
+        from: tail::From,
+        /// Stop after this many user records (default: follow until interrupted).
+        #[arg(long)]
+        max_records: Option<u64>,
+        /// Kinesis endpoint override, e.g. http://127.0.0.1:4568.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Config files whose [aws] section is used (e.g. config/local.toml).
+        #[arg(long = "config")]
+        config: Vec<PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,5 +79,17 @@ fn main() -> std::process::ExitCode {
             print_config,
         } => setup::main(&config, print_config),
         Command::Agg { command } => agg::main(command),
+        Command::Leases {
+            table,
+            endpoint,
+            config,
+        } => leases::main(&table, endpoint, &config),
+        Command::Tail {
+            stream,
+            from,
+            max_records,
+            endpoint,
+            config,
+        } => tail::main(&stream, from, max_records, endpoint, &config),
     }
 }

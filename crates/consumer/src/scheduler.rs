@@ -68,6 +68,10 @@ struct Worker<C, S, F> {
     factory: Arc<F>,
     held: HashMap<String, Arc<HeldLease<S>>>,
     running: HashSet<String>,
+    /// Which shard each task processes (to clean up after a panicking processor).
+    task_shards: HashMap<tokio::task::Id, String>,
+    /// Whether a shard sync succeeded yet (until then, no child shard starts).
+    synced: bool,
     seen: HashMap<String, Seen>,
     /// Shard ids of the last ListShards.
     shards: HashSet<String>,
@@ -121,6 +125,8 @@ where
             factory: self.factory,
             held: HashMap::new(),
             running: HashSet::new(),
+            task_shards: HashMap::new(),
+            synced: false,
             seen: HashMap::new(),
             shards: HashSet::new(),
             tasks: JoinSet::new(),
@@ -202,7 +208,7 @@ where
             }
             tokio::select! {
                 () = shutdown.cancelled() => {}
-                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     if self.finished(done).await {
                         sync_now = true;
                     }
@@ -217,21 +223,20 @@ where
     /// Handles a finished shard task; `true` if a shard ended (sync now).
     async fn finished(
         &mut self,
-        done: Result<(String, ShardOutcome), tokio::task::JoinError>,
+        done: Result<(tokio::task::Id, (String, ShardOutcome)), tokio::task::JoinError>,
     ) -> bool {
         let (shard_id, outcome) = match done {
-            Ok(done) => done,
+            Ok((id, done)) => {
+                self.task_shards.remove(&id);
+                done
+            }
             Err(e) => {
-                // A panicking processor: release its lease so that it is retried.
-                tracing::error!(error = %e, "shard task failed");
-                let ids: Vec<String> = self
-                    .running
-                    .iter()
-                    .filter(|id| self.held.get(*id).is_none_or(|h| h.lost.is_cancelled()))
-                    .cloned()
-                    .collect();
-                for id in ids {
-                    self.running.remove(&id);
+                // A panicking processor: release its lease so that it is tried again.
+                let shard_id = self.task_shards.remove(&e.id()).unwrap_or_default();
+                tracing::error!(shard_id = %shard_id, error = %e, "shard task failed; releasing its lease");
+                self.running.remove(&shard_id);
+                if let Some(held) = self.held.remove(&shard_id) {
+                    held.release(None).await;
                 }
                 return false;
             }
@@ -318,6 +323,7 @@ where
             existing.insert(shard.shard_id.clone(), reads);
         }
         self.shards = shards.into_iter().map(|s| s.shard_id).collect();
+        self.synced = true;
         tracing::debug!(created, shards = self.shards.len(), "shard sync done");
         Ok(())
     }
@@ -524,6 +530,9 @@ where
     /// Whether every parent of `lease` checkpointed `SHARD_END` (or is gone from the
     /// stream and the table).
     async fn parents_done(&self, lease: &Lease) -> bool {
+        if !lease.parent_shard_ids.is_empty() && !self.synced {
+            return false;
+        }
         for parent in &lease.parent_shard_ids {
             match self.store.get_lease(parent).await {
                 Ok(Some(p)) if p.checkpoint.is_shard_end() => {}
@@ -548,7 +557,7 @@ where
         let mut next_renew = Instant::now() + renew_every;
         while !self.tasks.is_empty() {
             tokio::select! {
-                Some(done) = self.tasks.join_next() => { self.finished(done).await; }
+                Some(done) = self.tasks.join_next_with_id() => { self.finished(done).await; }
                 () = tokio::time::sleep_until(next_renew.into()) => {
                     self.renew().await;
                     next_renew = Instant::now() + renew_every;
