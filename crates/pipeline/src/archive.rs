@@ -282,7 +282,6 @@ struct Counters {
     objects: metrics::Counter,
     records: metrics::Counter,
     bytes: metrics::Counter,
-    retries: metrics::Counter,
     dead_letters: metrics::Counter,
 }
 
@@ -318,7 +317,6 @@ impl<S: ObjectSink> ShardArchiver<S> {
             objects: metrics::counter!("ArchiveObjectsWritten", "executor" => label()),
             records: metrics::counter!("ArchiveRecordsWritten", "executor" => label()),
             bytes: metrics::counter!("ArchiveBytesWritten", "executor" => label()),
-            retries: metrics::counter!("ArchiveWriteRetries", "executor" => label()),
             dead_letters: metrics::counter!("DeadLetters", "executor" => label()),
         };
         Self {
@@ -524,81 +522,120 @@ impl<S: ObjectSink> ShardArchiver<S> {
         record: ArchiveRecord<'_>,
         error: &ModelError,
     ) -> Result<(), ArchiveError> {
-        let key = dead_letter_key(
-            &self.config.dead_letter_prefix,
+        write_dead_letter(
+            &self.sink,
+            &self.config,
             &self.executor,
-            record.arrival,
             &self.shard_id,
-            record.position,
-        );
-        let letter = DeadLetter {
-            executor: self.executor.clone(),
-            shard_id: self.shard_id.clone(),
-            sequence_number: record.position.sequence_number.clone(),
-            sub_sequence_number: record.position.sub_sequence_number,
-            arrival: record.arrival.to_rfc3339(),
-            error: error.to_string(),
-            data_base64: base64::engine::general_purpose::STANDARD.encode(record.data),
-            data: String::from_utf8_lossy(record.data).into_owned(),
-        };
-        // A struct of strings and integers always serialises.
-        let body = serde_json::to_vec_pretty(&letter).unwrap_or_default();
-        match self
-            .put(&key, Bytes::from(body), DEAD_LETTER_CONTENT_TYPE)
-            .await
-        {
-            Ok(_) => {
-                self.counters.dead_letters.increment(1);
-                tracing::warn!(
-                    executor = %self.executor,
-                    shard_id = %self.shard_id,
-                    sequence_number = %record.position.sequence_number,
-                    sub_sequence_number = record.position.sub_sequence_number,
-                    key = %key,
-                    error = %error,
-                    "record dead-lettered"
-                );
-                Ok(())
-            }
-            Err((attempts, source)) => Err(ArchiveError::DeadLetter {
-                key,
-                attempts,
-                source,
-            }),
-        }
+            record,
+            &error.to_string(),
+        )
+        .await?;
+        self.counters.dead_letters.increment(1);
+        Ok(())
     }
 
-    /// Puts with retries; the number of attempts, or the last error with it.
     async fn put(
         &self,
         key: &str,
         body: Bytes,
         content_type: &str,
     ) -> Result<u32, (u32, ObjectSinkError)> {
-        let started = Instant::now();
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match self.sink.put(key, body.clone(), content_type).await {
-                Ok(()) => return Ok(attempts),
-                Err(error)
-                    if error.is_retryable() && self.config.retry.allows(started.elapsed()) =>
-                {
-                    let delay = self.config.retry.jittered(attempts);
-                    self.counters.retries.increment(1);
-                    tracing::warn!(
-                        executor = %self.executor,
-                        shard_id = %self.shard_id,
-                        key,
-                        attempts,
-                        delay_ms = delay.as_millis() as u64,
-                        error = %error,
-                        "write failed, retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                }
-                Err(error) => return Err((attempts, error)),
+        put_with_retry(&self.sink, &self.config.retry, key, body, content_type).await
+    }
+}
+
+/// Writes the dead letter of `record` (rejected with `error`) under
+/// `<dead_letter_prefix>/<executor>/YYYY/MM/DD/HH/`, retrying with `config.retry`;
+/// returns its key. Used by the archive sink and by other sinks (items Elasticsearch
+/// rejects for good). The caller counts it.
+///
+/// # Errors
+/// [`ArchiveError::DeadLetter`] once the error is fatal or the retry deadline passed.
+pub async fn write_dead_letter<S: ObjectSink>(
+    sink: &S,
+    config: &ArchiveConfig,
+    executor: &str,
+    shard_id: &str,
+    record: ArchiveRecord<'_>,
+    error: &str,
+) -> Result<String, ArchiveError> {
+    let key = dead_letter_key(
+        &config.dead_letter_prefix,
+        executor,
+        record.arrival,
+        shard_id,
+        record.position,
+    );
+    let letter = DeadLetter {
+        executor: executor.to_owned(),
+        shard_id: shard_id.to_owned(),
+        sequence_number: record.position.sequence_number.clone(),
+        sub_sequence_number: record.position.sub_sequence_number,
+        arrival: record.arrival.to_rfc3339(),
+        error: error.to_owned(),
+        data_base64: base64::engine::general_purpose::STANDARD.encode(record.data),
+        data: String::from_utf8_lossy(record.data).into_owned(),
+    };
+    // A struct of strings and integers always serialises.
+    let body = serde_json::to_vec_pretty(&letter).unwrap_or_default();
+    match put_with_retry(
+        sink,
+        &config.retry,
+        &key,
+        Bytes::from(body),
+        DEAD_LETTER_CONTENT_TYPE,
+    )
+    .await
+    {
+        Ok(_) => {
+            tracing::warn!(
+                executor,
+                shard_id,
+                sequence_number = %record.position.sequence_number,
+                sub_sequence_number = record.position.sub_sequence_number,
+                key = %key,
+                error,
+                "record dead-lettered"
+            );
+            Ok(key)
+        }
+        Err((attempts, source)) => Err(ArchiveError::DeadLetter {
+            key,
+            attempts,
+            source,
+        }),
+    }
+}
+
+/// Puts with retries while the error is retryable and `retry` allows; the number of
+/// attempts, or the last error with it.
+async fn put_with_retry<S: ObjectSink>(
+    sink: &S,
+    retry: &RetryPolicy,
+    key: &str,
+    body: Bytes,
+    content_type: &str,
+) -> Result<u32, (u32, ObjectSinkError)> {
+    let started = Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match sink.put(key, body.clone(), content_type).await {
+            Ok(()) => return Ok(attempts),
+            Err(error) if error.is_retryable() && retry.allows(started.elapsed()) => {
+                let delay = retry.jittered(attempts);
+                metrics::counter!("ObjectWriteRetries").increment(1);
+                tracing::warn!(
+                    key,
+                    attempts,
+                    delay_ms = delay.as_millis() as u64,
+                    error = %error,
+                    "write failed, retrying"
+                );
+                tokio::time::sleep(delay).await;
             }
+            Err(error) => return Err((attempts, error)),
         }
     }
 }

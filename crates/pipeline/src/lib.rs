@@ -9,9 +9,12 @@
 //!   in-memory implementations.
 //! - [`archive`]: the S3 archive sink's per-shard batching, dead letters and durable
 //!   checkpoint positions.
+//! - [`search`]: the [`SearchIndex`](search::SearchIndex) trait, with Elasticsearch and
+//!   in-memory implementations, and batch indexing that retries only failed items.
 
 pub mod archive;
 pub mod dedup;
 pub mod model;
 pub mod object_sink;
+pub mod search;
 pub mod tsv;

@@ -1,0 +1,690 @@
+//! The Elasticsearch sink: the [`SearchIndex`] trait, with [`ElasticsearchIndex`] (the
+//! `elasticsearch` crate over rustls; it speaks the same REST calls to OpenSearch with
+//! basic auth) and [`MemorySearchIndex`] (tests, benchmarks), and [`index_batch`], which
+//! indexes a batch with `_id = orderid` (a replay overwrites, never duplicates),
+//! retries only the failed items on 429/5xx with jittered back-off, and hands back the
+//! items rejected for good (4xx, e.g. `mapper_parsing_exception`) for the caller to
+//! dead-letter ([`crate::archive::write_dead_letter`]). The caller checkpoints only
+//! after every item of the batch is indexed or dead-lettered.
+//!
+//! Credentials (basic auth or an API key) come from the config, which the config loader
+//! overrides from `CHIEF__…` environment variables; they are [`Secret`]s, which never
+//! print.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chief_config::retry::RetryPolicy;
+use elasticsearch::auth::Credentials;
+use elasticsearch::http::Url;
+use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use elasticsearch::indices::{IndicesCreateParts, IndicesExistsParts};
+use elasticsearch::{BulkParts, Elasticsearch};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::model::OrderId;
+
+/// A credential: shown as `<redacted>` by `Debug`, `Display` and `Serialize` (so
+/// `--print-config` and logs never carry it).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a credential.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The credential itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+/// The `[elasticsearch]` config section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// The cluster's URL. Default `http://127.0.0.1:9200` (the local stand-in).
+    pub url: String,
+    /// The index, e.g. `orders`. Default empty, which [`validate`](Self::validate)
+    /// rejects.
+    pub index: String,
+    /// Basic-auth user name. Default none.
+    pub username: Option<String>,
+    /// Basic-auth password (`CHIEF__ELASTICSEARCH__PASSWORD`). Default none.
+    pub password: Option<Secret>,
+    /// API key, base64 of `id:key` as Elasticsearch hands it out
+    /// (`CHIEF__ELASTICSEARCH__API_KEY`); wins over basic auth. Default none.
+    pub api_key: Option<Secret>,
+    /// Timeout of one request, in milliseconds. Default 30,000.
+    pub timeout_ms: u64,
+    /// Back-off between attempts of failed items. Default: 100 ms doubling to 5 s,
+    /// giving up after 300 s.
+    pub retry: RetryPolicy,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:9200".to_owned(),
+            index: String::new(),
+            username: None,
+            password: None,
+            api_key: None,
+            timeout_ms: 30_000,
+            retry: RetryPolicy {
+                deadline_ms: 300_000,
+                ..RetryPolicy::default()
+            },
+        }
+    }
+}
+
+impl SearchConfig {
+    /// Checks the URL and the index name.
+    ///
+    /// # Errors
+    /// A sentence naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        Url::parse(&self.url).map_err(|e| format!("elasticsearch.url `{}`: {e}", self.url))?;
+        if self.index.is_empty() {
+            return Err("elasticsearch.index must be set".into());
+        }
+        if self.username.is_some() != self.password.is_some() {
+            return Err("elasticsearch.username and password go together".into());
+        }
+        Ok(())
+    }
+}
+
+/// The mapping of the `orders` index: ids and statuses as `keyword`, names as `text`,
+/// the timestamp as `date`; fields not listed stay in `_source` but are not indexed.
+pub fn orders_mapping() -> Value {
+    json!({
+        "dynamic": false,
+        "properties": {
+            "orderid": {"type": "keyword"},
+            "user": {"properties": {
+                "userid": {"type": "keyword"},
+                "name": {"type": "text"}
+            }},
+            "factoryid": {"type": "keyword"},
+            "items": {"properties": {
+                "sku": {"type": "keyword"},
+                "product": {"type": "text"},
+                "quantity": {"type": "integer"},
+                "unit_price_cents": {"type": "long"}
+            }},
+            "timestamp": {"type": "date"}
+        }
+    })
+}
+
+/// The mapping of the `jobresults` index.
+pub fn job_results_mapping() -> Value {
+    json!({
+        "dynamic": false,
+        "properties": {
+            "orderid": {"type": "keyword"},
+            "userid": {"type": "keyword"},
+            "factoryid": {"type": "keyword"},
+            "robotid": {"type": "keyword"},
+            "jobstatus": {"type": "keyword"},
+            "timestamp": {"type": "date"}
+        }
+    })
+}
+
+/// Why a call to the search cluster failed as a whole.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SearchError {
+    /// The client could not build its transport (bad URL or TLS set-up).
+    #[error("cannot set up the Elasticsearch client for {url}: {reason}")]
+    Setup {
+        /// The cluster URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// No response (connection refused, timeout…).
+    #[error("{operation} on index `{index}` got no response: {source}")]
+    Transport {
+        /// `_bulk`, `exists` or `create`.
+        operation: &'static str,
+        /// The index.
+        index: String,
+        /// What the client said.
+        #[source]
+        source: elasticsearch::Error,
+    },
+    /// The cluster answered the request as a whole with an error status.
+    #[error("{operation} on index `{index}` failed with HTTP {status}: {body}")]
+    Status {
+        /// `_bulk`, `exists` or `create`.
+        operation: &'static str,
+        /// The index.
+        index: String,
+        /// The HTTP status.
+        status: u16,
+        /// The start of the response body.
+        body: String,
+    },
+    /// The response does not have the documented shape.
+    #[error("{operation} on index `{index}`: unexpected response: {reason}")]
+    Protocol {
+        /// `_bulk`, `exists` or `create`.
+        operation: &'static str,
+        /// The index.
+        index: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Items still failed with retryable errors when the retry deadline passed.
+    #[error(
+        "{pending} items of the batch still failing after {attempts} attempts (last: HTTP {status} {reason})"
+    )]
+    GaveUp {
+        /// Items not indexed.
+        pending: usize,
+        /// Attempts made.
+        attempts: u32,
+        /// The last item status.
+        status: u16,
+        /// The last item error.
+        reason: String,
+    },
+}
+
+impl SearchError {
+    /// Whether trying again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SearchError::Setup { .. } | SearchError::Protocol { .. } => false,
+            SearchError::Transport { .. } | SearchError::GaveUp { .. } => true,
+            SearchError::Status { status, .. } => is_retryable_status(*status),
+        }
+    }
+}
+
+/// 429 (too many requests) and 5xx are worth retrying; other failures are final.
+pub fn is_retryable_status(status: u16) -> bool {
+    status == 429 || status >= 500
+}
+
+/// One document to index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// Its `_id`.
+    pub id: OrderId,
+    /// Its `_source`: the record's JSON.
+    pub source: Bytes,
+}
+
+/// What the cluster did with one item of a `_bulk` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemResult {
+    /// Indexed (201 created, 200 overwritten).
+    Indexed {
+        /// The item status.
+        status: u16,
+    },
+    /// Not indexed.
+    Failed {
+        /// The item status (429, 400…).
+        status: u16,
+        /// `error.type`, e.g. `mapper_parsing_exception`.
+        error_type: String,
+        /// `error.reason`.
+        reason: String,
+    },
+}
+
+/// A search index that documents are written to by id.
+pub trait SearchIndex: Send + Sync {
+    /// Creates the index with its mapping if it does not exist; whether it created it.
+    fn ensure_index(&self) -> impl Future<Output = Result<bool, SearchError>> + Send;
+
+    /// Indexes `docs` in one `_bulk` request; one result per document, in order.
+    fn bulk_index(
+        &self,
+        docs: &[Document],
+    ) -> impl Future<Output = Result<Vec<ItemResult>, SearchError>> + Send;
+}
+
+/// A document the cluster rejected for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Its position in the batch passed to [`index_batch`].
+    pub index: usize,
+    /// The item status.
+    pub status: u16,
+    /// `type: reason`.
+    pub error: String,
+}
+
+/// The result of [`index_batch`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BatchOutcome {
+    /// Documents indexed.
+    pub indexed: usize,
+    /// Documents rejected for good, to be dead-lettered, in batch order.
+    pub rejected: Vec<Rejected>,
+    /// `_bulk` requests made.
+    pub attempts: u32,
+}
+
+/// Indexes every document of `docs`: sends them in one `_bulk`, then re-sends only the
+/// items that failed with 429/5xx (and the whole remainder after a retryable error of
+/// the request), with `retry`'s jittered back-off, until none is left or the deadline
+/// passes.
+///
+/// # Errors
+/// A fatal error of the request as a whole, or [`SearchError::GaveUp`] at the deadline;
+/// the caller must not checkpoint the batch then.
+pub async fn index_batch<I: SearchIndex>(
+    index: &I,
+    docs: &[Document],
+    retry: &RetryPolicy,
+) -> Result<BatchOutcome, SearchError> {
+    let started = Instant::now();
+    let mut outcome = BatchOutcome::default();
+    let mut pending: Vec<usize> = (0..docs.len()).collect();
+    while !pending.is_empty() {
+        outcome.attempts += 1;
+        let batch: Vec<Document> = pending.iter().map(|i| docs[*i].clone()).collect();
+        let (still, last) = match index.bulk_index(&batch).await {
+            Ok(results) if results.len() == batch.len() => {
+                let mut still = Vec::new();
+                let mut last = None;
+                for (i, result) in pending.iter().zip(results) {
+                    match result {
+                        ItemResult::Indexed { .. } => outcome.indexed += 1,
+                        ItemResult::Failed {
+                            status,
+                            error_type,
+                            reason,
+                        } if is_retryable_status(status) => {
+                            still.push(*i);
+                            last = Some((status, format!("{error_type}: {reason}")));
+                        }
+                        ItemResult::Failed {
+                            status,
+                            error_type,
+                            reason,
+                        } => outcome.rejected.push(Rejected {
+                            index: *i,
+                            status,
+                            error: format!("{error_type}: {reason}"),
+                        }),
+                    }
+                }
+                (still, last)
+            }
+            Ok(results) => {
+                return Err(SearchError::Protocol {
+                    operation: "_bulk",
+                    index: String::new(),
+                    reason: format!("{} items for {} documents", results.len(), batch.len()),
+                });
+            }
+            Err(error) if error.is_retryable() => {
+                let status = match &error {
+                    SearchError::Status { status, .. } => *status,
+                    _ => 0,
+                };
+                (pending.clone(), Some((status, error.to_string())))
+            }
+            Err(error) => return Err(error),
+        };
+        pending = still;
+        if let Some((status, reason)) = last.filter(|_| !pending.is_empty()) {
+            if !retry.allows(started.elapsed()) {
+                return Err(SearchError::GaveUp {
+                    pending: pending.len(),
+                    attempts: outcome.attempts,
+                    status,
+                    reason,
+                });
+            }
+            let delay = retry.jittered(outcome.attempts);
+            metrics::counter!("SearchBulkRetries").increment(1);
+            tracing::warn!(
+                pending = pending.len(),
+                attempts = outcome.attempts,
+                status,
+                reason = %reason,
+                delay_ms = delay.as_millis() as u64,
+                "bulk items failed, retrying them"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+    outcome.rejected.sort_by_key(|r| r.index);
+    metrics::counter!("SearchDocumentsIndexed").increment(outcome.indexed as u64);
+    Ok(outcome)
+}
+
+/// An index in an Elasticsearch (or OpenSearch, with basic auth) cluster.
+#[derive(Debug, Clone)]
+pub struct ElasticsearchIndex {
+    client: Elasticsearch,
+    index: String,
+    mapping: Value,
+}
+
+impl ElasticsearchIndex {
+    /// A client for `config.index` at `config.url`, creating the index with `mapping`
+    /// (see [`orders_mapping`], [`job_results_mapping`]) when asked to.
+    ///
+    /// # Errors
+    /// [`SearchError::Setup`] for a bad URL or TLS set-up.
+    pub fn new(config: &SearchConfig, mapping: Value) -> Result<Self, SearchError> {
+        let setup = |reason: String| SearchError::Setup {
+            url: config.url.clone(),
+            reason,
+        };
+        let url = Url::parse(&config.url).map_err(|e| setup(e.to_string()))?;
+        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .disable_proxy();
+        if let Some(key) = &config.api_key {
+            builder = builder.auth(Credentials::EncodedApiKey(key.expose().to_owned()));
+        } else if let (Some(user), Some(password)) = (&config.username, &config.password) {
+            builder = builder.auth(Credentials::Basic(
+                user.clone(),
+                password.expose().to_owned(),
+            ));
+        }
+        let transport = builder.build().map_err(|e| setup(e.to_string()))?;
+        Ok(Self {
+            client: Elasticsearch::new(transport),
+            index: config.index.clone(),
+            mapping,
+        })
+    }
+
+    /// The index name.
+    pub fn index(&self) -> &str {
+        &self.index
+    }
+
+    fn transport(&self, operation: &'static str, source: elasticsearch::Error) -> SearchError {
+        SearchError::Transport {
+            operation,
+            index: self.index.clone(),
+            source,
+        }
+    }
+
+    async fn status_error(
+        &self,
+        operation: &'static str,
+        response: elasticsearch::http::response::Response,
+    ) -> SearchError {
+        let status = response.status_code().as_u16();
+        let mut body = response.text().await.unwrap_or_default();
+        body.truncate(body.floor_char_boundary(1_000));
+        SearchError::Status {
+            operation,
+            index: self.index.clone(),
+            status,
+            body,
+        }
+    }
+}
+
+/// The parts of a `_bulk` response we read.
+#[derive(Deserialize)]
+struct BulkResponse {
+    items: Vec<HashMap<String, BulkItem>>,
+}
+
+#[derive(Deserialize)]
+struct BulkItem {
+    status: u16,
+    #[serde(default)]
+    error: Option<BulkItemError>,
+}
+
+#[derive(Deserialize)]
+struct BulkItemError {
+    #[serde(rename = "type", default)]
+    error_type: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// The NDJSON lines of a `_bulk` index request: an action line with `_id`, then the
+/// source on one line (JSON allows newlines only as whitespace, so they become spaces).
+fn bulk_lines(docs: &[Document]) -> Vec<Bytes> {
+    let mut lines = Vec::with_capacity(docs.len() * 2);
+    for doc in docs {
+        let action = json!({"index": {"_id": doc.id.as_str()}});
+        lines.push(Bytes::from(action.to_string()));
+        if doc.source.iter().any(|b| *b == b'\n' || *b == b'\r') {
+            let flat: Vec<u8> = doc
+                .source
+                .iter()
+                .map(|b| if *b == b'\n' || *b == b'\r' { b' ' } else { *b })
+                .collect();
+            lines.push(Bytes::from(flat));
+        } else {
+            lines.push(doc.source.clone());
+        }
+    }
+    lines
+}
+
+impl SearchIndex for ElasticsearchIndex {
+    async fn ensure_index(&self) -> Result<bool, SearchError> {
+        let exists = self
+            .client
+            .indices()
+            .exists(IndicesExistsParts::Index(&[&self.index]))
+            .send()
+            .await
+            .map_err(|e| self.transport("exists", e))?;
+        match exists.status_code().as_u16() {
+            200 => return Ok(false),
+            404 => {}
+            _ => return Err(self.status_error("exists", exists).await),
+        }
+        let created = self
+            .client
+            .indices()
+            .create(IndicesCreateParts::Index(&self.index))
+            .body(json!({"mappings": self.mapping}))
+            .send()
+            .await
+            .map_err(|e| self.transport("create", e))?;
+        if created.status_code().is_success() {
+            tracing::info!(index = %self.index, "index created");
+            return Ok(true);
+        }
+        let error = self.status_error("create", created).await;
+        // Another worker created it in between.
+        match &error {
+            SearchError::Status {
+                status: 400, body, ..
+            } if body.contains("resource_already_exists_exception") => Ok(false),
+            _ => Err(error),
+        }
+    }
+
+    async fn bulk_index(&self, docs: &[Document]) -> Result<Vec<ItemResult>, SearchError> {
+        if docs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let response = self
+            .client
+            .bulk(BulkParts::Index(&self.index))
+            .body(bulk_lines(docs))
+            .send()
+            .await
+            .map_err(|e| self.transport("_bulk", e))?;
+        if !response.status_code().is_success() {
+            return Err(self.status_error("_bulk", response).await);
+        }
+        let protocol = |reason: String| SearchError::Protocol {
+            operation: "_bulk",
+            index: self.index.clone(),
+            reason,
+        };
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport("_bulk", e))?;
+        let parsed: BulkResponse =
+            serde_json::from_slice(&body).map_err(|e| protocol(e.to_string()))?;
+        if parsed.items.len() != docs.len() {
+            return Err(protocol(format!(
+                "{} items for {} documents",
+                parsed.items.len(),
+                docs.len()
+            )));
+        }
+        parsed
+            .items
+            .into_iter()
+            .map(|item| {
+                let item = item
+                    .into_values()
+                    .next()
+                    .ok_or_else(|| protocol("an empty item".to_owned()))?;
+                Ok(match item.error {
+                    None if (200..300).contains(&item.status) => ItemResult::Indexed {
+                        status: item.status,
+                    },
+                    None => ItemResult::Failed {
+                        status: item.status,
+                        error_type: String::new(),
+                        reason: String::new(),
+                    },
+                    Some(error) => ItemResult::Failed {
+                        status: item.status,
+                        error_type: error.error_type,
+                        reason: error.reason.unwrap_or_default(),
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+/// An index in memory, with fault injection: the next items can be made to fail with
+/// a given status.
+#[derive(Debug, Default)]
+pub struct MemorySearchIndex {
+    state: Mutex<MemoryIndexState>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryIndexState {
+    exists: bool,
+    docs: HashMap<String, Bytes>,
+    failures: Vec<u16>,
+    requests: u32,
+}
+
+impl MemorySearchIndex {
+    /// An index that does not exist yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the next items (across requests) fail with these statuses, one each.
+    pub fn fail_next_items(&self, statuses: impl IntoIterator<Item = u16>) {
+        self.lock().failures.extend(statuses);
+    }
+
+    /// The source stored under `id`.
+    pub fn get(&self, id: &str) -> Option<Bytes> {
+        self.lock().docs.get(id).cloned()
+    }
+
+    /// How many documents it holds.
+    pub fn count(&self) -> usize {
+        self.lock().docs.len()
+    }
+
+    /// How many `_bulk` requests it received.
+    pub fn bulk_requests(&self) -> u32 {
+        self.lock().requests
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryIndexState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl SearchIndex for MemorySearchIndex {
+    async fn ensure_index(&self) -> Result<bool, SearchError> {
+        let mut state = self.lock();
+        let created = !state.exists;
+        state.exists = true;
+        Ok(created)
+    }
+
+    async fn bulk_index(&self, docs: &[Document]) -> Result<Vec<ItemResult>, SearchError> {
+        let mut state = self.lock();
+        if docs.is_empty() {
+            return Ok(Vec::new());
+        }
+        state.requests += 1;
+        // Like Elasticsearch, a bulk request creates a missing index.
+        state.exists = true;
+        let mut results = Vec::with_capacity(docs.len());
+        for doc in docs {
+            if !state.failures.is_empty() {
+                let status = state.failures.remove(0);
+                let error_type = if status == 429 {
+                    "es_rejected_execution_exception"
+                } else {
+                    "mapper_parsing_exception"
+                };
+                results.push(ItemResult::Failed {
+                    status,
+                    error_type: error_type.to_owned(),
+                    reason: "injected failure".to_owned(),
+                });
+                continue;
+            }
+            let replaced = state
+                .docs
+                .insert(doc.id.as_str().to_owned(), doc.source.clone())
+                .is_some();
+            results.push(ItemResult::Indexed {
+                status: if replaced { 200 } else { 201 },
+            });
+        }
+        Ok(results)
+    }
+}
