@@ -338,9 +338,12 @@ impl<S: ObjectSink> ShardArchiver<S> {
     /// otherwise buffers its row and flushes when a bound is reached.
     ///
     /// # Errors
-    /// A write that failed for good (or past the retry deadline). Records buffered so
-    /// far are kept; the failed record itself is not accepted and should be offered
-    /// again (a retry of the whole call is safe).
+    /// A write that failed for good (or past the retry deadline); nothing is lost and
+    /// nothing is checkpointed past what is not durable:
+    /// - [`ArchiveError::Batch`]: the record was accepted (its row is in the kept
+    ///   batch, possibly past `max_bytes`, or it was a duplicate); do not offer it
+    ///   again, call [`flush`](Self::flush) until it succeeds.
+    /// - [`ArchiveError::DeadLetter`]: the record was not accepted; offer it again.
     pub async fn process(
         &mut self,
         record: ArchiveRecord<'_>,
@@ -348,7 +351,9 @@ impl<S: ObjectSink> ShardArchiver<S> {
         now: Instant,
     ) -> Result<Processed, ArchiveError> {
         let before = self.durable.clone();
-        self.flush_if_due(now).await?;
+        // An expired batch is written first; if that fails, the record still joins it
+        // and the error is returned after.
+        let expired = self.flush_if_due(now).await;
 
         self.row.clear();
         let parsed = match self.kind {
@@ -373,28 +378,35 @@ impl<S: ObjectSink> ShardArchiver<S> {
                     self.accept(record.position);
                     Disposition::Duplicate
                 } else {
-                    self.buffer(record, now).await?;
+                    self.buffer(record, now, expired.is_ok()).await?;
                     Disposition::Buffered
                 }
             }
         };
+        expired?;
         Ok(Processed {
             disposition,
             checkpoint: self.advanced(before),
         })
     }
 
+    /// Appends the row in `self.row`. With `may_write`, writes the batch first if the
+    /// row would take it past `max_bytes`, and after it if it is full. The row is in
+    /// the batch even when a write fails.
     async fn buffer(
         &mut self,
         record: ArchiveRecord<'_>,
         now: Instant,
+        may_write: bool,
     ) -> Result<(), ArchiveError> {
-        if self
-            .batch
-            .as_ref()
-            .is_some_and(|b| b.rows.len() + self.row.len() > self.config.max_bytes)
+        let mut result = Ok(());
+        if may_write
+            && self
+                .batch
+                .as_ref()
+                .is_some_and(|b| b.rows.len() + self.row.len() > self.config.max_bytes)
         {
-            self.write_batch().await?;
+            result = self.write_batch().await;
         }
         let batch = self.batch.get_or_insert_with(|| Batch {
             rows: Vec::with_capacity(self.row.len().max(64 * 1024)),
@@ -408,7 +420,8 @@ impl<S: ObjectSink> ShardArchiver<S> {
         let full =
             batch.records >= self.config.max_records || batch.rows.len() >= self.config.max_bytes;
         self.accepted = Some(record.position.clone());
-        if full {
+        result?;
+        if full && may_write {
             self.write_batch().await?;
         }
         Ok(())
@@ -1032,6 +1045,81 @@ mod tests {
         assert_eq!(a.flush().await.expect("second try"), Some(pos(2)));
         assert_eq!(sink.keys().len(), 2);
         assert_eq!(sink.put_calls(), 5);
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_batch_write_the_record_is_in_the_batch_and_nothing_is_checkpointed() {
+        let (sink, mut a) = archiver(
+            ArchiveConfig {
+                max_records: 100,
+                max_bytes: 2 * 49 + 10,
+                ..config()
+            },
+            RowKind::Orders,
+        );
+        let mut w = DedupWindow::new(&DedupConfig::default(), "test");
+        push_dedup(&mut a, &mut w, &order("o-01"), 1).await;
+        push_dedup(&mut a, &mut w, &order("o-02"), 2).await;
+        // The third row would pass max_bytes; writing the first two fails for good.
+        sink.fail_next_puts(1, false);
+        let third = order("o-03");
+        let err = a
+            .process(
+                ArchiveRecord {
+                    data: &third,
+                    position: &pos(3),
+                    arrival: at(4, 0),
+                },
+                Some(&mut w),
+                Instant::now(),
+            )
+            .await
+            .expect_err("write fails");
+        assert!(
+            matches!(err, ArchiveError::Batch { records: 2, .. }),
+            "{err}"
+        );
+        assert_eq!(a.buffered_records(), 3);
+        assert_eq!(a.durable(), None);
+        // Offered again by mistake, it is a duplicate, not a second row.
+        let p = push_dedup(&mut a, &mut w, &third, 3).await;
+        assert_eq!(
+            (p.disposition, p.checkpoint),
+            (Disposition::Duplicate, None)
+        );
+        assert_eq!(a.flush().await.expect("flush"), Some(pos(3)));
+        let keys = sink.keys();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(body(&sink, &keys[0]).await.lines().count(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_failed_age_flush_keeps_the_new_record_in_the_batch() {
+        let (sink, mut a) = archiver(config(), RowKind::Orders);
+        let t0 = Instant::now();
+        push(&mut a, &order("o-1"), 1, at(8, 0), t0).await;
+        sink.fail_next_puts(1, false);
+        let second = order("o-2");
+        let err = a
+            .process(
+                ArchiveRecord {
+                    data: &second,
+                    position: &pos(2),
+                    arrival: at(8, 1),
+                },
+                None,
+                t0 + Duration::from_secs(61),
+            )
+            .await
+            .expect_err("age flush fails");
+        assert!(
+            matches!(err, ArchiveError::Batch { records: 1, .. }),
+            "{err}"
+        );
+        assert_eq!(a.buffered_records(), 2);
+        assert_eq!(sink.put_calls(), 1);
+        assert_eq!(a.flush().await.expect("flush"), Some(pos(2)));
+        assert_eq!(sink.keys().len(), 1);
     }
 
     #[tokio::test]
