@@ -1,0 +1,303 @@
+//! Consumer benchmark (`cargo bench -p chief-consumer`), three figures for BENCHMARKS.md:
+//! 1. deaggregation + dispatch to a no-op processor, in-memory stream, one core
+//!    (current-thread runtime): user records/s;
+//! 2. lease table operations per shard per minute in steady state (default timings,
+//!    counted on a wrapped in-memory store);
+//! 3. put → `process_records` latency p50/p99 on the local stack (kinesis-local + moto),
+//!    polling with the default timings (needs `make stack-up`).
+//!
+//! `CHIEF_BENCH_RECORDS` (default 1,000,000), `CHIEF_BENCH_STEADY_SECS` (default 30),
+//! `CHIEF_BENCH_LATENCY_SECS` (default 20), `CHIEF_BENCH_IDLE_MAX_MS` (default: the config's 1,000); `CHIEF_BENCH_SKIP_LOCAL=1` skips figure 3.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chief_aggregation::{Aggregator, UserRecord};
+use chief_config::aws::AwsClients;
+use chief_config::local_stack::LocalStack;
+use chief_consumer::{
+    ConsumerConfig, DynamoDbLeaseStore, ExtendedSequenceNumber, Lease, LeaseError, LeaseStore,
+    MemoryLeaseStore, ProcessRecordsInput, ProcessorError, ProcessorFactory, RecordProcessor,
+    Scheduler, ShardEndedInput,
+};
+use chief_stream::{KinesisClient, MemoryStreams, PutEntry, StreamClient};
+use tokio_util::sync::CancellationToken;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Counts records; checkpoints every batch; optionally records put → process latency.
+#[derive(Clone, Default)]
+struct Sink {
+    records: Arc<AtomicU64>,
+    latencies: Option<Arc<Mutex<Vec<Duration>>>>,
+}
+
+impl ProcessorFactory for Sink {
+    type Processor = Sink;
+    fn create(&self, _shard_id: &str) -> Sink {
+        self.clone()
+    }
+}
+
+impl RecordProcessor for Sink {
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput<'_>,
+    ) -> Result<(), ProcessorError> {
+        if let Some(lat) = &self.latencies {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let mut lat = lat.lock().unwrap_or_else(|p| p.into_inner());
+            for r in input.records {
+                let sent: u128 = String::from_utf8_lossy(&r.data).parse().unwrap_or(0);
+                lat.push(now.saturating_sub(Duration::from_nanos(sent as u64)));
+            }
+        }
+        self.records
+            .fetch_add(input.records.len() as u64, Ordering::Relaxed);
+        input.checkpointer.checkpoint().await?;
+        Ok(())
+    }
+    async fn shard_ended(&mut self, input: ShardEndedInput<'_>) -> Result<(), ProcessorError> {
+        input.checkpointer.checkpoint().await?;
+        Ok(())
+    }
+}
+
+fn config(stream: &str, worker: &str) -> ConsumerConfig {
+    ConsumerConfig {
+        stream: stream.to_owned(),
+        table: "bench".to_owned(),
+        worker_id: Some(worker.to_owned()),
+        ..ConsumerConfig::default()
+    }
+}
+
+fn throughput() {
+    let n = env("CHIEF_BENCH_RECORDS", 1_000_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let streams = MemoryStreams::new(1);
+        streams.create_stream("bench", 1);
+        let mut agg = Aggregator::new();
+        let mut batch = Vec::new();
+        let payload = "x".repeat(100);
+        let mut kinesis_records = 0;
+        let flush = |batch: &mut Vec<PutEntry>| {
+            let b = std::mem::take(batch);
+            let s = streams.clone();
+            async move {
+                if !b.is_empty() {
+                    s.put_records("bench", b).await.expect("put");
+                }
+            }
+        };
+        for i in 0..n {
+            let r = UserRecord::new(format!("key-{}", i % 1000), format!("{payload}{i}"));
+            if let Some(k) = agg.add(r).expect("add") {
+                batch.push(PutEntry { partition_key: k.partition_key, explicit_hash_key: k.explicit_hash_key, data: k.data });
+                kinesis_records += 1;
+                if batch.len() == 100 {
+                    flush(&mut batch).await;
+                }
+            }
+        }
+        if let Some(k) = agg.flush() {
+            batch.push(PutEntry { partition_key: k.partition_key, explicit_hash_key: k.explicit_hash_key, data: k.data });
+            kinesis_records += 1;
+        }
+        flush(&mut batch).await;
+        let sink = Sink::default();
+        let scheduler = Scheduler::new(config("bench", "w"), streams.clone(), MemoryLeaseStore::new("bench"), sink.clone())
+            .expect("scheduler");
+        let token = CancellationToken::new();
+        let started = Instant::now();
+        let run = tokio::spawn(scheduler.run(token.clone()));
+        while sink.records.load(Ordering::Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let took = started.elapsed();
+        token.cancel();
+        let _ = run.await;
+        println!(
+            "throughput: {n} user records in {kinesis_records} aggregates (100-byte payloads) deaggregated and dispatched in {:.3} s on one core: {:.0} user records/s",
+            took.as_secs_f64(),
+            n as f64 / took.as_secs_f64()
+        );
+    });
+}
+
+/// A store that counts its calls.
+#[derive(Clone)]
+struct Counting {
+    inner: MemoryLeaseStore,
+    calls: Arc<AtomicU64>,
+}
+
+impl Counting {
+    fn tick(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl LeaseStore for Counting {
+    fn table(&self) -> &str {
+        self.inner.table()
+    }
+    async fn ensure_table(&self) -> Result<(), LeaseError> {
+        self.tick();
+        self.inner.ensure_table().await
+    }
+    async fn list_leases(&self) -> Result<Vec<Lease>, LeaseError> {
+        self.tick();
+        self.inner.list_leases().await
+    }
+    async fn get_lease(&self, k: &str) -> Result<Option<Lease>, LeaseError> {
+        self.tick();
+        self.inner.get_lease(k).await
+    }
+    async fn create_lease_if_absent(&self, l: &Lease) -> Result<bool, LeaseError> {
+        self.tick();
+        self.inner.create_lease_if_absent(l).await
+    }
+    async fn renew_lease(&self, l: &Lease) -> Result<Lease, LeaseError> {
+        self.tick();
+        self.inner.renew_lease(l).await
+    }
+    async fn take_lease(&self, l: &Lease, o: &str) -> Result<Lease, LeaseError> {
+        self.tick();
+        self.inner.take_lease(l, o).await
+    }
+    async fn release_lease(&self, l: &Lease) -> Result<Lease, LeaseError> {
+        self.tick();
+        self.inner.release_lease(l).await
+    }
+    async fn checkpoint(&self, l: &Lease, c: &ExtendedSequenceNumber) -> Result<Lease, LeaseError> {
+        self.tick();
+        self.inner.checkpoint(l, c).await
+    }
+    async fn set_child_shards(&self, l: &Lease, c: &BTreeSet<String>) -> Result<Lease, LeaseError> {
+        self.tick();
+        self.inner.set_child_shards(l, c).await
+    }
+    async fn delete_lease(&self, k: &str) -> Result<(), LeaseError> {
+        self.tick();
+        self.inner.delete_lease(k).await
+    }
+}
+
+fn steady_state() {
+    let secs = env("CHIEF_BENCH_STEADY_SECS", 30);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let streams = MemoryStreams::new(1);
+        streams.create_stream("steady", 4);
+        let calls = Arc::new(AtomicU64::new(0));
+        let store = Counting { inner: MemoryLeaseStore::new("steady"), calls: calls.clone() };
+        let token = CancellationToken::new();
+        let mut runs = Vec::new();
+        for w in ["a", "b"] {
+            let s = Scheduler::new(config("steady", w), streams.clone(), store.clone(), Sink::default()).expect("scheduler");
+            runs.push(tokio::spawn(s.run(token.clone())));
+        }
+        // Let both workers start and balance (first take round), then measure.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let before = calls.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let ops = calls.load(Ordering::Relaxed) - before;
+        token.cancel();
+        for r in runs {
+            let _ = r.await;
+        }
+        let per_shard_minute = ops as f64 / 4.0 * 60.0 / secs as f64;
+        println!(
+            "steady state: 2 workers, 4 shards, default timings (failover 10 s, renewal 3.3 s, taking 20 s), idle stream: {ops} lease-table calls in {secs} s = {per_shard_minute:.1} per shard per minute (plus one per checkpoint the application writes)"
+        );
+    });
+}
+
+fn latency() {
+    if std::env::var("CHIEF_BENCH_SKIP_LOCAL").is_ok() {
+        return;
+    }
+    let secs = env("CHIEF_BENCH_LATENCY_SECS", 20);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let stack = LocalStack::require();
+        let clients = AwsClients::new(&stack.aws).await;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let stream = format!("chief-bench-{id}");
+        let table = format!("chief-bench-leases-{id}");
+        let kinesis = clients.kinesis();
+        kinesis.create_stream().stream_name(&stream).shard_count(2).send().await.expect("CreateStream");
+        loop {
+            let d = kinesis.describe_stream_summary().stream_name(&stream).send().await.expect("describe");
+            if d.stream_description_summary().map(|s| s.stream_status().as_str()) == Some("ACTIVE") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let client = KinesisClient::new(kinesis.clone());
+        let latencies = Arc::new(Mutex::new(Vec::new()));
+        let sink = Sink { records: Arc::default(), latencies: Some(latencies.clone()) };
+        let mut cfg = config(&stream, "w");
+        cfg.table = table.clone();
+        cfg.idle_time_max_ms = env("CHIEF_BENCH_IDLE_MAX_MS", cfg.idle_time_max_ms);
+        let idle_max = cfg.idle_time_max_ms;
+        let scheduler = Scheduler::new(cfg, client.clone(), DynamoDbLeaseStore::new(clients.dynamodb(), &table), sink.clone())
+            .expect("scheduler");
+        let token = CancellationToken::new();
+        let run = tokio::spawn(scheduler.run(token.clone()));
+        // Wait until both shards are being read.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let started = Instant::now();
+        let mut sent = 0u64;
+        while started.elapsed() < Duration::from_secs(secs) {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+            let entry = PutEntry { partition_key: format!("k{sent}"), explicit_hash_key: None, data: now.to_string().into() };
+            client.put_records(&stream, vec![entry]).await.expect("put");
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        while sink.records.load(Ordering::Relaxed) < sent {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        token.cancel();
+        let _ = run.await;
+        let mut l = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        l.sort();
+        let pct = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)];
+        println!(
+            "latency (polling, poll 200 ms, adaptive idle ≤ {idle_max} ms; kinesis-local + moto; one record every 50 ms for {secs} s, {} records): put → process_records p50 {:?}, p99 {:?}, max {:?}",
+            l.len(),
+            pct(0.50),
+            pct(0.99),
+            l[l.len() - 1]
+        );
+        let _ = kinesis.delete_stream().stream_name(&stream).send().await;
+        let _ = clients.dynamodb().delete_table().table_name(&table).send().await;
+    });
+}
+
+fn main() {
+    throughput();
+    steady_state();
+    latency();
+}
