@@ -76,9 +76,11 @@ async fn run<C: StreamClient>(
         }
         ok
     });
+    // Records are made before the clock starts: the figure is the producer's, not format!'s.
+    let records: Vec<UserRecord> = (0..n).map(record).collect();
     let start = Instant::now();
-    for i in 0..n {
-        let receipt = producer.send(record(i)).await.expect("send");
+    for r in records {
+        let receipt = producer.send(r).await.expect("send");
         if tx.send(receipt).await.is_err() {
             break;
         }
@@ -92,86 +94,156 @@ async fn run<C: StreamClient>(
     (n as f64 / elapsed.as_secs_f64(), ok)
 }
 
+fn phase(name: &str) -> bool {
+    std::env::var("CHIEF_BENCH_PHASES").map_or(true, |p| p.split(',').any(|x| x == name))
+}
+
 fn main() {
+    let n: u64 = std::env::var("CHIEF_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        // 1. Peak RSS at a 256 MiB bound: stall the stream and fill the buffer.
-        let rss_before = peak_rss_mib();
-        let memory = MemoryStreams::new(1);
-        memory.create_stream("Bench", 4);
-        let bound = 256 * 1024 * 1024;
-        let config = ProducerConfig { buffer_max_bytes: bound, ..fast_config(true) };
-        let producer = Arc::new(Producer::start(memory.clone(), "Bench", config).await.expect("start"));
-        memory.set_faults(Faults { stall: true, ..Faults::default() });
-        let filler = {
-            let producer = producer.clone();
-            tokio::spawn(async move {
-                let mut receipts = 0u64;
-                for i in 0..10_000_000u64 {
-                    match producer.send(record(i)).await {
-                        Ok(r) => drop(r),
-                        Err(_) => break,
-                    }
-                    receipts += 1;
-                }
-                receipts
-            })
-        };
-        let mut last = 0;
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let p = producer.stats().pending;
-            if p == last {
-                break;
-            }
-            last = p;
+        if phase("rss") {
+            rss_phase().await;
         }
-        let full = producer.stats().pending;
-        let rss_full = peak_rss_mib();
-        memory.set_faults(Faults::default());
-        let sent = filler.await.expect("filler");
-        if let Ok(p) = Arc::try_unwrap(producer) {
-            p.shutdown().await;
+        if phase("memory") {
+            memory_phase(n).await;
         }
-        let per_record = DATA + 36 + chief_producer::RECORD_OVERHEAD_BYTES;
-        println!("buffer bound 256 MiB: {full} records buffered while stalled ({:.0} MiB counted), peak RSS {rss_full:.0} MiB (process before: {rss_before:.0} MiB); then {sent} records put", (full as usize * per_record) as f64 / 1048576.0);
-
-        // 2. Speed and billing ratio, in-memory Kinesis.
-        let n = 1_000_000;
-        let agg_stream = MemoryStreams::new(2);
-        agg_stream.create_stream("Bench", 4);
-        let (agg_rate, ok) = run(agg_stream.clone(), "Bench", fast_config(true), n).await;
-        assert_eq!(ok, n);
-        let plain_stream = MemoryStreams::new(3);
-        plain_stream.create_stream("Bench", 4);
-        let (plain_rate, ok) = run(plain_stream.clone(), "Bench", fast_config(false), n).await;
-        assert_eq!(ok, n);
-        let (agg_records, plain_records) = (agg_stream.stats().entries_written, plain_stream.stats().entries_written);
-        println!("in-memory Kinesis, 1 core, {n} records of {DATA} B:");
-        println!("  aggregated:     {agg_rate:>10.0} user records/s ({:.1} MB/s), {agg_records} Kinesis records", agg_rate * DATA as f64 / 1e6);
-        println!("  not aggregated: {plain_rate:>10.0} user records/s ({:.1} MB/s), {plain_records} Kinesis records", plain_rate * DATA as f64 / 1e6);
-        println!("  Kinesis records per user record: {:.5} aggregated vs 1 (billing ratio 1:{:.0})", agg_records as f64 / n as f64, n as f64 / agg_records as f64);
-
-        // 3. The local Kinesis.
-        let stack = LocalStack::require();
-        let clients = AwsClients::new(&stack.aws).await;
-        let k = clients.kinesis();
-        let name = format!("bench-{}", uuid::Uuid::new_v4().simple());
-        k.create_stream().stream_name(&name).shard_count(4).send().await.expect("CreateStream");
-        loop {
-            let d = k.describe_stream_summary().stream_name(&name).send().await.expect("Describe");
-            if d.stream_description_summary().is_some_and(|s| s.stream_status().as_str() == "ACTIVE") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if phase("local") {
+            local_phase().await;
         }
-        let n = 200_000;
-        let (rate, ok) = run(KinesisClient::new(k.clone()), &name, ProducerConfig::default(), n).await;
-        assert_eq!(ok, n);
-        println!("local Kinesis (kinesis-local), 4 shards, default config: {rate:.0} user records/s end to end ({n} records)");
-        let _ = k.delete_stream().stream_name(&name).send().await;
     });
+}
+
+/// 1. Peak RSS at a 256 MiB bound: stall the stream and fill the buffer.
+async fn rss_phase() {
+    let rss_before = peak_rss_mib();
+    let memory = MemoryStreams::new(1);
+    memory.create_stream("Bench", 4);
+    let bound = 256 * 1024 * 1024;
+    let config = ProducerConfig {
+        buffer_max_bytes: bound,
+        buffer_max_records: 100_000_000,
+        ..fast_config(true)
+    };
+    let producer = Arc::new(
+        Producer::start(memory.clone(), "Bench", config)
+            .await
+            .expect("start"),
+    );
+    memory.set_faults(Faults {
+        stall: true,
+        ..Faults::default()
+    });
+    let filler = {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            let mut receipts = 0u64;
+            for i in 0..3_000_000u64 {
+                match producer.send(record(i)).await {
+                    Ok(r) => drop(r),
+                    Err(_) => break,
+                }
+                receipts += 1;
+            }
+            receipts
+        })
+    };
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let p = producer.stats().pending;
+        if p == last {
+            break;
+        }
+        last = p;
+    }
+    let full = producer.stats().pending;
+    let rss_full = peak_rss_mib();
+    memory.set_faults(Faults::default());
+    let sent = filler.await.expect("filler");
+    if let Ok(p) = Arc::try_unwrap(producer) {
+        p.shutdown().await;
+    }
+    let per_record = DATA + 36 + chief_producer::RECORD_OVERHEAD_BYTES;
+    println!(
+        "buffer bound 256 MiB: {full} records buffered while stalled ({:.0} MiB counted), peak RSS {rss_full:.0} MiB (process before: {rss_before:.0} MiB); then {sent} records put",
+        (full as usize * per_record) as f64 / 1048576.0
+    );
+}
+
+/// 2. Speed and billing ratio, in-memory Kinesis.
+async fn memory_phase(n: u64) {
+    let agg_stream = MemoryStreams::new(2);
+    agg_stream.create_stream("Bench", 4);
+    let (agg_rate, ok) = run(agg_stream.clone(), "Bench", fast_config(true), n).await;
+    assert_eq!(ok, n);
+    let plain_stream = MemoryStreams::new(3);
+    plain_stream.create_stream("Bench", 4);
+    let (plain_rate, ok) = run(plain_stream.clone(), "Bench", fast_config(false), n).await;
+    assert_eq!(ok, n);
+    let (agg_records, plain_records) = (
+        agg_stream.stats().entries_written,
+        plain_stream.stats().entries_written,
+    );
+    println!("in-memory Kinesis, 1 core, {n} records of {DATA} B:");
+    println!(
+        "  aggregated:     {agg_rate:>10.0} user records/s ({:.1} MB/s), {agg_records} Kinesis records",
+        agg_rate * DATA as f64 / 1e6
+    );
+    println!(
+        "  not aggregated: {plain_rate:>10.0} user records/s ({:.1} MB/s), {plain_records} Kinesis records",
+        plain_rate * DATA as f64 / 1e6
+    );
+    println!(
+        "  Kinesis records per user record: {:.5} aggregated vs 1 (billing ratio 1:{:.0})",
+        agg_records as f64 / n as f64,
+        n as f64 / agg_records as f64
+    );
+}
+
+/// 3. The local Kinesis.
+async fn local_phase() {
+    let stack = LocalStack::require();
+    let clients = AwsClients::new(&stack.aws).await;
+    let k = clients.kinesis();
+    let name = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    k.create_stream()
+        .stream_name(&name)
+        .shard_count(4)
+        .send()
+        .await
+        .expect("CreateStream");
+    loop {
+        let d = k
+            .describe_stream_summary()
+            .stream_name(&name)
+            .send()
+            .await
+            .expect("Describe");
+        if d.stream_description_summary()
+            .is_some_and(|s| s.stream_status().as_str() == "ACTIVE")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let n = 200_000;
+    let (rate, ok) = run(
+        KinesisClient::new(k.clone()),
+        &name,
+        ProducerConfig::default(),
+        n,
+    )
+    .await;
+    assert_eq!(ok, n);
+    println!(
+        "local Kinesis (kinesis-local), 4 shards, default config: {rate:.0} user records/s end to end ({n} records)"
+    );
+    let _ = k.delete_stream().stream_name(&name).send().await;
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use chief_aggregation::{Aggregator, KinesisRecord, ShardMap, ShardRange, UserRecord, deaggregate};
+use chief_aggregation::{
+    AggregationError, Aggregator, KinesisRecord, ShardMap, ShardRange, UserRecord, deaggregate,
+};
 use chief_stream::{PutEntry, PutEntryResult, StreamClient, StreamError};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use tokio::sync::{mpsc, oneshot};
@@ -431,18 +433,7 @@ impl<C: StreamClient> Pipeline<C> {
                 shard.open_since = Some(member.arrived);
                 shard.open.push(member);
             }
-            Err(e) => {
-                let reason = FailureReason::Rejected {
-                    code: "InvalidRecord".to_owned(),
-                    message: e.to_string(),
-                };
-                self.fail_members(
-                    vec![member],
-                    vec![e.into_record()],
-                    reason,
-                    Arc::from(Vec::new()),
-                );
-            }
+            Err(e) => self.reject(member, e, Arc::from(Vec::new())),
         }
     }
 
@@ -735,18 +726,7 @@ impl<C: StreamClient> Pipeline<C> {
                         entries.push(make(closed, std::mem::take(&mut members)));
                         members.push(member);
                     }
-                    Err(e) => {
-                        let reason = FailureReason::Rejected {
-                            code: "InvalidRecord".to_owned(),
-                            message: e.to_string(),
-                        };
-                        self.fail_members(
-                            vec![member],
-                            vec![e.into_record()],
-                            reason,
-                            Arc::from(attempts.clone()),
-                        );
-                    }
+                    Err(e) => self.reject(member, e, Arc::from(attempts.clone())),
                 }
             }
             if let Some(closed) = agg.flush() {
@@ -792,6 +772,15 @@ impl<C: StreamClient> Pipeline<C> {
         }
         self.counters.put.fetch_add(n as u64, Ordering::Relaxed);
         self.budget.release(n, cost);
+    }
+
+    /// Fails a record the aggregator refused (it breaks a Kinesis limit).
+    fn reject(&mut self, member: Member, e: AggregationError, attempts: Arc<[Attempt]>) {
+        let reason = FailureReason::Rejected {
+            code: "InvalidRecord".to_owned(),
+            message: e.to_string(),
+        };
+        self.fail_members(vec![member], vec![e.into_record()], reason, attempts);
     }
 
     fn fail_entry(&mut self, entry: Entry, reason: FailureReason) {
