@@ -35,8 +35,9 @@ pub struct ProducerConfig {
     /// Fail records at once when their shard throttles, instead of retrying
     /// (KPL `FailIfThrottled`). Default false.
     pub fail_if_throttled: bool,
-    /// Bound of the buffer, in bytes of user records (data + keys + 64 bytes of
-    /// book-keeping each): `send` waits while it is full. Default 64 MiB.
+    /// Bound of the buffer, in bytes of user records (data + keys + 200 bytes of
+    /// book-keeping each, see `RECORD_OVERHEAD_BYTES`): `send` waits while it is full.
+    /// Default 64 MiB.
     pub buffer_max_bytes: usize,
     /// Bound of the buffer in user records: `send` waits while it is full. Default 1,000,000.
     pub buffer_max_records: usize,

@@ -53,8 +53,11 @@ use pipeline::{Control, Incoming, Pipeline};
 /// Retries of ListShards at start before giving up.
 const START_RETRIES: u32 = 8;
 
-/// Book-keeping bytes counted per buffered record on top of its data and keys.
-pub const RECORD_OVERHEAD_BYTES: usize = 64;
+/// Book-keeping bytes counted per buffered record on top of its data and keys: its
+/// receipt channel, its place in the aggregate's tables and queues. Measured: with 100-byte
+/// records and 36-byte keys, peak RSS per buffered record is ~340 bytes (BENCHMARKS.md), so
+/// the buffer bound is close to the memory the buffer really takes.
+pub const RECORD_OVERHEAD_BYTES: usize = 200;
 
 /// The producer could not start.
 #[derive(Debug, thiserror::Error)]
