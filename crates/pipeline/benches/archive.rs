@@ -1,7 +1,7 @@
 //! Archive path benchmark (`cargo bench -p chief-pipeline`), on one core (a
 //! current-thread runtime): orders/s through parse (`orderid`) → de-duplication window →
 //! `LOAD DATA` encoding → batching into an in-memory object sink, with 10 % duplicates
-//! and orders shaped like `chief-datagen`'s (about 330 bytes of JSON each).
+//! and orders shaped like `chief-datagen`'s (about 370 bytes of JSON each).
 
 use std::sync::Arc;
 use std::time::Instant;
