@@ -2,6 +2,8 @@
 //!
 //! - `chiefctl setup` creates the streams and the bucket named in the config (idempotent).
 //! - `chiefctl agg pack|unpack` packs user records into KPL aggregates and back, as JSON lines.
+//! - `chiefctl leases` prints a consumer's lease table, one JSON line per lease.
+//! - `chiefctl tail` prints a stream's deaggregated records as JSON lines.
 
 mod agg;
 mod leases;
