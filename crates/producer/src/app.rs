@@ -241,10 +241,10 @@ pub async fn run<C: StreamClient>(
                 tokio::time::sleep(every).await;
                 let s = producer.stats();
                 let now = Instant::now();
-                let rate = (s.received - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
-                last = (now, s.received);
+                let rate = s.put.saturating_sub(last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+                last = (now, s.put);
                 eprintln!(
-                    "chief-producer: {stream}: sent {} put {} failed {} in flight {} ({rate:.0} records/s)",
+                    "chief-producer: {stream}: sent {} put {} failed {} in flight {} ({rate:.0} records/s put)",
                     s.received, s.put, s.failed, s.pending
                 );
             }
@@ -261,11 +261,12 @@ pub async fn run<C: StreamClient>(
     };
     drop(receipts_tx);
     drop(malformed_tx);
+    // Progress goes on while the outcomes of what was sent come in.
+    let collected = collector.await;
     if let Some(t) = ticker {
         t.abort();
         let _ = t.await;
     }
-    let collected = collector.await;
     let stats = match Arc::try_unwrap(producer) {
         Ok(p) => p.shutdown().await,
         Err(p) => {
