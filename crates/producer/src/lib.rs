@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use chief_aggregation::{AggregationError, ShardMap, ShardMapError, ShardRange};
+use chief_aggregation::AggregationError;
 use chief_stream::{StreamClient, StreamError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -205,21 +205,10 @@ impl Producer {
                 Err(source) => return Err(ProducerError::ListShards { stream, source }),
             }
         };
-        let map = ShardMap::new(shards.iter().filter(|s| s.is_open()).map(|s| ShardRange {
-            shard_id: s.shard_id.clone(),
-            starting_hash_key: s.starting_hash_key,
-            ending_hash_key: s.ending_hash_key,
-        }))
-        .map_err(|e: ShardMapError| ProducerError::ShardMap {
+        let map = pipeline::open_shard_map(&shards).map_err(|reason| ProducerError::ShardMap {
             stream: stream.clone(),
-            reason: e.to_string(),
+            reason,
         })?;
-        if !map.is_complete() {
-            return Err(ProducerError::ShardMap {
-                stream,
-                reason: "the open shards do not cover the hash key space".to_owned(),
-            });
-        }
         let budget = Arc::new(Budget {
             records: Semaphore::new(config.buffer_max_records),
             bytes: Semaphore::new(config.buffer_max_bytes),

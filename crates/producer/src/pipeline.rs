@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use chief_aggregation::{
     AggregationError, Aggregator, KinesisRecord, ShardMap, ShardRange, UserRecord, deaggregate,
 };
-use chief_stream::{PutEntry, PutEntryResult, StreamClient, StreamError};
+use chief_stream::{PutEntry, PutEntryResult, Shard, StreamClient, StreamError};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -59,6 +59,36 @@ struct Entry {
 }
 
 impl Entry {
+    /// A ready entry: its deadline is the earliest member's arrival plus the TTL.
+    fn new(
+        record: KinesisRecord,
+        members: Vec<Member>,
+        shard: Arc<str>,
+        ttl: Duration,
+        now: Instant,
+        attempts: Vec<Attempt>,
+    ) -> Self {
+        Self {
+            deadline: members.first().map_or(now, |m| m.arrived) + ttl,
+            record,
+            members,
+            shard,
+            waiting_since: now,
+            not_before: now,
+            attempts,
+        }
+    }
+
+    /// A user record on its own, not aggregated.
+    fn plain(record: UserRecord) -> KinesisRecord {
+        KinesisRecord {
+            partition_key: record.partition_key,
+            explicit_hash_key: record.explicit_hash_key,
+            data: record.data,
+            user_records: 1,
+        }
+    }
+
     fn size(&self) -> usize {
         self.record.data.len() + self.record.partition_key.len()
     }
@@ -98,16 +128,8 @@ impl ShardState {
         };
         let members = std::mem::take(&mut self.open);
         self.open_since = None;
-        let deadline = members.first().map_or(now, |m| m.arrived) + ttl;
-        self.ready.push_back(Entry {
-            record,
-            members,
-            shard: self.id.clone(),
-            deadline,
-            waiting_since: now,
-            not_before: now,
-            attempts: Vec::new(),
-        });
+        let entry = Entry::new(record, members, self.id.clone(), ttl, now, Vec::new());
+        self.ready.push_back(entry);
     }
 }
 
@@ -320,27 +342,17 @@ impl<C: StreamClient> Pipeline<C> {
         let mut retry = 0;
         loop {
             match self.client.list_shards(&self.stream).await {
-                Ok(shards) => {
-                    let open = shards.iter().filter(|s| s.is_open()).map(|s| ShardRange {
-                        shard_id: s.shard_id.clone(),
-                        starting_hash_key: s.starting_hash_key,
-                        ending_hash_key: s.ending_hash_key,
-                    });
-                    match ShardMap::new(open) {
-                        Ok(map) if map.is_complete() => {
-                            tracing::info!(stream = %self.stream, shards = map.len(), "shard map refreshed");
-                            self.metrics.map_refreshes.increment(1);
-                            self.install_map(map);
-                            return;
-                        }
-                        Ok(_) => {
-                            tracing::warn!(stream = %self.stream, "open shards do not cover the hash key space yet")
-                        }
-                        Err(e) => {
-                            tracing::warn!(stream = %self.stream, error = %e, "invalid shard map")
-                        }
+                Ok(shards) => match open_shard_map(&shards) {
+                    Ok(map) => {
+                        tracing::info!(stream = %self.stream, shards = map.len(), "shard map refreshed");
+                        self.metrics.map_refreshes.increment(1);
+                        self.install_map(map);
+                        return;
                     }
-                }
+                    Err(reason) => {
+                        tracing::warn!(stream = %self.stream, %reason, "no usable shard map yet")
+                    }
+                },
                 Err(e) => tracing::warn!(stream = %self.stream, error = %e, "ListShards failed"),
             }
             retry += 1;
@@ -395,21 +407,15 @@ impl<C: StreamClient> Pipeline<C> {
         let aggregation = self.config.aggregation_enabled;
         let shard = &mut self.shards[i];
         if !aggregation {
-            let deadline = member.arrived + ttl;
-            shard.ready.push_back(Entry {
-                record: KinesisRecord {
-                    partition_key: record.partition_key,
-                    explicit_hash_key: record.explicit_hash_key,
-                    data: record.data,
-                    user_records: 1,
-                },
-                members: vec![member],
-                shard: shard.id.clone(),
-                deadline,
-                waiting_since: now,
-                not_before: now,
-                attempts: Vec::new(),
-            });
+            let entry = Entry::new(
+                Entry::plain(record),
+                vec![member],
+                shard.id.clone(),
+                ttl,
+                now,
+                Vec::new(),
+            );
+            shard.ready.push_back(entry);
             return;
         }
         match shard.aggregator.add(record) {
@@ -419,17 +425,9 @@ impl<C: StreamClient> Pipeline<C> {
             }
             Ok(Some(closed)) => {
                 let members = std::mem::take(&mut shard.open);
-                let deadline = members.first().map_or(now, |m| m.arrived) + ttl;
                 debug_assert_eq!(closed.user_records, members.len());
-                shard.ready.push_back(Entry {
-                    record: closed,
-                    members,
-                    shard: shard.id.clone(),
-                    deadline,
-                    waiting_since: now,
-                    not_before: now,
-                    attempts: Vec::new(),
-                });
+                let entry = Entry::new(closed, members, shard.id.clone(), ttl, now, Vec::new());
+                shard.ready.push_back(entry);
                 shard.open_since = Some(member.arrived);
                 shard.open.push(member);
             }
@@ -698,26 +696,19 @@ impl<C: StreamClient> Pipeline<C> {
             let mut members: Vec<Member> = Vec::new();
             let shard_id = self.shards[i].id.clone();
             let ttl = self.config.ttl();
-            let make = |record: KinesisRecord, members: Vec<Member>| Entry {
-                deadline: members.first().map_or(now, |m| m.arrived) + ttl,
-                record,
-                members,
-                shard: shard_id.clone(),
-                waiting_since: now,
-                not_before: now,
-                attempts: attempts.clone(),
+            let make = |record: KinesisRecord, members: Vec<Member>| {
+                Entry::new(
+                    record,
+                    members,
+                    shard_id.clone(),
+                    ttl,
+                    now,
+                    attempts.clone(),
+                )
             };
             for (record, member) in items {
                 if !self.config.aggregation_enabled {
-                    entries.push(make(
-                        KinesisRecord {
-                            partition_key: record.partition_key,
-                            explicit_hash_key: record.explicit_hash_key,
-                            data: record.data,
-                            user_records: 1,
-                        },
-                        vec![member],
-                    ));
+                    entries.push(make(Entry::plain(record), vec![member]));
                     continue;
                 }
                 match agg.add(record) {
@@ -853,6 +844,21 @@ impl<C: StreamClient> Pipeline<C> {
         }
         wake
     }
+}
+
+/// The map of a stream's open shards; an error says why it is not usable (overlapping
+/// ranges, or open shards that do not cover the hash key space, as during a reshard).
+pub(crate) fn open_shard_map(shards: &[Shard]) -> Result<ShardMap, String> {
+    let map = ShardMap::new(shards.iter().filter(|s| s.is_open()).map(|s| ShardRange {
+        shard_id: s.shard_id.clone(),
+        starting_hash_key: s.starting_hash_key,
+        ending_hash_key: s.ending_hash_key,
+    }))
+    .map_err(|e| e.to_string())?;
+    if !map.is_complete() {
+        return Err("the open shards do not cover the hash key space".to_owned());
+    }
+    Ok(map)
 }
 
 async fn sleep_until(at: Instant) {
