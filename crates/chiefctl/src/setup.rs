@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use aws_sdk_kinesis::types::StreamStatus;
+use anyhow::Context;
 use chief_config::aws::{AwsClients, AwsConfig};
 use chief_config::telemetry::LogConfig;
+use chief_stream::KinesisClient;
 use serde::{Deserialize, Serialize};
 
 /// `config/chiefctl.toml`.
@@ -96,7 +96,7 @@ fn run_main(config_paths: &[PathBuf], print_config: bool) -> anyhow::Result<()> 
 /// Creates what is missing; returns one line per resource saying what was done.
 pub async fn run(clients: &AwsClients, setup: &SetupConfig) -> anyhow::Result<Vec<String>> {
     let mut done = Vec::new();
-    let kinesis = clients.kinesis();
+    let kinesis = KinesisClient::new(clients.kinesis());
     for spec in &setup.streams {
         done.push(ensure_stream(&kinesis, spec).await?);
     }
@@ -104,55 +104,26 @@ pub async fn run(clients: &AwsClients, setup: &SetupConfig) -> anyhow::Result<Ve
     Ok(done)
 }
 
-async fn ensure_stream(
-    kinesis: &aws_sdk_kinesis::Client,
-    spec: &StreamSpec,
-) -> anyhow::Result<String> {
-    let created = match kinesis
-        .create_stream()
-        .stream_name(&spec.name)
-        .shard_count(spec.shards)
-        .send()
+async fn ensure_stream(kinesis: &KinesisClient, spec: &StreamSpec) -> anyhow::Result<String> {
+    let created = kinesis
+        .create_stream(&spec.name, spec.shards)
         .await
-    {
-        Ok(_) => true,
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_in_use_exception()) =>
-        {
-            false
-        }
-        Err(e) => {
-            return Err(anyhow::Error::new(e))
-                .with_context(|| format!("creating stream {}", spec.name));
-        }
-    };
-    // Wait until ACTIVE (kinesis-local takes ~0.5 s, AWS a few seconds).
-    for _ in 0..600 {
-        let summary = kinesis
-            .describe_stream_summary()
-            .stream_name(&spec.name)
-            .send()
-            .await
-            .with_context(|| format!("describing stream {}", spec.name))?;
-        if let Some(d) = summary.stream_description_summary()
-            && d.stream_status() == &StreamStatus::Active
-        {
-            let shards = d.open_shard_count();
-            return Ok(if created {
-                format!("stream {}: created, {} shards, ACTIVE", spec.name, shards)
-            } else if shards != spec.shards {
-                format!(
-                    "stream {}: exists with {} open shards (config says {}; left as it is)",
-                    spec.name, shards, spec.shards
-                )
-            } else {
-                format!("stream {}: exists, {} shards, ACTIVE", spec.name, shards)
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("stream {} did not become ACTIVE within 60 s", spec.name)
+        .with_context(|| format!("creating stream {}", spec.name))?;
+    // kinesis-local takes ~0.5 s, AWS a few seconds.
+    let shards = kinesis
+        .wait_until_active(&spec.name, Duration::from_secs(60))
+        .await
+        .with_context(|| format!("waiting for stream {} to become ACTIVE", spec.name))?;
+    Ok(if created {
+        format!("stream {}: created, {} shards, ACTIVE", spec.name, shards)
+    } else if shards != spec.shards {
+        format!(
+            "stream {}: exists with {} open shards (config says {}; left as it is)",
+            spec.name, shards, spec.shards
+        )
+    } else {
+        format!("stream {}: exists, {} shards, ACTIVE", spec.name, shards)
+    })
 }
 
 async fn ensure_bucket(

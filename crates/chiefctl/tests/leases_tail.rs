@@ -81,28 +81,15 @@ async fn tail_prints_deaggregated_records_from_trim_horizon() {
     let clients = AwsClients::new(&stack.aws).await;
     let kinesis = clients.kinesis();
     let stream = format!("chiefctl-tail-{}", uuid::Uuid::new_v4().simple());
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(2)
-        .send()
+    let client = KinesisClient::new(kinesis.clone());
+    client
+        .create_stream(&stream, 2)
         .await
         .expect("CreateStream");
-    for _ in 0..100 {
-        let d = kinesis
-            .describe_stream_summary()
-            .stream_name(&stream)
-            .send()
-            .await
-            .expect("describe");
-        if d.stream_description_summary()
-            .map(|s| s.stream_status().as_str())
-            == Some("ACTIVE")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    client
+        .wait_until_active(&stream, Duration::from_secs(30))
+        .await
+        .expect("ACTIVE");
     let producer = Producer::start(
         KinesisClient::new(kinesis.clone()),
         &stream,

@@ -246,15 +246,9 @@ fn latency() {
         let stream = format!("chief-bench-{id}");
         let table = format!("chief-bench-leases-{id}");
         let kinesis = clients.kinesis();
-        kinesis.create_stream().stream_name(&stream).shard_count(2).send().await.expect("CreateStream");
-        loop {
-            let d = kinesis.describe_stream_summary().stream_name(&stream).send().await.expect("describe");
-            if d.stream_description_summary().map(|s| s.stream_status().as_str()) == Some("ACTIVE") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         let client = KinesisClient::new(kinesis.clone());
+        client.create_stream(&stream, 2).await.expect("CreateStream");
+        client.wait_until_active(&stream, Duration::from_secs(60)).await.expect("ACTIVE");
         let latencies = Arc::new(Mutex::new(Vec::new()));
         let sink = Sink { records: Arc::default(), latencies: Some(latencies.clone()) };
         let mut cfg = config(&stream, "w");

@@ -6,7 +6,6 @@ mod support;
 
 use std::time::Duration;
 
-use aws_sdk_kinesis::types::StreamStatus;
 use chief_config::aws::AwsClients;
 use chief_config::local_stack::LocalStack;
 use chief_consumer::DynamoDbLeaseStore;
@@ -43,19 +42,10 @@ impl Local {
     }
 
     async fn wait_active(&self) {
-        wait_for(60, "the stream is ACTIVE", || async {
-            let d = self
-                .kinesis
-                .describe_stream_summary()
-                .stream_name(&self.stream)
-                .send()
-                .await
-                .expect("DescribeStreamSummary");
-            d.stream_description_summary()
-                .map(|s| s.stream_status() == &StreamStatus::Active)
-                .unwrap_or(false)
-        })
-        .await;
+        KinesisClient::new(self.kinesis.clone())
+            .wait_until_active(&self.stream, Duration::from_secs(60))
+            .await
+            .expect("the stream becomes ACTIVE");
     }
 
     async fn clean_up(self) {

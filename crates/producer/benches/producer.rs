@@ -213,26 +213,12 @@ async fn local_phase() {
     let clients = AwsClients::new(&stack.aws).await;
     let k = clients.kinesis();
     let name = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    k.create_stream()
-        .stream_name(&name)
-        .shard_count(4)
-        .send()
+    let client = KinesisClient::new(k.clone());
+    client.create_stream(&name, 4).await.expect("CreateStream");
+    client
+        .wait_until_active(&name, Duration::from_secs(60))
         .await
-        .expect("CreateStream");
-    loop {
-        let d = k
-            .describe_stream_summary()
-            .stream_name(&name)
-            .send()
-            .await
-            .expect("Describe");
-        if d.stream_description_summary()
-            .is_some_and(|s| s.stream_status().as_str() == "ACTIVE")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        .expect("ACTIVE");
     let n = 200_000;
     let (rate, ok) = run(
         KinesisClient::new(k.clone()),

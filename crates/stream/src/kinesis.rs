@@ -28,6 +28,59 @@ impl KinesisClient {
     pub fn sdk(&self) -> &aws_sdk_kinesis::Client {
         &self.client
     }
+
+    /// CreateStream with `shards` shards. `Ok(true)` if it was created, `Ok(false)` if a
+    /// stream of that name already exists (its shard count is left as it is).
+    pub async fn create_stream(&self, stream: &str, shards: i32) -> Result<bool, StreamError> {
+        match self
+            .client
+            .create_stream()
+            .stream_name(stream)
+            .shard_count(shards)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_in_use_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(classify("CreateStream", stream, e)),
+        }
+    }
+
+    /// Polls DescribeStreamSummary every 100 ms until the stream is ACTIVE (after a create,
+    /// split or merge); returns its open shard count. Gives up after `timeout`.
+    pub async fn wait_until_active(
+        &self,
+        stream: &str,
+        timeout: std::time::Duration,
+    ) -> Result<i32, StreamError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let summary = self
+                .client
+                .describe_stream_summary()
+                .stream_name(stream)
+                .send()
+                .await
+                .map_err(|e| classify("DescribeStreamSummary", stream, e))?;
+            if let Some(d) = summary.stream_description_summary()
+                && d.stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active
+            {
+                return Ok(d.open_shard_count());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(StreamError::Timeout {
+                    operation: "DescribeStreamSummary",
+                    stream: stream.to_owned(),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// Turns an SDK error into a [`StreamError`], classifying it once.

@@ -180,22 +180,10 @@ async fn memory_injects_read_faults() {
 }
 
 async fn wait_active(sdk: &aws_sdk_kinesis::Client, stream: &str) {
-    for _ in 0..100 {
-        let d = sdk
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .expect("describe");
-        if d.stream_description_summary()
-            .map(|s| s.stream_status().as_str())
-            == Some("ACTIVE")
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("stream {stream} did not become ACTIVE");
+    KinesisClient::new(sdk.clone())
+        .wait_until_active(stream, Duration::from_secs(30))
+        .await
+        .expect("stream becomes ACTIVE");
 }
 
 #[tokio::test]

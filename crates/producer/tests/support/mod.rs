@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
+use aws_sdk_kinesis::types::ShardIteratorType;
 use chief_aggregation::{UserRecord, deaggregate, parse_hash_key};
 use chief_config::aws::AwsClients;
 use chief_config::local_stack::LocalStack;
+use chief_stream::KinesisClient;
 
 pub async fn kinesis() -> aws_sdk_kinesis::Client {
     AwsClients::new(&LocalStack::require().aws).await.kinesis()
@@ -15,10 +16,8 @@ pub async fn kinesis() -> aws_sdk_kinesis::Client {
 
 pub async fn create_stream(k: &aws_sdk_kinesis::Client, shards: i32) -> String {
     let name = format!("producer-{}", uuid::Uuid::new_v4().simple());
-    k.create_stream()
-        .stream_name(&name)
-        .shard_count(shards)
-        .send()
+    KinesisClient::new(k.clone())
+        .create_stream(&name, shards)
         .await
         .expect("CreateStream");
     wait_active(k, &name).await;
@@ -26,21 +25,10 @@ pub async fn create_stream(k: &aws_sdk_kinesis::Client, shards: i32) -> String {
 }
 
 pub async fn wait_active(k: &aws_sdk_kinesis::Client, name: &str) {
-    for _ in 0..300 {
-        let d = k
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .expect("DescribeStreamSummary");
-        if d.stream_description_summary()
-            .is_some_and(|s| s.stream_status() == &StreamStatus::Active)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("stream {name} did not become ACTIVE");
+    KinesisClient::new(k.clone())
+        .wait_until_active(name, Duration::from_secs(30))
+        .await
+        .expect("stream becomes ACTIVE");
 }
 
 /// One Kinesis record read back: its shard and the user records it carries.
