@@ -90,8 +90,10 @@ install_venv() {
 
 start_moto() {
     if answers 127.0.0.1 "$MOTO_PORT"; then return 0; fi
-    log "starting DynamoDB + S3 (moto_server) on 127.0.0.1:$MOTO_PORT"
-    start moto "$LOGS/moto.log" "$LOCAL/venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
+    log "starting DynamoDB + S3 (moto, one request at a time) on 127.0.0.1:$MOTO_PORT"
+    # moto_serialized.py: moto's app behind a lock, so conditional writes are atomic.
+    start moto "$LOGS/moto.log" "$LOCAL/venv/bin/python" "$ROOT/deploy/local/moto_serialized.py" \
+        127.0.0.1 "$MOTO_PORT"
 }
 
 # ---------------------------------------------------------------- MariaDB

@@ -132,24 +132,38 @@ async fn conformance<S: LeaseStore + Clone>(store: S) {
     assert!(read.checkpoint.is_shard_end());
     assert_eq!(read.child_shard_ids, kids);
 
-    // Concurrent takes of one view: exactly one wins.
+    // Concurrent takes of one view: exactly one wins, round after round (a store whose
+    // condition check and write are not atomic lets two win now and then).
     let other = new_lease("shardId-000000000009");
     assert!(store.create_lease_if_absent(&other).await.expect("create"));
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let (store, other) = (store.clone(), other.clone());
-        tasks.push(tokio::spawn(async move {
-            store.take_lease(&other, &format!("w{i}")).await
-        }));
-    }
-    let mut winners = 0;
-    for t in tasks {
-        match t.await.expect("join") {
-            Ok(_) => winners += 1,
-            Err(e) => assert!(e.is_conflict(), "{e}"),
+    let mut view = other.clone();
+    for round in 0..10 {
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (store, view) = (store.clone(), view.clone());
+            tasks.push(tokio::spawn(async move {
+                store.take_lease(&view, &format!("r{round}w{i}")).await
+            }));
         }
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await.expect("join") {
+                Ok(won) => winners.push(won),
+                Err(e) => assert!(e.is_conflict(), "{e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        let stored = store
+            .get_lease(&other.lease_key)
+            .await
+            .expect("get")
+            .expect("present");
+        assert_eq!(
+            stored, winners[0],
+            "round {round}: the winner's write is the one stored"
+        );
+        view = stored;
     }
-    assert_eq!(winners, 1);
 
     let all = store.list_leases().await.expect("list");
     assert_eq!(
