@@ -250,6 +250,11 @@ impl Checkpointer {
         std::mem::replace(&mut self.progress().delivered, last)
     }
 
+    /// The last delivered record.
+    pub(crate) fn delivered(&self) -> Option<ExtendedSequenceNumber> {
+        self.progress().delivered.clone()
+    }
+
     pub(crate) fn set_shard_end(&self) {
         self.progress().at_shard_end = true;
     }

@@ -64,6 +64,11 @@ pub struct ConsumerConfig {
     /// Longest wait after empty reads: the wait doubles from `poll_interval_ms` up to
     /// this (adaptive idle time; KCL waits a fixed 1,500). Default 1,000.
     pub idle_time_max_ms: u64,
+    /// Call `process_records` for empty reads too (KCL
+    /// `callProcessRecordsEvenForEmptyRecordList`), so that a processor buffering by age
+    /// gets a chance to flush and checkpoint while its shard is quiet (at least every
+    /// `idle_time_max_ms`). Default false.
+    pub deliver_empty_batches: bool,
     /// Back-off of GetRecords and GetShardIterator after throttling or a failed call.
     pub fetch_retry: RetryPolicy,
     /// Back-off between attempts of a `process_records` call that failed (the same records
@@ -90,6 +95,7 @@ impl Default for ConsumerConfig {
             max_records: 10_000,
             poll_interval_ms: 200,
             idle_time_max_ms: 1_000,
+            deliver_empty_batches: false,
             fetch_retry: RetryPolicy {
                 initial_backoff_ms: 200,
                 max_backoff_ms: 5_000,

@@ -216,7 +216,7 @@ impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
                 return self.lost(&mut processor).await;
             };
             let records = self.deaggregate(&batch, &mut resume);
-            if !records.is_empty()
+            if (!records.is_empty() || self.config.deliver_empty_batches)
                 && let Some(outcome) = self
                     .process(
                         &mut processor,
@@ -306,10 +306,14 @@ impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
         records: &[ConsumedRecord],
         millis_behind_latest: Option<u64>,
     ) -> Option<ShardOutcome> {
-        let last = records.last().map(ConsumedRecord::position);
         let mut attempt = 0;
         loop {
-            let previous = checkpointer.deliver(last.clone());
+            // An empty batch delivers nothing new: the last delivered record stays.
+            let last = match records.last() {
+                Some(r) => Some(r.position()),
+                None => checkpointer.delivered(),
+            };
+            let previous = checkpointer.deliver(last);
             let result = processor
                 .process_records(ProcessRecordsInput {
                     shard_id: &self.held.shard_id,

@@ -11,9 +11,12 @@
 //!   checkpoint positions.
 //! - [`search`]: the [`SearchIndex`](search::SearchIndex) trait, with Elasticsearch and
 //!   in-memory implementations, and batch indexing that retries only failed items.
+//! - [`indexer`]: the search sink's per-shard batching, with dead letters for items the
+//!   cluster rejects and the same durable-position contract as [`archive`].
 
 pub mod archive;
 pub mod dedup;
+pub mod indexer;
 pub mod model;
 pub mod object_sink;
 pub mod search;

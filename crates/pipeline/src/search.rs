@@ -86,6 +86,15 @@ pub struct SearchConfig {
     /// Back-off between attempts of failed items. Default: 100 ms doubling to 5 s,
     /// giving up after 300 s.
     pub retry: RetryPolicy,
+    /// Most documents in one `_bulk` request. Default 1,000.
+    pub max_documents: usize,
+    /// Most bytes of sources in one `_bulk` request. Default 5 MiB (Elastic suggests
+    /// 5–15 MB).
+    pub max_bytes: usize,
+    /// Longest a document waits for its batch, in milliseconds. Default 1,000 (about
+    /// Elasticsearch's refresh interval: documents are searchable a second or two after
+    /// they arrive).
+    pub max_age_ms: u64,
 }
 
 impl Default for SearchConfig {
@@ -101,6 +110,9 @@ impl Default for SearchConfig {
                 deadline_ms: 300_000,
                 ..RetryPolicy::default()
             },
+            max_documents: 1_000,
+            max_bytes: 5 * 1024 * 1024,
+            max_age_ms: 1_000,
         }
     }
 }
@@ -117,6 +129,11 @@ impl SearchConfig {
         }
         if self.username.is_some() != self.password.is_some() {
             return Err("elasticsearch.username and password go together".into());
+        }
+        if self.max_documents == 0 || self.max_bytes == 0 || self.max_age_ms == 0 {
+            return Err(
+                "elasticsearch.max_documents, max_bytes and max_age_ms must be positive".into(),
+            );
         }
         Ok(())
     }
@@ -621,6 +638,11 @@ impl MemorySearchIndex {
     /// Makes the next items (across requests) fail with these statuses, one each.
     pub fn fail_next_items(&self, statuses: impl IntoIterator<Item = u16>) {
         self.lock().failures.extend(statuses);
+    }
+
+    /// Forgets the failures still queued by [`fail_next_items`](Self::fail_next_items).
+    pub fn clear_failures(&self) {
+        self.lock().failures.clear();
     }
 
     /// The source stored under `id`.
