@@ -480,6 +480,12 @@ impl<S: ObjectSink> ShardArchiver<S> {
         self.durable.as_ref()
     }
 
+    /// The last record handled (buffered, dead-lettered or dropped as a duplicate): after
+    /// an error, records at or before it must not be offered again.
+    pub fn accepted(&self) -> Option<&RecordPosition> {
+        self.accepted.as_ref()
+    }
+
     /// Rows waiting in the open batch.
     pub fn buffered_records(&self) -> usize {
         self.batch.as_ref().map_or(0, |b| b.records)

@@ -84,8 +84,79 @@ pub fn write_job_result_row(out: &mut Vec<u8>, job: &JobResult) {
     );
 }
 
+/// A field of a row read back: `None` is SQL `NULL`.
+pub type Field = Option<Vec<u8>>;
+
+/// Reads rows back the way `LOAD DATA` does with the defaults above: lines end at an
+/// unescaped newline, fields at an unescaped tab; `\N` alone is `NULL`; `\t`, `\n`,
+/// `\r`, `\0`, `\\` are unescaped and any other escaped byte stands for itself (as
+/// in MySQL). The inverse of [`write_row`]; the executors' tests and the loader's checks
+/// use it to compare what was written with what was sent.
+pub fn read_rows(data: &[u8]) -> Vec<Vec<Field>> {
+    let mut rows = Vec::new();
+    let mut row: Vec<Field> = Vec::new();
+    let mut field = Vec::new();
+    let mut null = false;
+    let mut bytes = data.iter().copied();
+    while let Some(byte) = bytes.next() {
+        match byte {
+            b'\\' => match bytes.next() {
+                Some(b'N') if field.is_empty() => null = true,
+                Some(b't') => field.push(b'\t'),
+                Some(b'n') => field.push(b'\n'),
+                Some(b'r') => field.push(b'\r'),
+                Some(b'0') => field.push(0),
+                Some(other) => field.push(other),
+                None => field.push(b'\\'),
+            },
+            b'\t' => {
+                row.push((!null).then(|| std::mem::take(&mut field)));
+                field.clear();
+                null = false;
+            }
+            b'\n' => {
+                row.push((!null).then(|| std::mem::take(&mut field)));
+                field.clear();
+                null = false;
+                rows.push(std::mem::take(&mut row));
+            }
+            other => field.push(other),
+        }
+    }
+    if !field.is_empty() || !row.is_empty() || null {
+        row.push((!null).then_some(field));
+        rows.push(row);
+    }
+    rows
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn read_rows_inverts_write_row_for_hostile_bytes() {
+        let hostile: &[&[u8]] = &[
+            b"plain",
+            b"tab\there",
+            b"new\nline\r\n",
+            b"back\\slash \\N \\",
+            b"\\N",
+            b"nul\0byte",
+            "emoji \u{1F600} ok".as_bytes(),
+            b"",
+        ];
+        let mut out = Vec::new();
+        for pair in hostile.windows(2) {
+            write_row(&mut out, &[Some(pair[0]), None, Some(pair[1])]);
+        }
+        let rows = read_rows(&out);
+        assert_eq!(rows.len(), hostile.len() - 1);
+        for (row, pair) in rows.iter().zip(hostile.windows(2)) {
+            assert_eq!(
+                row,
+                &vec![Some(pair[0].to_vec()), None, Some(pair[1].to_vec())]
+            );
+        }
+    }
     use proptest::prelude::*;
 
     use super::*;

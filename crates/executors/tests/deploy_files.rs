@@ -1,0 +1,158 @@
+//! The shipped config files and systemd units: each config parses into the executor's
+//! config and passes its checks; each unit passes `systemd-analyze verify` with no
+//! complaint (run against the binary this build made).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use chief_config::local_stack::workspace_root;
+use chief_executors::{Executor, ExecutorConfig};
+
+fn short(executor: Executor) -> &'static str {
+    executor.name().trim_start_matches("chief-")
+}
+
+fn binary(executor: Executor) -> &'static str {
+    match executor {
+        Executor::OrderFactoryS3 => env!("CARGO_BIN_EXE_chief-order-factory-s3"),
+        Executor::OrderEsS3 => env!("CARGO_BIN_EXE_chief-order-es-s3"),
+        Executor::JobResultEs => env!("CARGO_BIN_EXE_chief-jobresult-es"),
+        Executor::JobResultNotifyS3 => env!("CARGO_BIN_EXE_chief-jobresult-notify-s3"),
+    }
+}
+
+#[test]
+fn every_config_file_loads_and_is_valid_for_its_executor() {
+    for executor in Executor::ALL {
+        let path = workspace_root().join(format!("config/{}.toml", short(executor)));
+        let text = std::fs::read_to_string(&path).expect("config file");
+        let config: ExecutorConfig = chief_config::load_str(&text, &[])
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        config
+            .validate(executor)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(
+            config.consumer.table,
+            executor.name(),
+            "one lease table each"
+        );
+        let stream = match executor {
+            Executor::OrderFactoryS3 | Executor::OrderEsS3 => "OrdersStream",
+            _ => "JobResultsStream",
+        };
+        assert_eq!(config.consumer.stream, stream);
+        assert_eq!(config.archive.bucket, "chief-archive");
+        if executor.writes_search() {
+            assert!(["orders", "jobresults"].contains(&config.elasticsearch.index.as_str()));
+        }
+    }
+    let prefixes: Vec<String> = Executor::ALL
+        .iter()
+        .map(|e| {
+            let path = workspace_root().join(format!("config/{}.toml", short(*e)));
+            let c: ExecutorConfig =
+                chief_config::load_str(&std::fs::read_to_string(path).expect("read"), &[])
+                    .expect("parse");
+            c.archive.prefix
+        })
+        .collect();
+    assert_eq!(
+        prefixes,
+        [
+            "ChiefOrderS3",
+            "ChiefOrderEsS3",
+            "ChiefJobResultEs",
+            "ChiefJobResultNotifyS3"
+        ]
+    );
+}
+
+#[test]
+fn print_config_shows_the_effective_config_and_no_secret() {
+    let out = Command::new(binary(Executor::OrderEsS3))
+        .args(["--config"])
+        .arg(workspace_root().join("config/order-es-s3.toml"))
+        .args(["--worker-id", "w-7", "--print-config"])
+        .env("CHIEF__ELASTICSEARCH__PASSWORD", "hunter2-secret")
+        .env("CHIEF__ELASTICSEARCH__USERNAME", "chief")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(text.contains("worker_id = \"w-7\""), "{text}");
+    assert!(text.contains("index = \"orders\""), "{text}");
+    assert!(!text.contains("hunter2-secret"), "{text}");
+    let bad = Command::new(binary(Executor::OrderEsS3))
+        .arg("--no-such-flag")
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn an_invalid_config_is_refused_with_the_field_named() {
+    let dir = std::env::temp_dir().join(format!("chief-exec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[consumer]\nstream = \"OrdersStream\"\n").expect("write");
+    let out = Command::new(binary(Executor::OrderFactoryS3))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("archive.bucket must be set"), "{err}");
+}
+
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("systemd-analyze is needed (apt-get install systemd; `make stack-up` installs it)");
+    let dir = std::env::temp_dir().join(format!("chief-units-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for executor in Executor::ALL {
+        let name = format!("{}.service", executor.name());
+        let unit = std::fs::read_to_string(workspace_root().join("deploy/systemd").join(&name))
+            .expect("unit file");
+        let installed = format!("/usr/local/bin/{}", executor.name());
+        assert!(unit.contains(&format!(
+            "ExecStart={installed} --config /etc/chief/{}.toml",
+            short(executor)
+        )));
+        for needed in [
+            "Restart=on-failure",
+            "EnvironmentFile=-/etc/chief/chief.env",
+            "User=chief",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "TimeoutStopSec=330",
+        ] {
+            assert!(unit.contains(needed), "{name} lacks {needed}");
+        }
+        // Verify against the binary this build made (verify checks it is executable).
+        let path = dir.join(&name);
+        std::fs::write(&path, unit.replace(&installed, binary(executor))).expect("write");
+        let out = Command::new(&analyze)
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze");
+        let complaints = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && complaints.trim().is_empty(),
+            "{name}: {complaints}"
+        );
+    }
+}
