@@ -1,8 +1,25 @@
 //! `chief-loader`: the final de-duplication of the chief pipeline.
 //!
-//! It applies the schema in `sql/` (embedded at build time as sqlx migrations) and, in a
-//! later issue, loads the executors' S3 files into Aurora MySQL with
-//! `LOAD DATA FROM S3 … IGNORE` (or into a local MariaDB with `LOAD DATA INFILE … IGNORE`).
+//! - [`migrate`]: the schema in `sql/` (embedded at build time as sqlx migrations):
+//!   `orders`, `jobresults` (utf8mb4, binary collation) and `load_history`.
+//! - [`run()`]: the executors' S3 objects that are not in `load_history` yet, loaded into
+//!   Aurora MySQL with `LOAD DATA FROM S3 MANIFEST … IGNORE` ([`Mode::Aurora`]) or into a
+//!   local MySQL/MariaDB with `LOAD DATA INFILE … IGNORE` ([`Mode::Local`]), the history
+//!   rows in the same transaction, under a `GET_LOCK` so runs never overlap.
+//!
+//! Modules: [`settings`] (the `[loader]` section), [`sql`] (statement text),
+//! [`keys`] (object keys and hours), [`objects`] (S3), [`history`] (`load_history`),
+//! [`session`] (connection, lock, warnings), [`run`](mod@run) (the run itself).
+
+pub mod history;
+pub mod keys;
+pub mod objects;
+pub mod run;
+pub mod session;
+pub mod settings;
+pub mod sql;
+
+use std::path::PathBuf;
 
 use chief_config::aws::AwsConfig;
 use chief_config::database::DatabaseConfig;
@@ -24,7 +41,14 @@ pub struct LoaderConfig {
     pub aws: AwsConfig,
     /// The database.
     pub database: DatabaseConfig,
+    /// What to load and how.
+    pub loader: LoadSettings,
 }
+
+pub use run::{
+    EXIT_FAILED, EXIT_LOCKED, EXIT_OK, Outcome, RunOptions, RunReport, TableReport, run,
+};
+pub use settings::{LoadSettings, Mode, TableConfig};
 
 /// What can go wrong in the loader.
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +62,84 @@ pub enum LoaderError {
         /// The driver's error.
         source: sqlx::Error,
     },
+    /// Connecting took longer than `loader.connect_timeout_ms`.
+    #[error("cannot connect to the database at {url}: no answer within {timeout_ms} ms")]
+    ConnectTimeout {
+        /// The URL, without its password.
+        url: String,
+        /// The limit.
+        timeout_ms: u64,
+    },
     /// Applying a migration failed.
     #[error("applying the schema migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The `[loader]` config is not usable.
+    #[error("invalid loader config: {0}")]
+    Config(String),
+    /// A statement failed.
+    #[error("{action} failed: {source}")]
+    Database {
+        /// What was being done, on which table.
+        action: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// An S3 request failed.
+    #[error("S3 {operation} s3://{bucket}/{key} failed: {source}")]
+    S3 {
+        /// The operation.
+        operation: &'static str,
+        /// The bucket.
+        bucket: String,
+        /// The key or prefix.
+        key: String,
+        /// The SDK's error, with its context.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A local file could not be written or read.
+    #[error("{action} {path} failed: {source}")]
+    File {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Local mode cannot work with this server and import directory.
+    #[error("local mode: {0}")]
+    ImportDir(String),
+    /// A background task died.
+    #[error("a background task failed: {0}")]
+    Task(String),
+}
+
+impl LoaderError {
+    /// Whether the next run may succeed without anyone changing anything (the database
+    /// or S3 was unreachable or refused for the moment), as opposed to a config or setup
+    /// error.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            LoaderError::Connect { source, .. } | LoaderError::Database { source, .. } => {
+                matches!(
+                    source,
+                    sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_)
+                ) || source
+                    .as_database_error()
+                    .and_then(|e| e.code())
+                    .is_some_and(|code| {
+                        // Deadlock (40001), too many connections (08004).
+                        matches!(code.as_ref(), "40001" | "08004")
+                    })
+            }
+            LoaderError::ConnectTimeout { .. } | LoaderError::S3 { .. } => true,
+            LoaderError::Migrate(_)
+            | LoaderError::Config(_)
+            | LoaderError::File { .. }
+            | LoaderError::ImportDir(_)
+            | LoaderError::Task(_) => false,
+        }
+    }
 }
 
 /// Connects to the database of `config`.
@@ -120,9 +219,17 @@ mod tests {
     }
 
     #[test]
+    fn config_loader_toml_shows_every_default() {
+        let file: LoaderConfig =
+            chief_config::load_str(include_str!("../../../config/loader.toml"), &[])
+                .expect("config/loader.toml is valid");
+        assert_eq!(file, LoaderConfig::default());
+    }
+
+    #[test]
     fn migrations_are_embedded_in_order() {
         let versions: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
-        assert_eq!(versions, vec![1, 2]);
+        assert_eq!(versions, vec![1, 2, 3]);
         assert!(MIGRATOR.iter().all(|m| !m.sql.as_str().is_empty()));
     }
 }

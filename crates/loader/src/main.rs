@@ -1,9 +1,14 @@
-//! `chief-loader`: applies the schema and (later) loads S3 files into Aurora / MariaDB.
+//! `chief-loader`: applies the schema, and loads the executors' S3 files into Aurora
+//! MySQL (`LOAD DATA FROM S3 MANIFEST … IGNORE`) or a local MariaDB (`LOAD DATA INFILE`).
+//!
+//! Exit codes of `run`: 0 loaded (or nothing new), 1 something failed, 75 a table was
+//! skipped because another run holds its lock (and nothing failed), 2 usage.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
-use chief_loader::LoaderConfig;
+use chief_loader::{LoaderConfig, Mode, RunOptions};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -27,15 +32,58 @@ struct Cli {
 enum Command {
     /// Apply the schema migrations in sql/ that are not applied yet.
     Migrate,
+    /// Load the objects not in load_history yet (exit 0 ok or nothing new, 1 failure,
+    /// 75 another run holds the lock).
+    Run {
+        /// `orders`, `jobresults` (any key of [loader.tables]) or `all`.
+        #[arg(long, default_value = "all")]
+        table: String,
+        /// Print the statements (and MANIFESTs) instead of running them.
+        #[arg(long)]
+        dry_run: bool,
+        /// `aurora` (LOAD DATA FROM S3 MANIFEST) or `local` (LOAD DATA INFILE from
+        /// database.import_dir). Default: loader.mode.
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
+        /// Hours before the newest loaded hour to list again. Default: loader.rescan_hours.
+        #[arg(long)]
+        rescan_hours: Option<u32>,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("chief-loader: error: {}", one_line(&err));
+            ExitCode::from(chief_loader::EXIT_FAILED)
+        }
+    }
+}
+
+/// The error and its causes on one line (no backtrace: this is what cron's log keeps),
+/// leaving out a cause whose text the line already holds.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config: LoaderConfig = chief_config::load(&cli.config).context("loading config")?;
     if cli.print_config {
         print!("{}", chief_config::to_toml(&config)?);
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     chief_config::telemetry::init(&config.log);
     match cli.command {
@@ -50,7 +98,49 @@ async fn main() -> anyhow::Result<()> {
                 println!("migration {:04} {}: {state}", m.version, m.description);
             }
             pool.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            table,
+            dry_run,
+            mode,
+            rescan_hours,
+        } => {
+            let defaults = RunOptions::from_settings(&config.loader);
+            let options = RunOptions {
+                table,
+                mode: mode.unwrap_or(defaults.mode),
+                dry_run,
+                rescan_hours: rescan_hours.unwrap_or(defaults.rescan_hours),
+            };
+            let clients = chief_config::aws::AwsClients::new(&config.aws).await;
+            let report = chief_loader::run(&config, &clients.s3(), &options)
+                .await
+                .with_context(|| {
+                    format!(
+                        "chief-loader run ({} mode) on {}",
+                        options.mode.as_str(),
+                        chief_loader::redact(&config.database.url)
+                    )
+                })?;
+            for table in &report.tables {
+                for statement in &table.statements {
+                    println!("{statement}");
+                }
+                println!("{}", table.summary_line());
+                for message in &table.warning_messages {
+                    println!("  warning: {message}");
+                }
+                if !table.skipped_keys.is_empty() {
+                    println!(
+                        "  {} keys under the prefix are not executor objects and were not loaded, e.g. {}",
+                        table.skipped_keys.len(),
+                        table.skipped_keys[0]
+                    );
+                }
+            }
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(ExitCode::from(report.exit_code()))
         }
     }
-    Ok(())
 }

@@ -1,0 +1,109 @@
+//! The `load_history` table: every object the loader has loaded, per table, with the
+//! ETag it had. A key whose ETag changed (an executor replay overwrote it with other
+//! batch boundaries) is loaded again; `IGNORE` makes that harmless.
+
+use std::collections::HashMap;
+
+use sqlx::{MySqlConnection, QueryBuilder};
+
+use crate::LoaderError;
+use crate::objects::ReadObject;
+
+fn db_error(action: &str, table: &str) -> impl FnOnce(sqlx::Error) -> LoaderError {
+    let action = format!("{action} (table `{table}`)");
+    move |source| LoaderError::Database { action, source }
+}
+
+/// The first string after every key of `prefix/…` (`/` + 1 = `0`).
+fn prefix_end(prefix: &str) -> String {
+    format!("{prefix}0")
+}
+
+/// The greatest loaded key under `prefix/` for `table`.
+pub async fn newest_key(
+    conn: &mut MySqlConnection,
+    table: &str,
+    prefix: &str,
+) -> Result<Option<String>, LoaderError> {
+    sqlx::query_scalar::<_, Option<String>>(
+        "SELECT MAX(object_key) FROM load_history \
+         WHERE table_name = ? AND object_key >= ? AND object_key < ?",
+    )
+    .bind(table)
+    .bind(format!("{prefix}/"))
+    .bind(prefix_end(prefix))
+    .fetch_one(conn)
+    .await
+    .map_err(db_error("reading load_history", table))
+}
+
+/// Loaded keys under `prefix/` after `start_after` (or all of them), with their ETags.
+pub async fn loaded_since(
+    conn: &mut MySqlConnection,
+    table: &str,
+    prefix: &str,
+    start_after: Option<&str>,
+) -> Result<HashMap<String, String>, LoaderError> {
+    let lower = start_after.map_or_else(|| format!("{prefix}/"), str::to_owned);
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT object_key, etag FROM load_history \
+         WHERE table_name = ? AND object_key >= ? AND object_key < ?",
+    )
+    .bind(table)
+    .bind(lower)
+    .bind(prefix_end(prefix))
+    .fetch_all(conn)
+    .await
+    .map_err(db_error("reading load_history", table))?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Records `objects` as loaded into `table` (replacing earlier records of the same keys).
+/// Meant to run in the transaction of the load.
+pub async fn record(
+    conn: &mut MySqlConnection,
+    table: &str,
+    objects: &[ReadObject],
+) -> Result<(), LoaderError> {
+    // 1,000 rows of 5 parameters stay far below the 65,535 placeholders of a statement.
+    for batch in objects.chunks(1000) {
+        let mut delete = QueryBuilder::new("DELETE FROM load_history WHERE table_name = ");
+        delete.push_bind(table).push(" AND object_key IN (");
+        let mut keys = delete.separated(", ");
+        for object in batch {
+            keys.push_bind(&object.key);
+        }
+        delete.push(")");
+        delete
+            .build()
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error("replacing load_history rows", table))?;
+
+        let mut insert = QueryBuilder::new(
+            "INSERT INTO load_history (table_name, object_key, etag, size_bytes, rows_loaded) ",
+        );
+        insert.push_values(batch, |mut row, object| {
+            row.push_bind(table)
+                .push_bind(&object.key)
+                .push_bind(&object.etag)
+                .push_bind(object.size)
+                .push_bind(object.lines);
+        });
+        insert
+            .build()
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error("inserting load_history rows", table))?;
+    }
+    Ok(())
+}
+
+/// How many objects are recorded for `table` (for tests and reports).
+pub async fn count(conn: &mut MySqlConnection, table: &str) -> Result<i64, LoaderError> {
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM load_history WHERE table_name = ?")
+        .bind(table)
+        .fetch_one(conn)
+        .await
+        .map_err(db_error("counting load_history rows", table))
+}

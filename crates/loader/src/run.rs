@@ -1,0 +1,685 @@
+//! `chief-loader run`: finds the objects of each table that are not in `load_history`
+//! and loads them, Aurora or local mode, recording them in the same transaction.
+//!
+//! Per table:
+//! 1. take the run lock `chief-loader:<database>.<table>` (`GET_LOCK(…, 0)`); when another
+//!    run holds it the table is left alone and reported as [`Outcome::Locked`];
+//! 2. list the objects under `<prefix>/` from `rescan_hours` before the hour of the
+//!    newest loaded object (the whole prefix on the first run), and keep those whose key
+//!    is not in `load_history` or whose ETag changed;
+//! 3. group them into loads of at most `max_files_per_load` objects and
+//!    `max_bytes_per_load` bytes; each load is one transaction: the `LOAD DATA`
+//!    statement(s), the warnings check, the `load_history` rows, `COMMIT`. A failure
+//!    rolls its load back and stops the table (the next run resumes there);
+//! 4. count: rows read (the objects' lines), rows inserted (the statement's affected
+//!    rows), rows ignored as duplicates (read − inserted; MariaDB and MySQL ≥ 5.7 raise
+//!    one duplicate-key warning per such row), and every other warning, which makes the
+//!    run fail (the load itself is committed: its good rows are in, and re-running would
+//!    not repair the bad ones).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{Acquire, MySqlConnection};
+
+use crate::objects::{self, ListedObject, ReadObject};
+use crate::session::{self, DUPLICATE_ENTRY, Warnings};
+use crate::settings::{LoadSettings, Mode, TableSpec};
+use crate::{LoaderConfig, LoaderError, history, keys, sql};
+
+/// Exit code of a run that loaded what it found, or found nothing new.
+pub const EXIT_OK: u8 = 0;
+/// Exit code of a run in which something failed (a load, a warning, S3, the database).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code of a run that skipped a table because another run holds its lock
+/// (`EX_TEMPFAIL`); only when nothing failed.
+pub const EXIT_LOCKED: u8 = 75;
+
+/// Most warning messages kept per table in a report.
+const MAX_MESSAGES: usize = 20;
+
+/// What `chief-loader run` was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOptions {
+    /// `all` or a key of `loader.tables`.
+    pub table: String,
+    /// The mode; default from `loader.mode`.
+    pub mode: Mode,
+    /// Print the statements instead of running them (no lock, nothing written).
+    pub dry_run: bool,
+    /// Lookback before the newest loaded hour; default from `loader.rescan_hours`.
+    pub rescan_hours: u32,
+}
+
+impl RunOptions {
+    /// Every table, with the config's mode and lookback.
+    pub fn from_settings(settings: &LoadSettings) -> Self {
+        Self {
+            table: "all".to_owned(),
+            mode: settings.mode,
+            dry_run: false,
+            rescan_hours: settings.rescan_hours,
+        }
+    }
+}
+
+/// How a table's part of the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// No object to load.
+    NothingNew,
+    /// Objects were loaded (see the warnings).
+    Loaded,
+    /// Dry run: the statements were only planned.
+    Planned,
+    /// Another run holds the lock; nothing was done.
+    Locked,
+    /// Something failed; loads committed before the failure stay.
+    Failed,
+}
+
+/// What happened to one table.
+#[derive(Debug, Serialize)]
+pub struct TableReport {
+    /// The `--table` name.
+    pub name: String,
+    /// The database table.
+    pub table: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Objects loaded (planned, in a dry run).
+    pub files: u64,
+    /// Of those, objects loaded before whose ETag changed.
+    pub files_reloaded: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Lines in them.
+    pub rows_read: u64,
+    /// Rows the loads inserted.
+    pub rows_inserted: u64,
+    /// Rows skipped because their primary key was already there (`IGNORE`).
+    pub rows_duplicate: u64,
+    /// Warnings other than duplicate keys (truncated, malformed rows): failures.
+    pub warnings: u64,
+    /// The first of those warnings, with the object they came from where known.
+    pub warning_messages: Vec<String>,
+    /// Keys under the prefix that do not have the executors' shape: not loaded.
+    pub skipped_keys: Vec<String>,
+    /// Dry run: the statements (and MANIFESTs) a run would execute.
+    pub statements: Vec<String>,
+    /// The error that ended the table's part, if any.
+    pub error: Option<String>,
+    /// The connection id holding the lock, when [`Outcome::Locked`].
+    pub lock_holder: Option<u64>,
+    /// Time in `LOAD DATA` statements, seconds.
+    pub load_seconds: f64,
+    /// Time for the whole table, seconds.
+    pub seconds: f64,
+}
+
+impl TableReport {
+    fn new(spec: &TableSpec) -> Self {
+        Self {
+            name: spec.key.clone(),
+            table: spec.table.to_string(),
+            outcome: Outcome::NothingNew,
+            files: 0,
+            files_reloaded: 0,
+            bytes: 0,
+            rows_read: 0,
+            rows_inserted: 0,
+            rows_duplicate: 0,
+            warnings: 0,
+            warning_messages: Vec::new(),
+            skipped_keys: Vec::new(),
+            statements: Vec::new(),
+            error: None,
+            lock_holder: None,
+            load_seconds: 0.0,
+            seconds: 0.0,
+        }
+    }
+
+    /// Whether this table's part failed (an error or a non-duplicate warning).
+    pub fn failed(&self) -> bool {
+        self.outcome == Outcome::Failed || self.warnings > 0
+    }
+
+    /// One line for people.
+    pub fn summary_line(&self) -> String {
+        let head = format!("{} (table `{}`)", self.name, self.table);
+        match self.outcome {
+            Outcome::NothingNew => format!("{head}: nothing new to load"),
+            Outcome::Locked => format!(
+                "{head}: skipped, another chief-loader run holds the lock{}",
+                self.lock_holder
+                    .map(|id| format!(" (connection {id})"))
+                    .unwrap_or_default()
+            ),
+            Outcome::Planned => format!(
+                "{head}: dry run, would load {} files ({} bytes)",
+                self.files, self.bytes
+            ),
+            Outcome::Failed if self.files == 0 => format!(
+                "{head}: FAILED: {}",
+                self.error.as_deref().unwrap_or("unknown error")
+            ),
+            Outcome::Loaded | Outcome::Failed => {
+                let mut line = format!(
+                    "{head}: {} files ({} bytes, {} reloaded), {} rows read, {} inserted, \
+                     {} ignored as duplicates, {} warnings",
+                    self.files,
+                    self.bytes,
+                    self.files_reloaded,
+                    self.rows_read,
+                    self.rows_inserted,
+                    self.rows_duplicate,
+                    self.warnings
+                );
+                if let Some(error) = &self.error {
+                    line.push_str(&format!("; FAILED: {error}"));
+                }
+                line
+            }
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    /// `aurora` or `local`.
+    pub mode: &'static str,
+    /// Whether it was a dry run.
+    pub dry_run: bool,
+    /// One report per table, in name order.
+    pub tables: Vec<TableReport>,
+}
+
+impl RunReport {
+    /// [`EXIT_FAILED`] if anything failed, else [`EXIT_LOCKED`] if a table was skipped
+    /// for the lock, else [`EXIT_OK`].
+    pub fn exit_code(&self) -> u8 {
+        if self.tables.iter().any(TableReport::failed) {
+            EXIT_FAILED
+        } else if self.tables.iter().any(|t| t.outcome == Outcome::Locked) {
+            EXIT_LOCKED
+        } else {
+            EXIT_OK
+        }
+    }
+}
+
+/// Runs the loader: connects (an error here is the run's error), then each selected
+/// table in turn; a table's failure is in its report and does not stop the others.
+pub async fn run(
+    config: &LoaderConfig,
+    s3: &aws_sdk_s3::Client,
+    options: &RunOptions,
+) -> Result<RunReport, LoaderError> {
+    let specs = config
+        .loader
+        .tables_for(&options.table)
+        .map_err(LoaderError::Config)?;
+    let timeout = Duration::from_millis(config.loader.connect_timeout_ms);
+    let mut conn = session::open(&config.database, timeout).await?;
+    let database = session::database_name(&mut conn).await?;
+    let import_dir = match options.mode {
+        Mode::Local => Some(session::import_dir(&mut conn, &config.database.import_dir).await?),
+        Mode::Aurora => None,
+    };
+    let mut tables = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        let ctx = TableRun {
+            conn: &mut conn,
+            s3,
+            settings: &config.loader,
+            spec,
+            options,
+            import_dir: import_dir.as_deref(),
+        };
+        let report = ctx.run(&database).await;
+        log_report(&report);
+        tables.push(report);
+    }
+    conn_close(conn).await;
+    Ok(RunReport {
+        mode: options.mode.as_str(),
+        dry_run: options.dry_run,
+        tables,
+    })
+}
+
+async fn conn_close(conn: MySqlConnection) {
+    use sqlx::Connection;
+    if let Err(e) = conn.close().await {
+        tracing::debug!(error = %e, "closing the database connection");
+    }
+}
+
+fn log_report(report: &TableReport) {
+    if report.failed() {
+        tracing::error!(
+            table = %report.table,
+            outcome = ?report.outcome,
+            files = report.files,
+            rows_inserted = report.rows_inserted,
+            rows_duplicate = report.rows_duplicate,
+            warnings = report.warnings,
+            error = report.error.as_deref().unwrap_or(""),
+            "table load failed"
+        );
+    } else {
+        tracing::info!(
+            table = %report.table,
+            outcome = ?report.outcome,
+            files = report.files,
+            rows_read = report.rows_read,
+            rows_inserted = report.rows_inserted,
+            rows_duplicate = report.rows_duplicate,
+            seconds = report.seconds,
+            "table done"
+        );
+    }
+}
+
+struct TableRun<'a> {
+    conn: &'a mut MySqlConnection,
+    s3: &'a aws_sdk_s3::Client,
+    settings: &'a LoadSettings,
+    spec: &'a TableSpec,
+    options: &'a RunOptions,
+    import_dir: Option<&'a Path>,
+}
+
+/// One load: objects that go in one transaction.
+struct Load {
+    objects: Vec<ListedObject>,
+    reloaded: u64,
+}
+
+impl TableRun<'_> {
+    async fn run(mut self, database: &str) -> TableReport {
+        let started = Instant::now();
+        let mut report = TableReport::new(self.spec);
+        let lock = session::lock_name(database, self.spec.table.as_str());
+        if !self.options.dry_run {
+            match session::try_lock(self.conn, &lock).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    report.outcome = Outcome::Locked;
+                    report.lock_holder = session::lock_holder(self.conn, &lock).await;
+                    tracing::warn!(table = %self.spec.table, lock = %lock, holder = ?report.lock_holder,
+                        "another chief-loader run holds the lock; skipping the table");
+                    report.seconds = started.elapsed().as_secs_f64();
+                    return report;
+                }
+                Err(e) => {
+                    report.outcome = Outcome::Failed;
+                    report.error = Some(e.to_string());
+                    return report;
+                }
+            }
+        }
+        if let Err(e) = self.load_new(&mut report).await {
+            report.outcome = Outcome::Failed;
+            report.error = Some(e.to_string());
+        }
+        if !self.options.dry_run
+            && let Err(e) = session::unlock(self.conn, &lock).await
+        {
+            tracing::warn!(error = %e, lock = %lock, "releasing the run lock (the connection's end releases it too)");
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        report
+    }
+
+    async fn load_new(&mut self, report: &mut TableReport) -> Result<(), LoaderError> {
+        let spec = self.spec;
+        let table = spec.table.as_str();
+        let newest = history::newest_key(self.conn, table, &spec.prefix).await?;
+        let start_after =
+            keys::listing_start(&spec.prefix, newest.as_deref(), self.options.rescan_hours);
+        tracing::debug!(table, newest = ?newest, start_after = ?start_after, "listing");
+        let listed = objects::list(
+            self.s3,
+            &self.settings.bucket,
+            &format!("{}/", spec.prefix),
+            start_after.as_deref(),
+        )
+        .await?;
+        let loaded =
+            history::loaded_since(self.conn, table, &spec.prefix, start_after.as_deref()).await?;
+        let mut pending = Vec::new();
+        let mut reloaded = std::collections::HashSet::new();
+        for object in listed {
+            if keys::key_hour(&spec.prefix, &object.key).is_none()
+                || !object.key.is_ascii()
+                || object.key.len() > 768
+            {
+                tracing::warn!(table, key = %object.key,
+                    "not an executor object (<prefix>/YYYY/MM/DD/HH/<name>, ASCII, ≤ 768 bytes); not loaded");
+                report.skipped_keys.push(object.key);
+                continue;
+            }
+            match loaded.get(&object.key) {
+                Some(etag) if *etag == object.etag => {}
+                Some(etag) => {
+                    tracing::info!(table, key = %object.key, was = %etag, now = %object.etag,
+                        "object changed since it was loaded; loading it again");
+                    reloaded.insert(object.key.clone());
+                    pending.push(object);
+                }
+                None => pending.push(object),
+            }
+        }
+        if pending.is_empty() {
+            report.outcome = if self.options.dry_run {
+                Outcome::Planned
+            } else {
+                Outcome::NothingNew
+            };
+            return Ok(());
+        }
+        let loads = self.group(pending, &reloaded);
+        report.outcome = if self.options.dry_run {
+            Outcome::Planned
+        } else {
+            Outcome::Loaded
+        };
+        for (index, load) in loads.into_iter().enumerate() {
+            if self.options.dry_run {
+                self.plan(index, &load, report);
+                continue;
+            }
+            match self.options.mode {
+                Mode::Aurora => self.load_aurora(index, &load, report).await?,
+                Mode::Local => self.load_local(index, &load, report).await?,
+            }
+        }
+        Ok(())
+    }
+
+    fn group(
+        &self,
+        pending: Vec<ListedObject>,
+        reloaded: &std::collections::HashSet<String>,
+    ) -> Vec<Load> {
+        let mut loads: Vec<Load> = Vec::new();
+        let mut bytes = 0u64;
+        for object in pending {
+            let full = loads.last().is_none_or(|load| {
+                load.objects.len() >= self.settings.max_files_per_load
+                    || bytes + object.size > self.settings.max_bytes_per_load
+            });
+            if full {
+                loads.push(Load {
+                    objects: Vec::new(),
+                    reloaded: 0,
+                });
+                bytes = 0;
+            }
+            bytes += object.size;
+            if let Some(load) = loads.last_mut() {
+                load.reloaded += u64::from(reloaded.contains(&object.key));
+                load.objects.push(object);
+            }
+        }
+        loads
+    }
+
+    fn manifest_key(&self, index: usize) -> String {
+        format!(
+            "{}/{}/{}-{}-{index}.json",
+            self.settings.manifest_prefix,
+            self.spec.table,
+            DateTime::<Utc>::from(std::time::SystemTime::now())
+                .format("%Y/%m/%d/%Y%m%dT%H%M%S%.3fZ"),
+            std::process::id()
+        )
+    }
+
+    fn local_path(&self, dir: &Path, load: usize, file: usize) -> PathBuf {
+        dir.join(format!(
+            "chief-loader-{}-{}-{load}-{file}.tsv",
+            self.spec.table,
+            std::process::id()
+        ))
+    }
+
+    fn plan(&self, index: usize, load: &Load, report: &mut TableReport) {
+        report.files += load.objects.len() as u64;
+        report.files_reloaded += load.reloaded;
+        report.bytes += load.objects.iter().map(|o| o.size).sum::<u64>();
+        match self.options.mode {
+            Mode::Aurora => {
+                let key = self.manifest_key(index);
+                let urls: Vec<String> = load
+                    .objects
+                    .iter()
+                    .map(|o| sql::s3_url(&self.settings.bucket, &o.key))
+                    .collect();
+                report.statements.push(format!(
+                    "-- MANIFEST {}: {}",
+                    sql::s3_url(&self.settings.bucket, &key),
+                    sql::manifest_json(&urls)
+                ));
+                report.statements.push(format!(
+                    "{};",
+                    sql::aurora_load_statement(
+                        self.spec,
+                        &sql::s3_url(&self.settings.bucket, &key)
+                    )
+                ));
+            }
+            Mode::Local => {
+                let dir = self.import_dir.unwrap_or(Path::new("."));
+                for (i, object) in load.objects.iter().enumerate() {
+                    let path = self.local_path(dir, index, i);
+                    report.statements.push(format!(
+                        "-- {} -> {}",
+                        sql::s3_url(&self.settings.bucket, &object.key),
+                        path.display()
+                    ));
+                    report.statements.push(format!(
+                        "{};",
+                        sql::local_load_statement(self.spec, &path.to_string_lossy())
+                    ));
+                }
+            }
+        }
+        report.statements.push(format!(
+            "-- then INSERT INTO load_history ({} rows) and COMMIT",
+            load.objects.len()
+        ));
+    }
+
+    async fn load_aurora(
+        &mut self,
+        index: usize,
+        load: &Load,
+        report: &mut TableReport,
+    ) -> Result<(), LoaderError> {
+        let keys: Vec<String> = load.objects.iter().map(|o| o.key.clone()).collect();
+        let read = objects::read_all(
+            self.s3,
+            &self.settings.bucket,
+            &keys,
+            None,
+            self.settings.fetch_concurrency,
+        )
+        .await?;
+        let manifest_key = self.manifest_key(index);
+        let urls: Vec<String> = keys
+            .iter()
+            .map(|k| sql::s3_url(&self.settings.bucket, k))
+            .collect();
+        objects::put_manifest(
+            self.s3,
+            &self.settings.bucket,
+            &manifest_key,
+            sql::manifest_json(&urls),
+        )
+        .await?;
+        let statement = sql::aurora_load_statement(
+            self.spec,
+            &sql::s3_url(&self.settings.bucket, &manifest_key),
+        );
+        let table = self.spec.table.as_str();
+        let mut tx = self.conn.begin().await.map_err(db("BEGIN", table))?;
+        let started = Instant::now();
+        tracing::info!(table, manifest = %manifest_key, files = read.len(), "LOAD DATA FROM S3 MANIFEST");
+        let result = sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *tx)
+            .await
+            .map_err(db("LOAD DATA FROM S3 MANIFEST", table))?;
+        report.load_seconds += started.elapsed().as_secs_f64();
+        let lines: u64 = read.iter().map(|o| o.lines).sum();
+        let inserted = result.rows_affected();
+        let warnings = load_warnings(&mut tx, lines, inserted).await?;
+        history::record(&mut tx, table, &read).await?;
+        tx.commit().await.map_err(db("COMMIT", table))?;
+        account(
+            report,
+            &read,
+            load.reloaded,
+            inserted,
+            &warnings,
+            &manifest_key,
+        );
+        Ok(())
+    }
+
+    async fn load_local(
+        &mut self,
+        index: usize,
+        load: &Load,
+        report: &mut TableReport,
+    ) -> Result<(), LoaderError> {
+        let dir = self.import_dir.ok_or_else(|| {
+            LoaderError::ImportDir("local mode without an import directory".into())
+        })?;
+        let keys: Vec<String> = load.objects.iter().map(|o| o.key.clone()).collect();
+        let paths: Vec<PathBuf> = (0..keys.len())
+            .map(|i| self.local_path(dir, index, i))
+            .collect();
+        let _cleanup = RemoveOnDrop(paths.clone());
+        let read = objects::read_all(
+            self.s3,
+            &self.settings.bucket,
+            &keys,
+            Some(&paths),
+            self.settings.fetch_concurrency,
+        )
+        .await?;
+        let table = self.spec.table.as_str();
+        let mut tx = self.conn.begin().await.map_err(db("BEGIN", table))?;
+        let mut per_file = Vec::with_capacity(read.len());
+        for (object, path) in read.iter().zip(&paths) {
+            let statement = sql::local_load_statement(self.spec, &path.to_string_lossy());
+            let started = Instant::now();
+            let result = sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut *tx)
+                .await
+                .map_err(db(&format!("LOAD DATA INFILE of {}", object.key), table))?;
+            report.load_seconds += started.elapsed().as_secs_f64();
+            let inserted = result.rows_affected();
+            let warnings = load_warnings(&mut tx, object.lines, inserted).await?;
+            tracing::debug!(table, key = %object.key, lines = object.lines, inserted,
+                warnings = warnings.total, "LOAD DATA INFILE");
+            per_file.push((inserted, warnings));
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::debug!(path = %path.display(), error = %e, "removing a loaded file");
+            }
+        }
+        history::record(&mut tx, table, &read).await?;
+        tx.commit().await.map_err(db("COMMIT", table))?;
+        let mut reloaded = load.reloaded;
+        for (object, (inserted, warnings)) in read.iter().zip(&per_file) {
+            account(
+                report,
+                std::slice::from_ref(object),
+                std::mem::take(&mut reloaded),
+                *inserted,
+                warnings,
+                &object.key,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Files removed when the load is over, however it ended.
+struct RemoveOnDrop(Vec<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "removing a staged file")
+                }
+            }
+        }
+    }
+}
+
+fn db(action: &str, table: &str) -> impl FnOnce(sqlx::Error) -> LoaderError {
+    let action = format!("{action} (table `{table}`)");
+    move |source| LoaderError::Database { action, source }
+}
+
+/// The warnings of a load, minus the duplicate-key ones (`read − inserted` of them).
+async fn load_warnings(
+    conn: &mut MySqlConnection,
+    lines: u64,
+    inserted: u64,
+) -> Result<Warnings, LoaderError> {
+    let duplicates = lines.saturating_sub(inserted);
+    let mut warnings = session::warnings(conn, |total| total > duplicates).await?;
+    let others: Vec<(u16, String)> = warnings
+        .stored
+        .drain(..)
+        .filter(|(code, _)| *code != DUPLICATE_ENTRY)
+        .collect();
+    // Stored warnings are complete up to max_error_count; beyond it, the count is the
+    // total less one duplicate-key warning per skipped row.
+    let other_count = (others.len() as u64).max(warnings.total.saturating_sub(duplicates));
+    Ok(Warnings {
+        total: other_count,
+        stored: others,
+    })
+}
+
+fn account(
+    report: &mut TableReport,
+    objects: &[ReadObject],
+    reloaded: u64,
+    inserted: u64,
+    warnings: &Warnings,
+    source: &str,
+) {
+    let lines: u64 = objects.iter().map(|o| o.lines).sum();
+    report.files += objects.len() as u64;
+    report.files_reloaded += reloaded;
+    report.bytes += objects.iter().map(|o| o.size).sum::<u64>();
+    report.rows_read += lines;
+    report.rows_inserted += inserted;
+    report.rows_duplicate += lines.saturating_sub(inserted);
+    report.warnings += warnings.total;
+    for (_, message) in &warnings.stored {
+        if report.warning_messages.len() < MAX_MESSAGES {
+            report.warning_messages.push(format!("{source}: {message}"));
+        }
+    }
+    if warnings.total > 0 {
+        tracing::error!(table = %report.table, source, warnings = warnings.total,
+            first = warnings.stored.first().map(|(_, m)| m.as_str()).unwrap_or(""),
+            "LOAD DATA raised warnings other than duplicate keys");
+    }
+}

@@ -1,0 +1,883 @@
+//! `chief-loader run` against the local stack (`make stack-up`): files written into moto
+//! S3 exactly as the executors write them (`chief_pipeline::archive::batch_key`, the
+//! `chief_pipeline::tsv` writers), loaded into MariaDB in local mode.
+//!
+//! Every test has its own bucket and its own tables (`CREATE TABLE … LIKE orders` in the
+//! shared `chief` database, after the migrations), so the tests run in parallel with
+//! each other and with the rest of the suite; the run lock is per database and table.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Output;
+
+use chief_config::aws::AwsClients;
+use chief_config::local_stack::{LocalStack, workspace_root};
+use chief_loader::settings::TableSpec;
+use chief_loader::{LoaderConfig, Mode, Outcome, RunOptions, RunReport, TableConfig, sql};
+use chief_pipeline::archive::{RecordPosition, batch_key};
+use chief_pipeline::model::{JobResult, OrderId};
+use chief_pipeline::tsv;
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::MySqlPool;
+use sqlx::Row as _;
+
+const ORDERS_PREFIX: &str = "ChiefOrderS3";
+const JOBRESULTS_PREFIX: &str = "ChiefJobResultNotifyS3";
+
+/// One test's bucket and tables.
+struct Fixture {
+    id: String,
+    config: LoaderConfig,
+    s3: aws_sdk_s3::Client,
+    pool: MySqlPool,
+    orders: String,
+    jobresults: String,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let stack = LocalStack::require();
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let pool = chief_loader::connect(&stack.database)
+            .await
+            .expect("connect to the local MariaDB");
+        chief_loader::migrate(&pool).await.expect("migrate");
+        let orders = format!("orders_{id}");
+        let jobresults = format!("jobresults_{id}");
+        for (table, like) in [(&orders, "orders"), (&jobresults, "jobresults")] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE TABLE `{table}` LIKE `{like}`"
+            )))
+            .execute(&pool)
+            .await
+            .expect("CREATE TABLE LIKE");
+        }
+        let clients = AwsClients::new(&stack.aws).await;
+        let s3 = clients.s3();
+        let bucket = format!("chief-loader-{id}");
+        s3.create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("create bucket in moto");
+
+        let mut config = LoaderConfig {
+            aws: stack.aws.clone(),
+            database: stack.database.clone(),
+            ..LoaderConfig::default()
+        };
+        config.database.import_dir = workspace_root()
+            .join(&stack.database.import_dir)
+            .to_string_lossy()
+            .into_owned();
+        config.loader.mode = Mode::Local;
+        config.loader.bucket = bucket;
+        config.loader.tables.insert(
+            "orders".into(),
+            TableConfig {
+                table: orders.clone(),
+                ..TableConfig::orders()
+            },
+        );
+        config.loader.tables.insert(
+            "jobresults".into(),
+            TableConfig {
+                table: jobresults.clone(),
+                ..TableConfig::jobresults()
+            },
+        );
+        Self {
+            id,
+            config,
+            s3,
+            pool,
+            orders,
+            jobresults,
+        }
+    }
+
+    fn bucket(&self) -> &str {
+        &self.config.loader.bucket
+    }
+
+    /// Writes an orders object as the executor does; returns its key.
+    async fn put_orders(
+        &self,
+        arrival: DateTime<Utc>,
+        shard: &str,
+        seq: &str,
+        rows: &[(String, Vec<u8>)],
+    ) -> String {
+        let mut body = Vec::new();
+        for (id, json) in rows {
+            tsv::write_order_row(
+                &mut body,
+                &OrderId::new(id.clone()).expect("order id"),
+                json,
+            );
+        }
+        self.put(ORDERS_PREFIX, arrival, shard, seq, body).await
+    }
+
+    /// Writes a jobresults object as the executor does; returns its key.
+    async fn put_jobresults(
+        &self,
+        arrival: DateTime<Utc>,
+        shard: &str,
+        seq: &str,
+        jobs: &[JobResult],
+    ) -> String {
+        let mut body = Vec::new();
+        for job in jobs {
+            tsv::write_job_result_row(&mut body, job);
+        }
+        self.put(JOBRESULTS_PREFIX, arrival, shard, seq, body).await
+    }
+
+    async fn put(
+        &self,
+        prefix: &str,
+        arrival: DateTime<Utc>,
+        shard: &str,
+        seq: &str,
+        body: Vec<u8>,
+    ) -> String {
+        let key = batch_key(
+            prefix,
+            arrival,
+            shard,
+            &RecordPosition {
+                sequence_number: seq.to_owned(),
+                sub_sequence_number: 0,
+            },
+        );
+        self.put_raw(&key, body).await;
+        key
+    }
+
+    async fn put_raw(&self, key: &str, body: Vec<u8>) {
+        self.s3
+            .put_object()
+            .bucket(self.bucket())
+            .key(key)
+            .content_type(tsv::CONTENT_TYPE)
+            .body(body.into())
+            .send()
+            .await
+            .expect("put object into moto");
+    }
+
+    async fn run(&self, table: &str) -> RunReport {
+        let options = RunOptions {
+            table: table.to_owned(),
+            ..RunOptions::from_settings(&self.config.loader)
+        };
+        chief_loader::run(&self.config, &self.s3, &options)
+            .await
+            .expect("run")
+    }
+
+    async fn order_rows(&self) -> BTreeMap<String, Vec<u8>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT orderid, CAST(orderdata AS BINARY), processedtimestamp IS NOT NULL FROM `{}`",
+            self.orders
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .expect("select orders")
+        .iter()
+        .map(|row| {
+            assert!(row.get::<bool, _>(2), "processedtimestamp is set");
+            (row.get::<String, _>(0), row.get::<Vec<u8>, _>(1))
+        })
+        .collect()
+    }
+
+    /// `(object_key, etag, size_bytes, rows_loaded, loaded_at)` of a table, by key.
+    async fn history(&self, table: &str) -> Vec<(String, String, u64, u64, String)> {
+        sqlx::query_as(
+            "SELECT object_key, etag, size_bytes, rows_loaded, \
+             DATE_FORMAT(loaded_at, '%Y-%m-%d %H:%i:%s.%f') \
+             FROM load_history WHERE table_name = ? ORDER BY object_key",
+        )
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await
+        .expect("select load_history")
+    }
+
+    /// The loader binary with this fixture's config.
+    fn command(&self) -> std::process::Command {
+        let path = std::env::temp_dir().join(format!("chief-loader-test-{}.toml", self.id));
+        std::fs::write(
+            &path,
+            chief_config::to_toml(&self.config).expect("config as TOML"),
+        )
+        .expect("write config");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_chief-loader"));
+        command.arg("--config").arg(path);
+        // The stack's endpoints may come from the environment (the Makefile sets them);
+        // the database URL here is the fixture's.
+        command.env("CHIEF__DATABASE__URL", &self.config.database.url);
+        command.env("AWS_EC2_METADATA_DISABLED", "true");
+        command
+    }
+
+    async fn cleanup(self) {
+        for table in [&self.orders, &self.jobresults] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP TABLE IF EXISTS `{table}`"
+            )))
+            .execute(&self.pool)
+            .await
+            .expect("drop table");
+            sqlx::query("DELETE FROM load_history WHERE table_name = ?")
+                .bind(table)
+                .execute(&self.pool)
+                .await
+                .expect("delete history");
+        }
+        let _ = std::fs::remove_file(
+            std::env::temp_dir().join(format!("chief-loader-test-{}.toml", self.id)),
+        );
+        self.pool.close().await;
+    }
+}
+
+/// `(orderid, orderdata)` of one orders line.
+type Row = (String, Vec<u8>);
+
+fn hour(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, h, min, 0)
+        .single()
+        .expect("valid time")
+}
+
+fn order(id: &str, note: &str) -> (String, Vec<u8>) {
+    (
+        id.to_owned(),
+        format!(r#"{{"orderid":"{id}","note":"{note}","items":[{{"sku":"SKU-1","quantity":1}}]}}"#)
+            .into_bytes(),
+    )
+}
+
+fn job(id: &str, status: &str, ts: &str) -> JobResult {
+    JobResult::parse(
+        format!(
+            r#"{{"orderid":"{id}","userid":"user-1","factoryid":"factory-03","robotid":"robot-017","jobstatus":"{status}","timestamp":"{ts}"}}"#
+        )
+        .as_bytes(),
+    )
+    .expect("job result")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn executor_files_load_to_exactly_the_unique_ids_and_a_second_run_changes_nothing() {
+    let fx = Fixture::new().await;
+    // Two hours, two shards; o-2 and o-5 are replays across files, o-1 arrives three times.
+    let h1 = hour(2024, 5, 1, 10, 30);
+    let h2 = hour(2024, 5, 1, 11, 5);
+    let mut expected = BTreeMap::new();
+    let files: Vec<(DateTime<Utc>, &str, &str, Vec<Row>)> = vec![
+        (
+            h1,
+            "shardId-000000000000",
+            "4958001",
+            vec![order("o-1", "a"), order("o-2", "b"), order("o-3", "c")],
+        ),
+        (
+            h1,
+            "shardId-000000000001",
+            "4958002",
+            vec![order("o-4", "d"), order("o-2", "b"), order("o-1", "a")],
+        ),
+        (
+            h2,
+            "shardId-000000000000",
+            "4958003",
+            vec![order("o-5", "e"), order("o-1", "a")],
+        ),
+        (
+            h2,
+            "shardId-000000000001",
+            "4958004",
+            vec![order("o-6", "f"), order("o-5", "e")],
+        ),
+    ];
+    let mut total_rows = 0;
+    for (arrival, shard, seq, rows) in &files {
+        fx.put_orders(*arrival, shard, seq, rows).await;
+        total_rows += rows.len() as u64;
+        for (id, json) in rows {
+            expected.entry(id.clone()).or_insert_with(|| json.clone());
+        }
+    }
+    fx.put_jobresults(
+        h1,
+        "shardId-000000000000",
+        "77",
+        &[
+            job("o-1", "completed", "2024-05-01T10:30:01.250Z"),
+            job("o-2", "failed", "2024-05-01T19:30:02+09:00"),
+        ],
+    )
+    .await;
+    fx.put_jobresults(
+        h2,
+        "shardId-000000000001",
+        "78",
+        &[job("o-1", "completed", "2024-05-01T10:30:01.250Z")],
+    )
+    .await;
+
+    let output = fx
+        .command()
+        .args(["run", "--table", "all"])
+        .output()
+        .expect("run chief-loader");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let out = stdout(&output);
+    assert!(
+        out.contains(&format!(
+            "orders (table `{}`): 4 files ({} bytes, 0 reloaded), 10 rows read, 6 inserted, 4 ignored as duplicates, 0 warnings",
+            fx.orders,
+            files.iter().map(|(_, _, _, rows)| rows.iter().map(|(id, j)| id.len() + j.len() + 2).sum::<usize>()).sum::<usize>()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("jobresults (table `{}`): 2 files", fx.jobresults))
+            && out.contains("3 rows read, 2 inserted, 1 ignored as duplicates, 0 warnings"),
+        "{out}"
+    );
+    assert_eq!(total_rows, 10);
+
+    // Exactly the unique ids, each with the first copy's bytes.
+    assert_eq!(fx.order_rows().await, expected);
+    let jobs: Vec<(String, String, String, String, String, String)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT orderid, userid, factoryid, robotid, jobstatus, \
+         DATE_FORMAT(`timestamp`, '%Y-%m-%d %H:%i:%s') FROM `{}` ORDER BY orderid",
+            fx.jobresults
+        )))
+        .fetch_all(&fx.pool)
+        .await
+        .expect("select jobresults");
+    assert_eq!(
+        jobs,
+        vec![
+            (
+                "o-1".into(),
+                "user-1".into(),
+                "factory-03".into(),
+                "robot-017".into(),
+                "completed".into(),
+                "2024-05-01 10:30:01".into()
+            ),
+            (
+                "o-2".into(),
+                "user-1".into(),
+                "factory-03".into(),
+                "robot-017".into(),
+                "failed".into(),
+                "2024-05-01 10:30:02".into()
+            ),
+        ]
+    );
+
+    // The history names every object once, with its ETag, size and lines.
+    let history = fx.history(&fx.orders).await;
+    assert_eq!(history.len(), 4);
+    for ((key, etag, size, rows, _), (arrival, shard, seq, lines)) in history.iter().zip(&files) {
+        let head = fx
+            .s3
+            .head_object()
+            .bucket(fx.bucket())
+            .key(key)
+            .send()
+            .await
+            .expect("head");
+        assert_eq!(
+            key,
+            &batch_key(
+                ORDERS_PREFIX,
+                *arrival,
+                shard,
+                &RecordPosition {
+                    sequence_number: (*seq).into(),
+                    sub_sequence_number: 0
+                }
+            )
+        );
+        assert_eq!(etag, head.e_tag().expect("etag").trim_matches('"'));
+        assert_eq!(
+            *size,
+            u64::try_from(head.content_length().expect("length")).expect("size")
+        );
+        assert_eq!(*rows, lines.len() as u64);
+    }
+    assert_eq!(fx.history(&fx.jobresults).await.len(), 2);
+
+    // A second run: nothing new, exit 0, nothing changed (rows, timestamps, history).
+    let processed_before: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT orderid, DATE_FORMAT(processedtimestamp, '%Y-%m-%d %H:%i:%s') FROM `{}` ORDER BY orderid",
+        fx.orders
+    )))
+    .fetch_all(&fx.pool)
+    .await
+    .expect("select");
+    let output = fx
+        .command()
+        .args(["run"])
+        .output()
+        .expect("run chief-loader");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let out = stdout(&output);
+    assert!(
+        out.contains(&format!(
+            "orders (table `{}`): nothing new to load",
+            fx.orders
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "jobresults (table `{}`): nothing new to load",
+            fx.jobresults
+        )),
+        "{out}"
+    );
+    assert_eq!(fx.order_rows().await, expected);
+    let processed_after: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT orderid, DATE_FORMAT(processedtimestamp, '%Y-%m-%d %H:%i:%s') FROM `{}` ORDER BY orderid",
+        fx.orders
+    )))
+    .fetch_all(&fx.pool)
+    .await
+    .expect("select");
+    assert_eq!(processed_before, processed_after);
+    assert_eq!(fx.history(&fx.orders).await, history);
+    // No staged file is left in the import directory.
+    let leftovers: Vec<PathBuf> = std::fs::read_dir(&fx.config.database.import_dir)
+        .expect("import dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.to_string_lossy().contains(&fx.orders) || p.to_string_lossy().contains(&fx.jobresults)
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_file_added_later_to_a_loaded_hour_is_picked_up_within_rescan_hours() {
+    let mut fx = Fixture::new().await;
+    let h10 = hour(2024, 6, 1, 10, 0);
+    let h12 = hour(2024, 6, 1, 12, 59);
+    fx.put_orders(h10, "shardId-000000000000", "100", &[order("a-1", "x")])
+        .await;
+    fx.put_orders(h12, "shardId-000000000000", "300", &[order("a-3", "x")])
+        .await;
+    let first = fx.run("orders").await;
+    assert_eq!(first.tables[0].files, 2);
+
+    // Late files into hours 10 and 11, older than the newest loaded hour (12).
+    let late11 = fx
+        .put_orders(
+            hour(2024, 6, 1, 11, 30),
+            "shardId-000000000001",
+            "200",
+            &[order("a-2", "late")],
+        )
+        .await;
+    let late10 = fx
+        .put_orders(
+            h10,
+            "shardId-000000000001",
+            "150",
+            &[order("a-1", "dup"), order("a-4", "late")],
+        )
+        .await;
+
+    // rescan_hours = 1 lists from hour 11: the hour-11 file only.
+    fx.config.loader.rescan_hours = 1;
+    let second = fx.run("orders").await;
+    let report = &second.tables[0];
+    assert_eq!(
+        (report.outcome, report.files, report.rows_inserted),
+        (Outcome::Loaded, 1, 1)
+    );
+    assert!(fx.history(&fx.orders).await.iter().any(|h| h.0 == late11));
+
+    // rescan_hours = 2 reaches hour 10: its late file, whose a-1 is a duplicate.
+    fx.config.loader.rescan_hours = 2;
+    let third = fx.run("orders").await;
+    let report = &third.tables[0];
+    assert_eq!(
+        (
+            report.files,
+            report.rows_read,
+            report.rows_inserted,
+            report.rows_duplicate
+        ),
+        (1, 2, 1, 1)
+    );
+    assert!(fx.history(&fx.orders).await.iter().any(|h| h.0 == late10));
+    let ids: BTreeSet<String> = fx.order_rows().await.into_keys().collect();
+    assert_eq!(ids, ["a-1", "a-2", "a-3", "a-4"].map(String::from).into());
+    assert_eq!(fx.order_rows().await["a-1"], order("a-1", "x").1);
+
+    // And nothing more after that.
+    assert_eq!(
+        fx.run("orders").await.tables[0].outcome,
+        Outcome::NothingNew
+    );
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn duplicates_across_files_and_runs_are_ignored_and_counted() {
+    let fx = Fixture::new().await;
+    let h = hour(2024, 7, 2, 3, 0);
+    fx.put_orders(
+        h,
+        "shardId-000000000000",
+        "1",
+        &[order("d-1", "first"), order("d-2", "first")],
+    )
+    .await;
+    let first = fx.run("orders").await;
+    assert_eq!(first.tables[0].rows_inserted, 2);
+
+    // A replay in another file: same ids with other bytes, and one new id.
+    fx.put_orders(
+        h,
+        "shardId-000000000000",
+        "2",
+        &[
+            order("d-1", "replay"),
+            order("d-2", "replay"),
+            order("d-3", "new"),
+        ],
+    )
+    .await;
+    fx.put_orders(
+        h,
+        "shardId-000000000001",
+        "3",
+        &[order("d-3", "again"), order("d-1", "again")],
+    )
+    .await;
+    let second = fx.run("orders").await;
+    let report = &second.tables[0];
+    assert_eq!(
+        (
+            report.files,
+            report.rows_read,
+            report.rows_inserted,
+            report.rows_duplicate,
+            report.warnings
+        ),
+        (2, 5, 1, 4, 0)
+    );
+    assert_eq!(second.exit_code(), chief_loader::EXIT_OK);
+    let rows = fx.order_rows().await;
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows["d-1"], order("d-1", "first").1);
+    assert_eq!(rows["d-3"], order("d-3", "new").1);
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn hostile_orderdata_round_trips_byte_exact() {
+    let fx = Fixture::new().await;
+    let long = "x".repeat(60_000);
+    let payloads: Vec<Vec<u8>> = vec![
+        b"{\"orderid\":\"h-1\",\t\"tab\":\"raw tab before me\"}".to_vec(),
+        b"{\"orderid\":\"h-2\",\n\"newline\":true,\r\n\"crlf\":1}".to_vec(),
+        br#"{"orderid":"h-3","backslashes":"\\ \\\\ \" \\N \N \t \n \0 \\t","apostrophe":"it's"}"#
+            .to_vec(),
+        "{\"orderid\":\"h-4\",\"emoji\":\"🦀 ü € 漢字 \u{1F600}\",\"zwj\":\"👩‍👩‍👧\"}"
+            .as_bytes()
+            .to_vec(),
+        b"\\N".to_vec(),
+        b"".to_vec(),
+        b"nul\0byte and ctrl-z \x1a and backspace \x08 end\\".to_vec(),
+        format!(r#"{{"orderid":"h-8","long":"{long}"}}"#).into_bytes(),
+        b"\t\t\n\n\\\\".to_vec(),
+    ];
+    let rows: Vec<(String, Vec<u8>)> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("h-{}", i + 1), p.clone()))
+        .collect();
+    fx.put_orders(hour(2024, 8, 8, 8, 8), "shardId-000000000003", "9", &rows)
+        .await;
+    let report = fx.run("orders").await;
+    assert_eq!(
+        report.tables[0].warnings, 0,
+        "{:?}",
+        report.tables[0].warning_messages
+    );
+    assert_eq!(report.tables[0].rows_inserted, payloads.len() as u64);
+    let loaded = fx.order_rows().await;
+    for (id, bytes) in &rows {
+        assert_eq!(loaded.get(id), Some(bytes), "orderdata of {id} differs");
+    }
+    // `\N` in the data is text, never NULL.
+    let nulls: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) FROM `{}` WHERE orderdata IS NULL",
+        fx.orders
+    )))
+    .fetch_one(&fx.pool)
+    .await
+    .expect("count");
+    assert_eq!(nulls, 0);
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn malformed_rows_are_reported_as_warnings_and_fail_the_run() {
+    let fx = Fixture::new().await;
+    let key = format!("{ORDERS_PREFIX}/2024/09/09/09/shardId-000000000000-1");
+    let too_long_id = "z".repeat(80);
+    fx.put_raw(
+        &key,
+        format!("ok-1\t{{}}\nmissing-column\n{too_long_id}\t{{}}\nextra\t{{}}\tcolumn\n")
+            .into_bytes(),
+    )
+    .await;
+    let output = fx
+        .command()
+        .args(["run", "--table", "orders"])
+        .output()
+        .expect("run");
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}\n{}", stderr(&output));
+    assert!(
+        out.contains("4 rows read, 4 inserted, 0 ignored as duplicates, 3 warnings"),
+        "{out}"
+    );
+    assert!(
+        out.contains("doesn't contain data for all columns"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Data too long") || out.contains("Data truncated"),
+        "{out}"
+    );
+    assert!(
+        out.contains("was truncated; it contained more data"),
+        "{out}"
+    );
+    assert!(out.contains(&key), "{out}");
+    // The load is committed and recorded: a re-run does not repeat the warnings.
+    assert_eq!(fx.history(&fx.orders).await.len(), 1);
+    let again = fx
+        .command()
+        .args(["run", "--table", "orders"])
+        .output()
+        .expect("run");
+    assert_eq!(again.status.code(), Some(0), "{}", stdout(&again));
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_second_concurrent_run_is_refused_by_the_lock_with_exit_75() {
+    let fx = Fixture::new().await;
+    fx.put_orders(
+        hour(2024, 10, 1, 0, 0),
+        "shardId-000000000000",
+        "1",
+        &[order("l-1", "x")],
+    )
+    .await;
+    // Another run: a session holding the table's lock.
+    let mut holder = fx.pool.acquire().await.expect("acquire").detach();
+    let lock = chief_loader::session::lock_name("chief", &fx.orders);
+    assert!(
+        chief_loader::session::try_lock(&mut holder, &lock)
+            .await
+            .expect("lock")
+    );
+
+    let output = fx
+        .command()
+        .args(["run", "--table", "orders"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        output.status.code(),
+        Some(75),
+        "{}\n{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).contains("another chief-loader run holds the lock"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(fx.history(&fx.orders).await.is_empty());
+    assert!(fx.order_rows().await.is_empty());
+
+    // The other table is not blocked by it.
+    let output = fx
+        .command()
+        .args(["run", "--table", "jobresults"])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+
+    chief_loader::session::unlock(&mut holder, &lock)
+        .await
+        .expect("unlock");
+    let output = fx
+        .command()
+        .args(["run", "--table", "orders"])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    assert_eq!(fx.order_rows().await.len(), 1);
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_database_down_gives_a_clear_error_a_nonzero_exit_and_no_history() {
+    let fx = Fixture::new().await;
+    fx.put_orders(
+        hour(2024, 11, 1, 0, 0),
+        "shardId-000000000000",
+        "1",
+        &[order("x-1", "x")],
+    )
+    .await;
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let url = format!("mysql://loader:hunter2@127.0.0.1:{port}/chief");
+    let output = fx
+        .command()
+        .env("CHIEF__DATABASE__URL", &url)
+        .args(["run", "--mode", "local"])
+        .output()
+        .expect("run");
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot connect to the database at mysql://loader:***@127.0.0.1:{port}/chief"
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.contains("hunter2") && !stdout(&output).contains("hunter2"),
+        "{err}"
+    );
+    assert!(fx.history(&fx.orders).await.is_empty());
+    assert!(fx.history(&fx.jobresults).await.is_empty());
+    assert!(fx.order_rows().await.is_empty());
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn aurora_dry_run_prints_the_manifest_and_statement_and_writes_nothing() {
+    let mut fx = Fixture::new().await;
+    fx.config.loader.mode = Mode::Aurora;
+    let k1 = fx
+        .put_orders(
+            hour(2024, 12, 24, 23, 0),
+            "shardId-000000000000",
+            "1",
+            &[order("y-1", "x")],
+        )
+        .await;
+    let k2 = fx
+        .put_orders(
+            hour(2024, 12, 25, 0, 0),
+            "shardId-000000000002",
+            "2",
+            &[order("y-2", "x")],
+        )
+        .await;
+    let output = fx
+        .command()
+        .args(["run", "--table", "orders", "--dry-run"])
+        .output()
+        .expect("run");
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}\n{}", stderr(&output));
+    let manifest_line = out
+        .lines()
+        .find(|l| l.starts_with("-- MANIFEST "))
+        .expect("manifest line");
+    let (url, json) = manifest_line["-- MANIFEST ".len()..]
+        .split_once(": ")
+        .expect("url: json");
+    let bucket = fx.bucket();
+    assert_eq!(
+        json,
+        format!(
+            r#"{{"entries":[{{"url":"s3://{bucket}/{k1}","mandatory":true}},{{"url":"s3://{bucket}/{k2}","mandatory":true}}]}}"#
+        )
+    );
+    assert!(
+        url.starts_with(&format!(
+            "s3://{bucket}/chief-loader/manifests/{}/",
+            fx.orders
+        )),
+        "{url}"
+    );
+    let spec = TableSpec::new("orders", &fx.config.loader.tables["orders"]).expect("spec");
+    assert!(
+        out.lines()
+            .any(|l| l == format!("{};", sql::aurora_load_statement(&spec, url))),
+        "{out}"
+    );
+    assert!(out.contains("dry run, would load 2 files"), "{out}");
+    // Nothing written: no manifest, no rows, no history.
+    let manifests = fx
+        .s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix("chief-loader/")
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(manifests.key_count(), Some(0));
+    assert!(fx.history(&fx.orders).await.is_empty());
+    assert!(fx.order_rows().await.is_empty());
+    fx.cleanup().await;
+}
+
+/// The exact Aurora statements for the chief tables (golden strings).
+#[test]
+fn aurora_statements_match_the_golden_strings() {
+    let url = "s3://chief-archive/chief-loader/manifests/orders/2024/01/01/20240101T001000.000Z-4242-0.json";
+    let orders = TableSpec::new("orders", &TableConfig::orders()).expect("orders");
+    assert_eq!(
+        sql::aurora_load_statement(&orders, url),
+        r"LOAD DATA FROM S3 MANIFEST 's3://chief-archive/chief-loader/manifests/orders/2024/01/01/20240101T001000.000Z-4242-0.json' IGNORE INTO TABLE `orders` CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\t' ENCLOSED BY '' ESCAPED BY '\\' LINES TERMINATED BY '\n' (`orderid`, `orderdata`) SET `processedtimestamp` = CURRENT_TIMESTAMP"
+    );
+    let url = "s3://chief-archive/chief-loader/manifests/jobresults/2024/01/01/20240101T001000.000Z-4242-0.json";
+    let jobresults = TableSpec::new("jobresults", &TableConfig::jobresults()).expect("jobresults");
+    assert_eq!(
+        sql::aurora_load_statement(&jobresults, url),
+        r"LOAD DATA FROM S3 MANIFEST 's3://chief-archive/chief-loader/manifests/jobresults/2024/01/01/20240101T001000.000Z-4242-0.json' IGNORE INTO TABLE `jobresults` CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\t' ENCLOSED BY '' ESCAPED BY '\\' LINES TERMINATED BY '\n' (`orderid`, `userid`, `factoryid`, `robotid`, `jobstatus`, `timestamp`)"
+    );
+}
