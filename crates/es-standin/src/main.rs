@@ -1,0 +1,62 @@
+//! `chief-es-standin`: serves the in-memory Elasticsearch stand-in (dev only; see the
+//! library docs) until SIGTERM or Ctrl-C, then exits 0.
+
+use anyhow::Context;
+use chief_config::telemetry::{self, LogConfig, LogFormat};
+use chief_es_standin::{Standin, StandinConfig, serve};
+use clap::Parser;
+use tokio::net::TcpListener;
+
+/// A dev-only, in-memory stand-in for the Elasticsearch REST calls chief makes
+/// (index create/exists, _bulk, _doc, _count, _refresh) with fault injection for tests.
+/// Not Elasticsearch.
+#[derive(Debug, Parser)]
+#[command(name = "chief-es-standin", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "CHIEF_ES_STANDIN_LISTEN",
+        default_value = "127.0.0.1:9200"
+    )]
+    listen: String,
+    /// Largest request body accepted, in bytes (larger ones get 413).
+    #[arg(long, default_value_t = StandinConfig::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Log filter (`RUST_LOG` wins when set); `debug` logs every request.
+    #[arg(long, default_value = "info")]
+    log_filter: String,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init(&LogConfig {
+        filter: args.log_filter.clone(),
+        format: if args.log_format == "json" {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        },
+    });
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the listen address")?;
+    tracing::info!(
+        %addr,
+        "chief-es-standin (dev-only in-memory Elasticsearch stand-in) listening on http://{addr}"
+    );
+    let shutdown = telemetry::shutdown_on_signals();
+    let standin = Standin::new(StandinConfig {
+        max_body_bytes: args.max_body_bytes,
+    });
+    serve(listener, standin, shutdown).await;
+    tracing::info!("stopped");
+    Ok(())
+}
