@@ -6,6 +6,7 @@ SHELL := /bin/bash
 KINESIS_PORT ?= 4568
 MOTO_PORT ?= 5000
 MARIADB_PORT ?= 3307
+ES_PORT ?= 9200
 CARGO ?= cargo
 
 # The binaries and tests read config/local.toml; these keep them on the ports the stack uses.
@@ -13,7 +14,8 @@ export CHIEF__AWS__KINESIS__ENDPOINT ?= http://127.0.0.1:$(KINESIS_PORT)
 export CHIEF__AWS__DYNAMODB__ENDPOINT ?= http://127.0.0.1:$(MOTO_PORT)
 export CHIEF__AWS__S3__ENDPOINT ?= http://127.0.0.1:$(MOTO_PORT)
 export CHIEF__DATABASE__URL ?= mysql://root@127.0.0.1:$(MARIADB_PORT)/chief
-export KINESIS_PORT MOTO_PORT MARIADB_PORT
+export CHIEF__ELASTICSEARCH__URL ?= http://127.0.0.1:$(ES_PORT)
+export KINESIS_PORT MOTO_PORT MARIADB_PORT ES_PORT
 # Never ask the EC2 metadata service for anything on the local stack.
 export AWS_EC2_METADATA_DISABLED := true
 
@@ -25,7 +27,8 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 .PHONY: stack-up
-stack-up: ## Install (first time) and start Kinesis, DynamoDB+S3 and MariaDB on 127.0.0.1
+stack-up: ## Install (first time) and start Kinesis, DynamoDB+S3, MariaDB and the Elasticsearch stand-in on 127.0.0.1
+	@$(CARGO) build --quiet -p chief-es-standin --bin chief-es-standin
 	@bash deploy/local/stack-up.sh
 
 .PHONY: stack-down

@@ -25,7 +25,7 @@ stop() { # name
     rm -f "$pidfile"
 }
 
-for name in kinesis moto mariadb; do
+for name in kinesis moto mariadb es-standin; do
     stop "$name"
 done
 printf 'stack-down: local stack stopped\n' >&2

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Starts chief's local stack: Kinesis (npm kinesis-local), DynamoDB + S3 (moto_server),
-# MariaDB (Debian mariadb-server, private datadir). Installs what is missing, waits until
-# each service answers, and records pids under .local/run so stack-down stops only what
-# this script started. Idempotent: when everything already answers it returns at once.
+# MariaDB (Debian mariadb-server, private datadir) and the Elasticsearch stand-in
+# (chief-es-standin, a dev-only in-memory server of this workspace: build it first, as
+# `make stack-up` does). Installs what is missing, waits until each service answers, and
+# records pids under .local/run so stack-down stops only what this script started.
+# Idempotent: when everything already answers it returns at once.
 #
-# Ports: KINESIS_PORT (4568), MOTO_PORT (5000), MARIADB_PORT (3307).
+# Ports: KINESIS_PORT (4568), MOTO_PORT (5000), MARIADB_PORT (3307), ES_PORT (9200).
+# ES_STANDIN_BIN overrides the stand-in binary (default target/debug/chief-es-standin,
+# under CARGO_TARGET_DIR when that is set).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -15,6 +19,8 @@ KINESIS_PORT="${KINESIS_PORT:-4568}"
 KINESIS_TLS_PORT="${KINESIS_TLS_PORT:-4567}"
 MOTO_PORT="${MOTO_PORT:-5000}"
 MARIADB_PORT="${MARIADB_PORT:-3307}"
+ES_PORT="${ES_PORT:-9200}"
+ES_STANDIN_BIN="${ES_STANDIN_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/chief-es-standin}"
 KINESIS_LOCAL_VERSION="0.6.2"
 mkdir -p "$RUN" "$LOGS"
 
@@ -137,6 +143,17 @@ start_mariadb() {
         --max-allowed-packet=64M --innodb-buffer-pool-size=128M
 }
 
+# ---------------------------------------------------------------- Elasticsearch stand-in
+start_es_standin() {
+    if answers 127.0.0.1 "$ES_PORT"; then return 0; fi
+    if [[ ! -x "$ES_STANDIN_BIN" ]]; then
+        die "$ES_STANDIN_BIN is missing; build it with 'cargo build -p chief-es-standin --bin chief-es-standin' (make stack-up does)"
+    fi
+    log "starting the Elasticsearch stand-in (chief-es-standin, in memory) on 127.0.0.1:$ES_PORT"
+    start es-standin "$LOGS/es-standin.log" env NO_COLOR=1 \
+        "$ES_STANDIN_BIN" --listen "127.0.0.1:$ES_PORT"
+}
+
 create_database() {
     local client
     client=$(command -v mariadb || command -v mysql) || die "mariadb client not found"
@@ -153,19 +170,21 @@ create_database() {
 
 # Fast path: everything already answers.
 if answers 127.0.0.1 "$KINESIS_PORT" && answers 127.0.0.1 "$MOTO_PORT" \
-    && answers 127.0.0.1 "$MARIADB_PORT" && [[ -x "$LOCAL/venv/bin/python" ]] \
+    && answers 127.0.0.1 "$MARIADB_PORT" && answers 127.0.0.1 "$ES_PORT" \
+    && [[ -x "$LOCAL/venv/bin/python" ]] \
     && cmp -s "$ROOT/deploy/local/requirements.txt" "$LOCAL/venv/.requirements"; then
-    log "local stack already up (Kinesis :$KINESIS_PORT, DynamoDB+S3 :$MOTO_PORT, MariaDB :$MARIADB_PORT)"
+    log "local stack already up (Kinesis :$KINESIS_PORT, DynamoDB+S3 :$MOTO_PORT, MariaDB :$MARIADB_PORT, Elasticsearch stand-in :$ES_PORT)"
     exit 0
 fi
 
 install_venv
+start_es_standin
 start_kinesis
 start_moto
 start_mariadb
-for svc in kinesis:$KINESIS_PORT:60 moto:$MOTO_PORT:60 mariadb:$MARIADB_PORT:60; do
+for svc in kinesis:$KINESIS_PORT:60 moto:$MOTO_PORT:60 mariadb:$MARIADB_PORT:60 es-standin:$ES_PORT:30; do
     IFS=: read -r name port secs <<<"$svc"
     if ! answers 127.0.0.1 "$port"; then wait_for "$name" "$port" "$secs" "$LOGS/$name.log"; fi
 done
 create_database
-log "local stack up: Kinesis http://127.0.0.1:$KINESIS_PORT, DynamoDB+S3 http://127.0.0.1:$MOTO_PORT, MariaDB 127.0.0.1:$MARIADB_PORT (logs in $LOGS)"
+log "local stack up: Kinesis http://127.0.0.1:$KINESIS_PORT, DynamoDB+S3 http://127.0.0.1:$MOTO_PORT, MariaDB 127.0.0.1:$MARIADB_PORT, Elasticsearch stand-in http://127.0.0.1:$ES_PORT (logs in $LOGS)"

@@ -22,6 +22,28 @@ pub struct LocalStack {
     pub aws: AwsConfig,
     /// The MariaDB server.
     pub database: DatabaseConfig,
+    /// The Elasticsearch stand-in (`chief-es-standin`).
+    pub elasticsearch: ElasticsearchEndpoint,
+}
+
+/// Where the local Elasticsearch stand-in answers: the `url` of the `[elasticsearch]`
+/// section (`CHIEF__ELASTICSEARCH__URL`). Not strict about unknown keys, unlike the
+/// binaries' sections: the executors' `[elasticsearch]` section (index, credentials,
+/// time-out, retry) may be in the same files and environment, and only `url` is read
+/// here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ElasticsearchEndpoint {
+    /// The stand-in's URL. Default `http://127.0.0.1:9200`.
+    pub url: String,
+}
+
+impl Default for ElasticsearchEndpoint {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:9200".to_owned(),
+        }
+    }
 }
 
 /// The workspace root (the folder holding `Cargo.lock`, `config/`, `.local/`).
@@ -58,6 +80,10 @@ impl LocalStack {
             ("DynamoDB (moto)", stack.aws.dynamodb.endpoint.clone()),
             ("S3 (moto)", stack.aws.s3.endpoint.clone()),
             ("MariaDB", Some(stack.database.url.clone())),
+            (
+                "Elasticsearch (chief-es-standin)",
+                Some(stack.elasticsearch.url.clone()),
+            ),
         ];
         for (name, url) in services {
             let url = url.ok_or_else(|| format!("{name} has no endpoint in {}", path.display()))?;
@@ -92,5 +118,32 @@ mod tests {
             Some(SocketAddr::from(([127, 0, 0, 1], 3307)))
         );
         assert_eq!(socket_addr("not a url"), None);
+    }
+
+    #[test]
+    fn reads_only_the_url_of_a_full_elasticsearch_section() {
+        let toml = r#"
+            [elasticsearch]
+            url = "http://127.0.0.1:9201"
+            index = "orders"
+            username = "chief"
+            timeout_ms = 1000
+            [elasticsearch.retry]
+            initial_backoff_ms = 10
+        "#;
+        let env = [(
+            "CHIEF__ELASTICSEARCH__API_KEY".to_owned(),
+            "aWQ6a2V5".to_owned(),
+        )];
+        let stack: LocalStack = crate::load_str(toml, &env).expect("load");
+        assert_eq!(stack.elasticsearch.url, "http://127.0.0.1:9201");
+        let env = [(
+            "CHIEF__ELASTICSEARCH__URL".to_owned(),
+            "http://127.0.0.1:9333".to_owned(),
+        )];
+        let stack: LocalStack = crate::load_str("", &env).expect("load");
+        assert_eq!(stack.elasticsearch.url, "http://127.0.0.1:9333");
+        let stack: LocalStack = crate::load_str("", &[]).expect("load");
+        assert_eq!(stack.elasticsearch, ElasticsearchEndpoint::default());
     }
 }
