@@ -77,7 +77,7 @@ start_kinesis() {
     start kinesis "$LOGS/kinesis.log" env \
         KINESIS_MOCK_CERT_PATH="$dir/node_modules/kinesis-local/server.json" \
         KINESIS_MOCK_PLAIN_PORT="$KINESIS_PORT" KINESIS_MOCK_TLS_PORT="$KINESIS_TLS_PORT" \
-        SHOULD_PERSIST_DATA=false LOG_LEVEL=WARN \
+        SHOULD_PERSIST_DATA=false LOG_LEVEL=WARN SHARD_LIMIT="${KINESIS_SHARD_LIMIT:-2000}" \
         node "$main"
 }
 
@@ -154,6 +154,21 @@ start_es_standin() {
         "$ES_STANDIN_BIN" --listen "127.0.0.1:$ES_PORT"
 }
 
+# systemd-analyze checks the units in deploy/systemd (crates/executors/tests/deploy_files.rs).
+install_systemd_analyze() {
+    command -v systemd-analyze >/dev/null && return 0
+    log "installing systemd (for systemd-analyze verify of deploy/systemd)"
+    as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+    if ! { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+        && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; } \
+        >"$LOGS/apt-systemd.log" 2>&1; then
+        as_root rm -f /usr/sbin/policy-rc.d
+        tail -n 30 "$LOGS/apt-systemd.log" >&2
+        die "installing systemd failed (log: $LOGS/apt-systemd.log)"
+    fi
+    as_root rm -f /usr/sbin/policy-rc.d
+}
+
 create_database() {
     local client
     client=$(command -v mariadb || command -v mysql) || die "mariadb client not found"
@@ -178,6 +193,7 @@ if answers 127.0.0.1 "$KINESIS_PORT" && answers 127.0.0.1 "$MOTO_PORT" \
 fi
 
 install_venv
+install_systemd_analyze
 start_es_standin
 start_kinesis
 start_moto

@@ -108,7 +108,7 @@ async fn fetch<C: StreamClient>(
                 let empty = out.records.is_empty();
                 let end = out.next_shard_iterator.is_none();
                 iterator.clone_from(&out.next_shard_iterator);
-                if (!empty || end) && tx.send(out).await.is_err() {
+                if (!empty || end || config.deliver_empty_batches) && tx.send(out).await.is_err() {
                     return;
                 }
                 if end {
