@@ -8,11 +8,13 @@
 //!   rows in the same transaction, under a `GET_LOCK` so runs never overlap.
 //!
 //! Modules: [`settings`] (the `[loader]` section), [`sql`] (statement text),
-//! [`keys`] (object keys and hours), [`objects`] (S3), [`history`] (`load_history`),
+//! [`keys`] (object keys and hours), [`lines`] (rows as `LOAD DATA` reads them, local
+//! staging), [`objects`] (S3), [`history`] (`load_history`),
 //! [`session`] (connection, lock, warnings), [`run`](mod@run) (the run itself).
 
 pub mod history;
 pub mod keys;
+pub mod lines;
 pub mod objects;
 pub mod run;
 pub mod session;

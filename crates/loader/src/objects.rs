@@ -1,13 +1,10 @@
 //! The S3 side: listing a table's objects, reading them (line counts, local-mode
 //! downloads) and writing Aurora MANIFESTs.
 
-use std::path::{Path, PathBuf};
-
+use crate::LoaderError;
+use crate::lines::LineCounter;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use tokio::io::AsyncWriteExt;
-
-use crate::LoaderError;
 
 /// An object as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +26,7 @@ pub struct ReadObject {
     pub etag: String,
     /// Size in bytes.
     pub size: u64,
-    /// Lines (rows) in it: newline bytes, plus one for a last line without a newline.
-    /// The executors escape newlines inside fields, so each one ends a row.
+    /// Lines (rows) in it, as `LOAD DATA` reads them ([`crate::lines`]).
     pub lines: u64,
 }
 
@@ -100,21 +96,13 @@ pub async fn list(
     Ok(objects)
 }
 
-/// Counts the line ends in one chunk; `last` tracks the last byte seen.
-fn count_lines(chunk: &[u8], last: &mut Option<u8>) -> u64 {
-    if let Some(&byte) = chunk.last() {
-        *last = Some(byte);
-    }
-    chunk.iter().filter(|b| **b == b'\n').count() as u64
-}
-
-/// Reads `key` to the end, writing it to `to` if given, and returns what it held.
+/// Reads `key` to the end, keeping its body if `keep_body`; returns what it held.
 pub async fn read(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
-    to: Option<&Path>,
-) -> Result<ReadObject, LoaderError> {
+    keep_body: bool,
+) -> Result<(ReadObject, Option<Vec<u8>>), LoaderError> {
     let output = s3
         .get_object()
         .bucket(bucket)
@@ -123,21 +111,16 @@ pub async fn read(
         .await
         .map_err(|e| s3_error("GetObject", bucket, key, e))?;
     let etag = unquote(output.e_tag());
+    let mut kept = keep_body.then(|| {
+        Vec::with_capacity(
+            output
+                .content_length()
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(0),
+        )
+    });
     let mut body = output.body;
-    let mut file = match to {
-        Some(path) => Some((
-            tokio::fs::File::create(path)
-                .await
-                .map_err(|source| LoaderError::File {
-                    action: "creating",
-                    path: path.to_path_buf(),
-                    source,
-                })?,
-            path,
-        )),
-        None => None,
-    };
-    let (mut size, mut lines, mut last) = (0u64, 0u64, None);
+    let (mut size, mut lines) = (0u64, LineCounter::default());
     loop {
         let chunk = match body.next().await {
             None => break,
@@ -152,61 +135,46 @@ pub async fn read(
             }
         };
         size += chunk.len() as u64;
-        lines += count_lines(&chunk, &mut last);
-        if let Some((file, path)) = &mut file {
-            file.write_all(&chunk)
-                .await
-                .map_err(|source| LoaderError::File {
-                    action: "writing",
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+        lines.feed(&chunk);
+        if let Some(kept) = &mut kept {
+            kept.extend_from_slice(&chunk);
         }
     }
-    if let Some((mut file, path)) = file {
-        file.flush().await.map_err(|source| LoaderError::File {
-            action: "writing",
-            path: path.to_path_buf(),
-            source,
-        })?;
-    }
-    if last.is_some_and(|b| b != b'\n') {
-        lines += 1;
-    }
-    Ok(ReadObject {
+    let object = ReadObject {
         key: key.to_owned(),
         etag,
         size,
-        lines,
-    })
+        lines: lines.finish(),
+    };
+    Ok((object, kept))
 }
 
-/// Reads `keys` (at most `concurrency` at a time), each into its path when `paths` is
-/// given; results in the order of `keys`.
+/// Reads `keys` (at most `concurrency` at a time), keeping their bodies if `keep_bodies`;
+/// results in the order of `keys`.
 pub async fn read_all(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     keys: &[String],
-    paths: Option<&[PathBuf]>,
+    keep_bodies: bool,
     concurrency: usize,
-) -> Result<Vec<ReadObject>, LoaderError> {
-    let mut results: Vec<Option<ReadObject>> = vec![None; keys.len()];
+) -> Result<Vec<(ReadObject, Option<Vec<u8>>)>, LoaderError> {
+    let mut results: Vec<Option<(ReadObject, Option<Vec<u8>>)>> = Vec::new();
+    results.resize_with(keys.len(), || None);
     let mut tasks = tokio::task::JoinSet::new();
     let mut next = 0;
     let mut first_error = None;
     loop {
         while first_error.is_none() && next < keys.len() && tasks.len() < concurrency.max(1) {
             let (s3, bucket, key) = (s3.clone(), bucket.to_owned(), keys[next].clone());
-            let path = paths.and_then(|p| p.get(next)).cloned();
             let index = next;
-            tasks.spawn(async move { (index, read(&s3, &bucket, &key, path.as_deref()).await) });
+            tasks.spawn(async move { (index, read(&s3, &bucket, &key, keep_bodies).await) });
             next += 1;
         }
         let Some(joined) = tasks.join_next().await else {
             break;
         };
         match joined {
-            Ok((index, Ok(object))) => results[index] = Some(object),
+            Ok((index, Ok(read))) => results[index] = Some(read),
             Ok((_, Err(e))) => {
                 first_error.get_or_insert(e);
             }
@@ -240,20 +208,4 @@ pub async fn put_manifest(
         .await
         .map_err(|e| s3_error("PutObject", bucket, key, e))?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lines_are_newlines_plus_an_unterminated_last_line() {
-        let mut last = None;
-        let n = count_lines(b"a\tb\nc\\n\td\n", &mut last) + count_lines(b"e\t", &mut last);
-        assert_eq!(n, 2);
-        assert_eq!(last, Some(b'\t'));
-        let mut last = None;
-        assert_eq!(count_lines(b"", &mut last), 0);
-        assert_eq!(last, None);
-    }
 }

@@ -177,6 +177,38 @@ pub async fn warnings(
     Ok(Warnings { total, stored })
 }
 
+/// Whether `column` is the only unique key of `database`.`table` and compares byte-wise
+/// (a `…_bin` collation): then sorting lines by it does not change which copy of a
+/// repeated id `IGNORE` keeps ([`crate::lines::stage`]).
+pub async fn sortable_by(
+    conn: &mut MySqlConnection,
+    database: &str,
+    table: &str,
+    column: &str,
+) -> Result<bool, LoaderError> {
+    let unique: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT s.INDEX_NAME, s.COLUMN_NAME, c.COLLATION_NAME \
+         FROM information_schema.STATISTICS s \
+         JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = s.TABLE_SCHEMA \
+           AND c.TABLE_NAME = s.TABLE_NAME AND c.COLUMN_NAME = s.COLUMN_NAME \
+         WHERE s.TABLE_SCHEMA = ? AND s.TABLE_NAME = ? AND s.NON_UNIQUE = 0",
+    )
+    .bind(database)
+    .bind(table)
+    .fetch_all(conn)
+    .await
+    .map_err(|source| LoaderError::Database {
+        action: format!("reading the keys of `{table}`"),
+        source,
+    })?;
+    Ok(match unique.as_slice() {
+        [(_, name, Some(collation))] => {
+            name.eq_ignore_ascii_case(column) && collation.ends_with("_bin")
+        }
+        _ => false,
+    })
+}
+
 /// Local mode: the absolute import directory, checked against the server's
 /// `secure_file_priv` (`NULL` disables `LOAD DATA INFILE`; a path limits it to that
 /// directory). A relative `import_dir` is taken from the working directory.

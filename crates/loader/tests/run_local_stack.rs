@@ -563,15 +563,21 @@ async fn duplicates_across_files_and_runs_are_ignored_and_counted() {
     let first = fx.run("orders").await;
     assert_eq!(first.tables[0].rows_inserted, 2);
 
-    // A replay in another file: same ids with other bytes, and one new id.
+    // Replays in two more files: ids loaded before, with other bytes; new ids repeated
+    // within a file and across the two. The first copy in key-then-line order wins,
+    // as when Aurora reads the objects in order (local mode sorts the lines by orderid,
+    // stably).
     fx.put_orders(
         h,
         "shardId-000000000000",
         "2",
         &[
+            order("d-5", "one"),
             order("d-1", "replay"),
             order("d-2", "replay"),
             order("d-3", "new"),
+            order("d-4", "early"),
+            order("d-5", "two"),
         ],
     )
     .await;
@@ -579,7 +585,11 @@ async fn duplicates_across_files_and_runs_are_ignored_and_counted() {
         h,
         "shardId-000000000001",
         "3",
-        &[order("d-3", "again"), order("d-1", "again")],
+        &[
+            order("d-4", "late"),
+            order("d-3", "again"),
+            order("d-1", "again"),
+        ],
     )
     .await;
     let second = fx.run("orders").await;
@@ -592,13 +602,16 @@ async fn duplicates_across_files_and_runs_are_ignored_and_counted() {
             report.rows_duplicate,
             report.warnings
         ),
-        (2, 5, 1, 4, 0)
+        (2, 9, 3, 6, 0)
     );
     assert_eq!(second.exit_code(), chief_loader::EXIT_OK);
     let rows = fx.order_rows().await;
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len(), 5);
     assert_eq!(rows["d-1"], order("d-1", "first").1);
+    assert_eq!(rows["d-2"], order("d-2", "first").1);
     assert_eq!(rows["d-3"], order("d-3", "new").1);
+    assert_eq!(rows["d-4"], order("d-4", "early").1);
+    assert_eq!(rows["d-5"], order("d-5", "one").1);
     fx.cleanup().await;
 }
 
@@ -672,19 +685,18 @@ async fn malformed_rows_are_reported_as_warnings_and_fail_the_run() {
         out.contains("4 rows read, 4 inserted, 0 ignored as duplicates, 3 warnings"),
         "{out}"
     );
-    assert!(
-        out.contains("doesn't contain data for all columns"),
-        "{out}"
-    );
-    assert!(
-        out.contains("Data too long") || out.contains("Data truncated"),
-        "{out}"
-    );
-    assert!(
-        out.contains("was truncated; it contained more data"),
-        "{out}"
-    );
-    assert!(out.contains(&key), "{out}");
+    // Each warning names the object and its line (the staged file is sorted by orderid,
+    // so the server's row numbers are mapped back).
+    for expected in [
+        format!("{key} line 2: Warning 1261: Row 2 doesn't contain data for all columns"),
+        format!("{key} line 3: Warning 1265: Data truncated for column 'orderid' at row 4"),
+        format!(
+            "{key} line 4: Warning 1262: Row 1 was truncated; \
+             it contained more data than there were input columns"
+        ),
+    ] {
+        assert!(out.contains(&expected), "{expected}\n{out}");
+    }
     // The load is committed and recorded: a re-run does not repeat the warnings.
     assert_eq!(fx.history(&fx.orders).await.len(), 1);
     let again = fx
@@ -880,4 +892,62 @@ fn aurora_statements_match_the_golden_strings() {
         sql::aurora_load_statement(&jobresults, url),
         r"LOAD DATA FROM S3 MANIFEST 's3://chief-archive/chief-loader/manifests/jobresults/2024/01/01/20240101T001000.000Z-4242-0.json' IGNORE INTO TABLE `jobresults` CHARACTER SET utf8mb4 FIELDS TERMINATED BY '\t' ENCLOSED BY '' ESCAPED BY '\\' LINES TERMINATED BY '\n' (`orderid`, `userid`, `factoryid`, `robotid`, `jobstatus`, `timestamp`)"
     );
+}
+
+#[tokio::test]
+async fn local_mode_sorts_lines_only_when_that_keeps_the_first_copy() {
+    let fx = Fixture::new().await;
+    let h = hour(2025, 1, 2, 3, 0);
+    fx.put_orders(
+        h,
+        "shardId-000000000000",
+        "1",
+        &[order("ci-1", "lower first")],
+    )
+    .await;
+    fx.put_orders(
+        h,
+        "shardId-000000000001",
+        "2",
+        &[order("CI-1", "upper later")],
+    )
+    .await;
+    let dry = fx
+        .command()
+        .args(["run", "--table", "orders", "--mode", "local", "--dry-run"])
+        .output()
+        .expect("run");
+    let out = stdout(&dry);
+    assert!(out.contains("2 objects, sorted by `orderid`"), "{out}");
+
+    // A case-insensitive key: 'CI-1' sorts before 'ci-1' but is the same key, so sorting
+    // would change which copy wins. The loader keeps the objects' order instead.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER TABLE `{}` MODIFY orderid VARCHAR(73) \
+         CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci NOT NULL",
+        fx.orders
+    )))
+    .execute(&fx.pool)
+    .await
+    .expect("alter");
+    let dry = fx
+        .command()
+        .args(["run", "--table", "orders", "--mode", "local", "--dry-run"])
+        .output()
+        .expect("run");
+    let out = stdout(&dry);
+    assert!(out.contains("the lines of 2 objects: "), "{out}");
+    assert!(!out.contains("sorted by"), "{out}");
+    let report = fx.run("orders").await;
+    assert_eq!(
+        (
+            report.tables[0].rows_inserted,
+            report.tables[0].rows_duplicate
+        ),
+        (1, 1)
+    );
+    let rows = fx.order_rows().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows["ci-1"], order("ci-1", "lower first").1);
+    fx.cleanup().await;
 }
