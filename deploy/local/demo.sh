@@ -3,13 +3,15 @@
 # built the binaries. The streams (OrdersStream 4 shards, JobResultsStream 2 shards), the
 # archive bucket and the database schema are created; chief-datagen writes orders and job
 # results with duplicates; chief-producer puts them into the streams (KPL aggregation,
-# per-shard rate limits, retries); the four executors run as background processes and
-# sink them to S3 and the Elasticsearch stand-in; chief-loader (local mode, as cron would)
-# loads the S3 files into MariaDB with LOAD DATA … IGNORE until every unique record is
-# there; the executors are stopped with SIGTERM (flush, checkpoint, release) and the counts
-# of every sink are compared with what was produced.
+# per-shard rate limits, retries); the four executors run as background processes (two
+# workers for chief-order-factory-s3) until S3 and the Elasticsearch stand-in hold every
+# unique record; `chiefctl probe` measures send → Elasticsearch latency with fresh orders;
+# the executors are stopped with SIGTERM (flush, checkpoint, release); chief-loader (local
+# mode) loads the S3 files into MariaDB with LOAD DATA … IGNORE; `chiefctl reconcile`
+# compares every sink with what was produced. Exit 1 if anything was lost.
 #
-# DEMO_ORDERS (default 20000) and DEMO_DUPLICATE_RATIO (default 0.1) size the run.
+# DEMO_ORDERS (default 20000) and DEMO_DUPLICATE_RATIO (default 0.1) size the run;
+# DEMO_SEED (default: the time) picks the orders; DEMO_PROBES (default 100) latency probes.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -31,8 +33,12 @@ step "database schema (chief-loader migrate)"
 "$BIN/chief-loader" migrate --config config/loader.toml --config "$LOCAL_CONFIG"
 
 step "generate $ORDERS orders and job results, duplicate ratio $RATIO (chief-datagen)"
-"$BIN/chief-datagen" orders --count "$ORDERS" --duplicate-ratio "$RATIO" --seed 1 >"$WORK/orders.jsonl"
-"$BIN/chief-datagen" jobresults --count "$ORDERS" --duplicate-ratio "$RATIO" --seed 1 >"$WORK/jobresults.jsonl"
+# A new seed per run (DEMO_SEED to repeat one): a second demo sends new orders, so "caught
+# up" means this run's records went through, not an earlier run's.
+SEED="${DEMO_SEED:-$(date +%s)}"
+echo "seed $SEED"
+"$BIN/chief-datagen" orders --count "$ORDERS" --duplicate-ratio "$RATIO" --seed "$SEED" >"$WORK/orders.jsonl"
+"$BIN/chief-datagen" jobresults --count "$ORDERS" --duplicate-ratio "$RATIO" --seed "$SEED" >"$WORK/jobresults.jsonl"
 
 step "put them into Kinesis (chief-producer)"
 produce() { # stream file
@@ -49,17 +55,22 @@ jobs_unique=$(unique "$WORK/jobresults.jsonl")
 orders_put=$(put "$WORK/orders-producer.txt")
 jobs_put=$(put "$WORK/jobresults-producer.txt")
 
-step "the four executors (background; logs in $WORK/<executor>.log)"
+step "the four executors (background, two workers for chief-order-factory-s3; logs in $WORK/)"
 ES_URL="${CHIEF__ELASTICSEARCH__URL:-http://127.0.0.1:9200}"
 pids=()
-for executor in order-factory-s3 order-es-s3 jobresult-es jobresult-notify-s3; do
+start_executor() { # executor worker
     # S3 batches close after 10 s here instead of the production 60 s, to keep the demo short.
     CHIEF__ARCHIVE__MAX_AGE_MS="${DEMO_BATCH_AGE_MS:-10000}" \
-        "$BIN/chief-$executor" --config "config/$executor.toml" --config "$LOCAL_CONFIG" \
-        --worker-id "demo-$executor" >"$WORK/$executor.log" 2>&1 &
+        "$BIN/chief-$1" --config "config/$1.toml" --config "$LOCAL_CONFIG" \
+        --worker-id "demo-$2" >"$WORK/$2.log" 2>&1 &
     pids+=($!)
-    echo "chief-$executor: pid $!"
-done
+    echo "chief-$1 (worker demo-$2): pid $!"
+}
+start_executor order-factory-s3 order-factory-s3-a
+start_executor order-factory-s3 order-factory-s3-b
+start_executor order-es-s3 order-es-s3
+start_executor jobresult-es jobresult-es
+start_executor jobresult-notify-s3 jobresult-notify-s3
 stop_executors() {
     local status=0
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -69,52 +80,107 @@ stop_executors() {
 }
 trap 'stop_executors || true' EXIT
 
-sql() { mariadb -h 127.0.0.1 -P "${MARIADB_PORT:-3307}" -u root chief -N -B -e "$1"; }
-es_count() { curl -s "$ES_URL/$1/_count" | grep -o '"count":[0-9]*' | cut -d: -f2; }
+reconcile() { # field inputs... -- args
+    "$BIN/chiefctl" reconcile --config "$LOCAL_CONFIG" "$@" 2>>"$WORK/reconcile.log" || true
+}
+field() { { grep -o "\"$1\":[0-9]*" || true; } | cut -d: -f2; }
+bar() { # done total
+    local width=30 filled=$(( $2 > 0 ? $1 * 30 / $2 : 30 ))
+    (( filled > width )) && filled=$width
+    printf '[%s%s] %3d%%' "$(printf '%*s' "$filled" '' | tr ' ' '#')" \
+        "$(printf '%*s' $((width - filled)) '' | tr ' ' '.')" $(( $2 > 0 ? $1 * 100 / $2 : 100 ))
+}
+# Waits until the S3 prefixes and the indices hold every unique id of the inputs.
+wait_caught_up() { # label orders-inputs... (jobresults input is fixed)
+    local label=$1; shift
+    local deadline=$(($(date +%s) + ${DEMO_TIMEOUT:-300}))
+    local order_inputs=() f
+    for f in "$@"; do order_inputs+=(--input "$f"); done
+    while :; do
+        local o_s3 o_es j_s3 j_es want_o want_j
+        want_o=$(cat "$@" | grep -o '"orderid":"[^"]*"' | sort -u | wc -l)
+        want_j=$jobs_unique
+        o_s3=$(reconcile "${order_inputs[@]}" --s3-prefix ChiefOrderS3 | field in_s3_unique)
+        j_s3=$(reconcile --input "$WORK/jobresults.jsonl" --s3-prefix ChiefJobResultNotifyS3 | field in_s3_unique)
+        o_es=0; j_es=0
+        # Elasticsearch is looked up id by id (the indices hold earlier runs too), so only
+        # once S3, whose batches close last, has caught up.
+        if (( ${o_s3:-0} >= want_o && ${j_s3:-0} >= want_j )); then
+            o_es=$(reconcile "${order_inputs[@]}" --index orders | field in_es)
+            j_es=$(reconcile --input "$WORK/jobresults.jsonl" --index jobresults | field in_es)
+        fi
+        local done=$(( ${o_s3:-0} + ${o_es:-0} + ${j_s3:-0} + ${j_es:-0} ))
+        local total=$(( 2 * want_o + 2 * want_j ))
+        (( done > total )) && done=$total
+        printf '\r%s %s orders S3 %s/%s ES %s/%s, jobresults S3 %s/%s ES %s/%s ' "$label" \
+            "$(bar "$done" "$total")" "${o_s3:-0}" "$want_o" "${o_es:-0}" "$want_o" \
+            "${j_s3:-0}" "$want_j" "${j_es:-0}" "$want_j"
+        if (( ${o_s3:-0} >= want_o && ${o_es:-0} >= want_o && ${j_s3:-0} >= want_j && ${j_es:-0} >= want_j )); then
+            echo; return 0
+        fi
+        if (( $(date +%s) >= deadline )); then
+            echo; echo "demo: timed out waiting for the executors (logs in $WORK)" >&2; return 1
+        fi
+        sleep 2
+    done
+}
 
-step "chief-loader run --mode local, every 5 s, until every unique record is in MariaDB and Elasticsearch"
-deadline=$(($(date +%s) + ${DEMO_TIMEOUT:-300}))
-while :; do
-    "$BIN/chief-loader" run --config config/loader.toml --config "$LOCAL_CONFIG" --mode local \
-        >>"$WORK/loader.log" 2>&1 || echo "chief-loader run failed (see $WORK/loader.log)"
-    db_orders=$(sql 'SELECT COUNT(*) FROM orders')
-    db_jobs=$(sql 'SELECT COUNT(*) FROM jobresults')
-    es_orders=$(es_count orders || echo 0)
-    es_jobs=$(es_count jobresults || echo 0)
-    echo "MariaDB orders $db_orders/$orders_unique jobresults $db_jobs/$jobs_unique; Elasticsearch orders ${es_orders:-0}/$orders_unique jobresults ${es_jobs:-0}/$jobs_unique"
-    if [[ "$db_orders" -ge "$orders_unique" && "$db_jobs" -ge "$jobs_unique" \
-        && "${es_orders:-0}" -ge "$orders_unique" && "${es_jobs:-0}" -ge "$jobs_unique" ]]; then
-        break
-    fi
-    if [[ $(date +%s) -ge $deadline ]]; then
-        echo "demo: timed out waiting for the sinks (logs in $WORK)" >&2
-        break
-    fi
-    sleep 5
-done
+step "wait until every executor has caught up"
+caught_up=ok
+wait_caught_up "backlog" "$WORK/orders.jsonl" || caught_up=failed
+
+step "latency probe: 100 fresh orders, send → visible in Elasticsearch (chiefctl probe)"
+"$BIN/chiefctl" probe --config "$LOCAL_CONFIG" --stream OrdersStream --index orders \
+    --count "${DEMO_PROBES:-100}" --seed "$(date +%s%N)" --out "$WORK/probe-orders.jsonl" \
+    | tee "$WORK/probe.json" || caught_up=failed
+latency_p50=$(field latency_ms_p50 <"$WORK/probe.json"); latency_p99=$(field latency_ms_p99 <"$WORK/probe.json")
+wait_caught_up "probes " "$WORK/orders.jsonl" "$WORK/probe-orders.jsonl" || caught_up=failed
 
 step "stop the executors (SIGTERM: flush, checkpoint, release the leases)"
 stopped=ok
 stop_executors || stopped=failed
 trap - EXIT
 echo "executors stopped: $stopped"
+
+step "load S3 into MariaDB (chief-loader run --mode local)"
+"$BIN/chief-loader" run --config config/loader.toml --config "$LOCAL_CONFIG" --mode local \
+    | tee "$WORK/loader.txt" || echo "chief-loader run failed" >&2
+
+step "reconcile every sink with what was produced (chiefctl reconcile)"
+orders_report=$(reconcile --input "$WORK/orders.jsonl" --input "$WORK/probe-orders.jsonl" \
+    --s3-prefix ChiefOrderS3 --table orders --index orders)
+jobs_report=$(reconcile --input "$WORK/jobresults.jsonl" \
+    --s3-prefix ChiefJobResultNotifyS3 --table jobresults --index jobresults)
+echo "orders:     $orders_report"
+echo "jobresults: $jobs_report"
 dead_letters=$({ grep -h 'dead-lettered' "$WORK"/order-*.log "$WORK"/jobresult-*.log || true; } | wc -l)
 seconds=$(($(date +%s) - started))
+get() { echo "$1" | field "$2"; }
+o_prod=$(get "$orders_report" produced); o_uniq=$(get "$orders_report" unique)
+o_s3=$(get "$orders_report" in_s3_unique); o_db=$(get "$orders_report" in_db); o_es=$(get "$orders_report" in_es)
+j_prod=$(get "$jobs_report" produced); j_uniq=$(get "$jobs_report" unique)
+j_s3=$(get "$jobs_report" in_s3_unique); j_db=$(get "$jobs_report" in_db); j_es=$(get "$jobs_report" in_es)
+o_lost=$(get "$orders_report" lost); j_lost=$(get "$jobs_report" lost)
+lost=$(( ${o_lost:-1} + ${j_lost:-1} ))   # no report counts as a loss
 
 step "summary"
-printf '%-11s %9s %8s %8s %9s %14s\n' stream produced unique put "MariaDB" "Elasticsearch"
-printf '%-11s %9s %8s %8s %9s %14s\n' orders "$ORDERS" "$orders_unique" "$orders_put" "$db_orders" "${es_orders:-0}"
-printf '%-11s %9s %8s %8s %9s %14s\n' jobresults "$ORDERS" "$jobs_unique" "$jobs_put" "$db_jobs" "${es_jobs:-0}"
-printf '{"orders_produced": %s, "orders_unique": %s, "orders_put": %s, "orders_in_mariadb": %s, "orders_in_elasticsearch": %s, "jobresults_produced": %s, "jobresults_unique": %s, "jobresults_put": %s, "jobresults_in_mariadb": %s, "jobresults_in_elasticsearch": %s, "dead_letters": %s, "executors_stopped": "%s", "seconds": %s}\n' \
-    "$ORDERS" "$orders_unique" "$orders_put" "$db_orders" "${es_orders:-0}" \
-    "$ORDERS" "$jobs_unique" "$jobs_put" "$db_jobs" "${es_jobs:-0}" "$dead_letters" "$stopped" "$seconds"
+printf '%-11s %9s %8s %8s %9s %9s %14s\n' stream produced unique put "S3 unique" MariaDB Elasticsearch
+printf '%-11s %9s %8s %8s %9s %9s %14s\n' orders "$o_prod" "$o_uniq" "$orders_put" "$o_s3" "$o_db" "$o_es"
+printf '%-11s %9s %8s %8s %9s %9s %14s\n' jobresults "$j_prod" "$j_uniq" "$jobs_put" "$j_s3" "$j_db" "$j_es"
+printf 'lost %s, dead letters %s, latency send → Elasticsearch p50 %s ms p99 %s ms, %s s\n' \
+    "$lost" "$dead_letters" "${latency_p50:-?}" "${latency_p99:-?}" "$seconds"
+printf '{"orders_produced": %s, "orders_unique": %s, "orders_in_s3_unique": %s, "orders_in_db": %s, "orders_in_es": %s, "jobresults_produced": %s, "jobresults_unique": %s, "jobresults_in_s3_unique": %s, "jobresults_in_db": %s, "jobresults_in_es": %s, "dead_letters": %s, "lost": %s, "seconds": %s, "latency_ms_p50": %s, "latency_ms_p99": %s}\n' \
+    "${o_prod:-0}" "${o_uniq:-0}" "${o_s3:-0}" "${o_db:-0}" "${o_es:-0}" \
+    "${j_prod:-0}" "${j_uniq:-0}" "${j_s3:-0}" "${j_db:-0}" "${j_es:-0}" \
+    "$dead_letters" "$lost" "$seconds" "${latency_p50:-null}" "${latency_p99:-null}"
 
 cat <<EOT
 
 The local stack stays up; look around with:
+  $BIN/chiefctl leases --config config/local.toml --table chief-order-factory-s3
+  $BIN/chiefctl tail --config config/local.toml --stream OrdersStream --max-records 3
   mariadb -h 127.0.0.1 -P ${MARIADB_PORT:-3307} -u root chief -e 'SELECT * FROM load_history LIMIT 5'
   curl -s $ES_URL/orders/_count
-  $BIN/chiefctl leases --config config/local.toml --table chief-order-factory-s3
 Stop it with: make stack-down
 EOT
 status=0
@@ -122,13 +188,12 @@ if [[ "$orders_put" != "$ORDERS" || "$jobs_put" != "$ORDERS" ]]; then
     echo "demo: not every record was put" >&2
     status=1
 fi
-if [[ "$db_orders" != "$orders_unique" || "$db_jobs" != "$jobs_unique" \
-    || "${es_orders:-0}" != "$orders_unique" || "${es_jobs:-0}" != "$jobs_unique" ]]; then
-    echo "demo: the sinks do not hold exactly the unique records" >&2
+if [[ "$lost" != 0 ]]; then
+    echo "demo: $lost unique records are missing from a sink" >&2
     status=1
 fi
-if [[ "$stopped" != ok ]]; then
-    echo "demo: an executor did not stop cleanly" >&2
+if [[ "$stopped" != ok || "$caught_up" != ok ]]; then
+    echo "demo: an executor did not catch up or did not stop cleanly" >&2
     status=1
 fi
 exit $status

@@ -4,9 +4,14 @@
 //! - `chiefctl agg pack|unpack` packs user records into KPL aggregates and back, as JSON lines.
 //! - `chiefctl leases` prints a consumer's lease table, one JSON line per lease.
 //! - `chiefctl tail` prints a stream's deaggregated records as JSON lines.
+//! - `chiefctl reconcile` checks that every produced record is in S3, the database and
+//!   Elasticsearch, and counts the ones lost.
+//! - `chiefctl probe` measures the latency from the producer's send to Elasticsearch.
 
 mod agg;
 mod leases;
+mod probe;
+mod reconcile;
 mod setup;
 mod tail;
 
@@ -71,6 +76,10 @@ enum Command {
         #[arg(long = "config")]
         config: Vec<PathBuf>,
     },
+    /// Check that the produced records are in S3, the database and Elasticsearch; count the lost.
+    Reconcile(reconcile::ReconcileArgs),
+    /// Latency from the producer's send to the record being visible in Elasticsearch.
+    Probe(probe::ProbeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -93,5 +102,7 @@ fn main() -> std::process::ExitCode {
             endpoint,
             config,
         } => tail::main(&stream, from, max_records, endpoint, &config),
+        Command::Reconcile(args) => reconcile::main(args),
+        Command::Probe(args) => probe::main(args),
     }
 }
