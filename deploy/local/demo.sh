@@ -42,7 +42,9 @@ echo "seed $SEED"
 
 step "put them into Kinesis (chief-producer)"
 produce() { # stream file
-    "$BIN/chief-producer" --config config/producer.toml --config "$LOCAL_CONFIG" \
+    # The emulator on a busy 2-core machine can be far slower than Kinesis: records get
+    # 5 minutes before they count as failed instead of the production 30 s.
+    CHIEF__PRODUCER__RECORD_TTL_MS="${DEMO_RECORD_TTL_MS:-300000}" "$BIN/chief-producer" --config config/producer.toml --config "$LOCAL_CONFIG" \
         --stream "$1" --input "$2" --failed-file "$WORK/$1-failed.jsonl" --progress 2
 }
 produce OrdersStream "$WORK/orders.jsonl" | tee "$WORK/orders-producer.txt"

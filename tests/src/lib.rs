@@ -344,7 +344,14 @@ impl Run {
             "--progress".into(),
             "0".into(),
         ];
-        self.spawn(name, &bin("chief-producer"), &args, &[])
+        // kinesis-local on a loaded CI machine can be far slower than Kinesis: records get
+        // 5 minutes before they count as failed.
+        self.spawn(
+            name,
+            &bin("chief-producer"),
+            &args,
+            &[("CHIEF__PRODUCER__RECORD_TTL_MS", "300000")],
+        )
     }
 
     /// Puts `input` into `stream` and waits: every record put.

@@ -125,7 +125,11 @@ impl Env {
         let producer = Producer::start(
             KinesisClient::new(self.clients.kinesis()),
             stream,
-            ProducerConfig::default(),
+            // kinesis-local on a loaded machine is far slower than Kinesis.
+            ProducerConfig {
+                record_ttl_ms: 300_000,
+                ..ProducerConfig::default()
+            },
         )
         .await
         .expect("producer");
