@@ -57,6 +57,11 @@ test: stack-up lint ## The whole test suite against the local stack (what CI run
 	fi
 	$(CARGO) test --workspace --doc
 
+.PHONY: bench
+bench: stack-up ## The whole pipeline at a steady rate for 60 s on the local stack (release build)
+	$(CARGO) build --release --workspace --bins
+	@bash deploy/local/bench.sh
+
 .PHONY: demo
 demo: stack-up build ## Run the pipeline end to end on the local stack
 	@bash deploy/local/demo.sh
