@@ -1,7 +1,7 @@
 //! The one place where AWS SDK clients are built.
 //!
-//! Region, an endpoint override per service (Kinesis, DynamoDB and S3 may each point at a
-//! different local emulator), credentials from the default chain (or static ones for local
+//! Region, an endpoint override per service (Kinesis, DynamoDB, S3 and CloudWatch may each
+//! point at a different local emulator), credentials from the default chain (or static ones for local
 //! emulators), path-style S3 addressing, the pinned [`behavior_version`], retries and
 //! timeouts.
 
@@ -45,6 +45,8 @@ pub struct AwsConfig {
     pub dynamodb: ServiceConfig,
     /// S3 endpoint override and addressing style.
     pub s3: S3Config,
+    /// CloudWatch endpoint override (the metrics exporter, `[metrics] cloudwatch`).
+    pub cloudwatch: ServiceConfig,
 }
 
 impl Default for AwsConfig {
@@ -60,6 +62,7 @@ impl Default for AwsConfig {
             kinesis: ServiceConfig::default(),
             dynamodb: ServiceConfig::default(),
             s3: S3Config::default(),
+            cloudwatch: ServiceConfig::default(),
         }
     }
 }
@@ -165,6 +168,15 @@ impl AwsClients {
         }
         aws_sdk_s3::Client::from_conf(b.build())
     }
+
+    /// A CloudWatch client, with the configured endpoint override.
+    pub fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
+        let mut b = aws_sdk_cloudwatch::config::Builder::from(&self.sdk);
+        if let Some(url) = &self.config.cloudwatch.endpoint {
+            b = b.endpoint_url(url);
+        }
+        aws_sdk_cloudwatch::Client::from_conf(b.build())
+    }
 }
 
 #[cfg(test)]
@@ -197,7 +209,7 @@ mod tests {
         (url, head)
     }
 
-    fn config(kinesis: &str, dynamodb: &str, s3: &str) -> AwsConfig {
+    fn config(kinesis: &str, dynamodb: &str, s3: &str, cloudwatch: &str) -> AwsConfig {
         AwsConfig {
             region: "eu-west-1".into(),
             static_credentials: Some(StaticCredentials {
@@ -215,6 +227,9 @@ mod tests {
                 endpoint: Some(s3.into()),
                 force_path_style: true,
             },
+            cloudwatch: ServiceConfig {
+                endpoint: Some(cloudwatch.into()),
+            },
             ..AwsConfig::default()
         }
     }
@@ -224,7 +239,8 @@ mod tests {
         let (k_url, k_head) = one_request().await;
         let (d_url, d_head) = one_request().await;
         let (s_url, s_head) = one_request().await;
-        let clients = AwsClients::new(&config(&k_url, &d_url, &s_url)).await;
+        let (c_url, c_head) = one_request().await;
+        let clients = AwsClients::new(&config(&k_url, &d_url, &s_url, &c_url)).await;
         assert_eq!(
             clients
                 .sdk_config()
@@ -241,6 +257,7 @@ mod tests {
             .bucket("chief-b")
             .send()
             .await;
+        let _ = clients.cloudwatch().list_metrics().send().await;
 
         let k = k_head.await.expect("kinesis request");
         assert!(k.contains("Kinesis_20131202.ListStreams"), "{k}");
@@ -252,5 +269,7 @@ mod tests {
         let s = s_head.await.expect("s3 request");
         assert!(s.starts_with("GET /chief-b/?"), "{s}");
         assert!(s.contains("list-type=2"), "{s}");
+        let c = c_head.await.expect("cloudwatch request");
+        assert!(c.contains("/eu-west-1/monitoring/"), "{c}");
     }
 }

@@ -7,10 +7,13 @@
 //!   service, credentials from the default chain, `force_path_style` for S3, a pinned
 //!   `BehaviorVersion`, retry and timeout settings.
 //! - [`retry`]: the one back-off policy (exponential, full jitter, cap, deadline).
-//! - [`telemetry`]: `tracing` set-up for binaries.
+//! - [`telemetry`]: `tracing` set-up for binaries, the metrics exporters.
+//! - [`cloudwatch`]: the `metrics` recorder and `PutMetricData` exporter behind
+//!   `[metrics] cloudwatch`.
 //! - [`local_stack`]: what tests use to find the local stack (and fail loudly without it).
 
 pub mod aws;
+pub mod cloudwatch;
 pub mod database;
 pub mod local_stack;
 pub mod retry;
