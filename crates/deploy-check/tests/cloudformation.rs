@@ -1,0 +1,482 @@
+//! `deploy/aws/chief.yaml`: cfn-lint clean; its roles carry exactly the documents of
+//! `deploy/aws/iam/`; its user data is valid bash, installs only what the release tarball
+//! holds and gives each binary a config it accepts; its bucket, streams, database and
+//! search domain are set up as the code and the issue expect.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use chief_deploy_check::template::{self, resources, resources_of, unwrap_subs};
+use chief_deploy_check::userdata;
+use chief_deploy_check::workspace_root;
+use chief_executors::{Executor, ExecutorConfig};
+use chief_loader::LoaderConfig;
+use chief_producer::app::ProducerAppConfig;
+use serde_json::{Value, json};
+use support::*;
+
+#[test]
+fn cfn_lint_is_clean() {
+    let root = workspace_root();
+    let cfn_lint = root.join(".local/venv/bin/cfn-lint");
+    assert!(
+        cfn_lint.is_file(),
+        "{} is missing: run `make stack-up` (it installs deploy/local/requirements.txt, cfn-lint included, into .local/venv)",
+        cfn_lint.display()
+    );
+    // Informational rules too (-c I): explicit deletion policies on stateful resources.
+    let out = Command::new(&cfn_lint)
+        .args(["--include-checks", "I", "--", "deploy/aws/chief.yaml"])
+        .current_dir(&root)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", cfn_lint.display()));
+    assert!(
+        out.status.success(),
+        "cfn-lint deploy/aws/chief.yaml (exit {:?}):\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every role's inline policies: role → (policy name → document with `!Sub` unwrapped).
+fn role_policies(t: &Value) -> BTreeMap<String, BTreeMap<String, Value>> {
+    resources_of(t, "AWS::IAM::Role")
+        .into_iter()
+        .map(|(id, props)| {
+            let policies = props["Policies"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| {
+                            (
+                                p["PolicyName"].as_str().unwrap_or_default().to_owned(),
+                                unwrap_subs(&p["PolicyDocument"]),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (id.to_owned(), policies)
+        })
+        .collect()
+}
+
+#[test]
+fn roles_carry_exactly_the_documents_of_deploy_aws_iam() {
+    let t = template();
+    let expected: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
+        ("ProducerRole", vec!["chief-producer", "bootstrap-producer"]),
+        (
+            "ConsumerRole",
+            vec![
+                "chief-order-factory-s3",
+                "chief-order-es-s3",
+                "chief-jobresult-es",
+                "chief-jobresult-notify-s3",
+                "bootstrap-consumer",
+            ],
+        ),
+        ("LoaderRole", vec!["chief-loader", "bootstrap-loader"]),
+        ("AuroraS3Role", vec!["aurora-load-from-s3"]),
+    ]);
+    let roles = role_policies(&t);
+    assert_eq!(
+        roles.keys().map(String::as_str).collect::<Vec<_>>(),
+        expected.keys().copied().collect::<Vec<_>>(),
+        "the template's roles"
+    );
+    let mut files: BTreeSet<String> = BTreeSet::new();
+    for (role, names) in &expected {
+        let policies = &roles[*role];
+        assert_eq!(
+            policies.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+            names.iter().copied().collect::<BTreeSet<_>>(),
+            "{role}'s policies"
+        );
+        for name in names {
+            assert_eq!(
+                policies[*name],
+                policy_json(name),
+                "{role}'s policy {name} differs from deploy/aws/iam/{name}.json"
+            );
+            files.insert((*name).to_owned());
+        }
+    }
+    // Every document in deploy/aws/iam is used by a role.
+    let dir = workspace_root().join("deploy/aws/iam");
+    for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let name = e
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(stem) = name.strip_suffix(".json") {
+            assert!(
+                files.contains(stem),
+                "deploy/aws/iam/{name} is in no role of the template"
+            );
+        }
+    }
+    // Who may assume them; no managed policy but Session Manager's.
+    let roles = resources_of(&t, "AWS::IAM::Role");
+    for (id, props) in roles {
+        let service = if id == "AuroraS3Role" {
+            "rds.amazonaws.com"
+        } else {
+            "ec2.amazonaws.com"
+        };
+        let trust = &props["AssumeRolePolicyDocument"]["Statement"];
+        assert_eq!(trust.as_array().map(Vec::len), Some(1), "{id} trust policy");
+        assert_eq!(trust[0]["Principal"], json!({"Service": service}), "{id}");
+        assert_eq!(trust[0]["Action"], "sts:AssumeRole", "{id}");
+        let managed = &props["ManagedPolicyArns"];
+        if !managed.is_null() {
+            assert_eq!(
+                managed["Fn::If"][1],
+                json!([{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"}]),
+                "{id}: managed policies"
+            );
+        }
+    }
+}
+
+fn release_contents() -> BTreeSet<String> {
+    let out = Command::new("bash")
+        .args(["deploy/aws/package-release.sh", "--list"])
+        .current_dir(workspace_root())
+        .output()
+        .unwrap_or_else(|e| panic!("package-release.sh --list: {e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('/').map(|(_, p)| p.to_owned()))
+        .collect()
+}
+
+#[test]
+fn user_data_is_valid_bash_and_installs_what_the_release_holds() {
+    let t = template();
+    let release = release_contents();
+    let root = workspace_root();
+    // Every file the release packs exists in the repository (binaries: workspace bins).
+    for path in &release {
+        match path.split_once('/') {
+            Some(("bin", bin)) => {
+                let ws = chief_deploy_check::workspace::Workspace::load(&root)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                ws.package_of(bin)
+                    .unwrap_or_else(|e| panic!("release bin/{bin}: {e}"));
+            }
+            Some(("systemd", f)) => {
+                assert!(root.join("deploy/systemd").join(f).is_file(), "{path}")
+            }
+            Some(("cron", f)) => assert!(root.join("deploy/cron").join(f).is_file(), "{path}"),
+            Some(("config" | "sql", _)) => assert!(root.join(path).is_file(), "{path}"),
+            _ => panic!("unexpected release path {path}"),
+        }
+    }
+    let launch_templates: Vec<&str> = resources_of(&t, "AWS::EC2::LaunchTemplate")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(
+        launch_templates,
+        [
+            "ConsumerLaunchTemplate",
+            "LoaderLaunchTemplate",
+            "ProducerLaunchTemplate"
+        ]
+    );
+    for lt in launch_templates {
+        let script = user_data(&t, lt);
+        // bash -n: the script parses.
+        let file =
+            std::env::temp_dir().join(format!("chief-userdata-{lt}-{}.sh", std::process::id()));
+        std::fs::write(&file, &script).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let check = Command::new("bash")
+            .arg("-n")
+            .arg(&file)
+            .output()
+            .unwrap_or_else(|e| panic!("bash -n: {e}"));
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            check.status.success(),
+            "{lt} user data is not valid bash:\n{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert!(script.starts_with("#!/bin/bash\n"), "{lt}");
+        assert!(
+            script.contains("set -euo pipefail"),
+            "{lt}: stops at the first error"
+        );
+        // Everything it installs from the release is in the release.
+        let installed: Vec<String> = userdata::release_paths(&script)
+            .into_iter()
+            .filter(|p| p != "chief.tar.gz")
+            .collect();
+        assert!(!installed.is_empty(), "{lt} installs nothing");
+        for path in &installed {
+            assert!(
+                release.contains(path),
+                "{lt} installs {path}, which the release does not hold"
+            );
+        }
+        // The units it enables are the ones it installs, and each has its drop-in.
+        let units: BTreeSet<String> = installed
+            .iter()
+            .filter_map(|p| p.strip_prefix("systemd/"))
+            .map(|u| u.trim_end_matches(".service").to_owned())
+            .collect();
+        let enabled: BTreeSet<String> = script
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("systemctl enable --now "))
+            .flat_map(|l| l.split_whitespace().map(str::to_owned))
+            .filter(|u| u.starts_with("chief-"))
+            .collect();
+        assert_eq!(units, enabled, "{lt}: units installed vs enabled");
+        let files = userdata::written_files(&script);
+        for unit in &units {
+            let drop_in = format!("/etc/systemd/system/{unit}.service.d/stack.conf");
+            assert!(
+                files.iter().any(|f| f.path == drop_in),
+                "{lt}: {unit} has no {drop_in}"
+            );
+        }
+    }
+    // The executors' instances run all four; the loader's installs the cron entry.
+    let consumer = user_data(&t, "ConsumerLaunchTemplate");
+    for e in Executor::ALL {
+        assert!(
+            userdata::release_paths(&consumer).contains(&format!("systemd/{}.service", e.name())),
+            "{e} is not installed"
+        );
+    }
+    let loader = user_data(&t, "LoaderLaunchTemplate");
+    assert!(userdata::release_paths(&loader).contains(&"cron/chief-loader".to_owned()));
+    assert!(loader.contains("/etc/cron.d/chief-loader"));
+}
+
+#[test]
+fn each_binary_accepts_its_settings_on_the_instance() {
+    let t = template();
+    for binary in binaries() {
+        let settings = instance_settings(&t, binary);
+        let text = config_text(binary);
+        assert!(
+            settings
+                .iter()
+                .any(|(k, v)| k == "CHIEF__AWS__REGION" && v == "eu-west-1"),
+            "{binary}: the region is not the stack's: {settings:?}"
+        );
+        match binary {
+            "chief-producer" => {
+                let _: ProducerAppConfig = chief_config::load_str(&text, &settings)
+                    .unwrap_or_else(|e| panic!("{binary}: {e}"));
+            }
+            "chief-loader" => {
+                let c: LoaderConfig = chief_config::load_str(&text, &settings)
+                    .unwrap_or_else(|e| panic!("{binary}: {e}"));
+                assert_eq!(c.loader.bucket, value_of("ArchiveBucket"));
+                assert_eq!(c.loader.mode, chief_loader::Mode::Aurora);
+                assert_eq!(
+                    c.database.url,
+                    "mysql://chief_loader:<$loader_password>@x-auroracluster-endpoint-address:x-auroracluster-endpoint-port/chief"
+                );
+            }
+            _ => {
+                let e = Executor::ALL
+                    .into_iter()
+                    .find(|e| e.name() == binary)
+                    .unwrap_or_else(|| panic!("{binary}"));
+                let c: ExecutorConfig = chief_config::load_str(&text, &settings)
+                    .unwrap_or_else(|err| panic!("{binary}: {err}"));
+                c.validate(e)
+                    .unwrap_or_else(|err| panic!("{binary}: {err}"));
+                let (stream, table) = match e {
+                    Executor::OrderFactoryS3 => ("OrdersStream", "OrderFactoryS3LeaseTable"),
+                    Executor::OrderEsS3 => ("OrdersStream", "OrderEsS3LeaseTable"),
+                    Executor::JobResultEs => ("JobResultsStream", "JobResultEsLeaseTable"),
+                    Executor::JobResultNotifyS3 => {
+                        ("JobResultsStream", "JobResultNotifyS3LeaseTable")
+                    }
+                };
+                assert_eq!(c.consumer.stream, value_of(stream), "{binary}");
+                assert_eq!(c.consumer.table, value_of(table), "{binary}");
+                assert_eq!(c.archive.bucket, value_of("ArchiveBucket"), "{binary}");
+                assert_eq!(
+                    c.elasticsearch.url,
+                    format!("https://{}", value_of("SearchDomain.DomainEndpoint")),
+                    "{binary}"
+                );
+            }
+        }
+    }
+}
+
+fn prop<'a>(t: &'a Value, id: &str) -> &'a Value {
+    let r = resources(t)
+        .get(id)
+        .unwrap_or_else(|| panic!("the template has no resource {id}"));
+    &r["Properties"]
+}
+
+#[test]
+fn bucket_streams_database_and_search_are_set_up_as_the_code_expects() {
+    let t = template();
+    // Streams: server-side encryption, the shard counts of chiefctl setup by default,
+    // the executors' stream names by default.
+    let chiefctl: toml::Table =
+        toml::from_str(&config_text("chiefctl")).unwrap_or_else(|e| panic!("{e}"));
+    let setup_streams = chiefctl["setup"]["streams"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let params = &t["Parameters"];
+    for (id, name_param, shards_param) in [
+        ("OrdersStream", "OrdersStreamName", "OrdersShardCount"),
+        (
+            "JobResultsStream",
+            "JobResultsStreamName",
+            "JobResultsShardCount",
+        ),
+    ] {
+        let p = prop(&t, id);
+        assert_eq!(
+            p["StreamEncryption"],
+            json!({"EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"}),
+            "{id}"
+        );
+        assert_eq!(p["Name"], json!({"Ref": name_param}));
+        assert_eq!(p["ShardCount"], json!({"Ref": shards_param}));
+        let default_name = params[name_param]["Default"].as_str().unwrap_or_default();
+        let setup = setup_streams
+            .iter()
+            .find(|s| s["name"].as_str() == Some(default_name))
+            .unwrap_or_else(|| panic!("config/chiefctl.toml has no stream {default_name}"));
+        assert_eq!(
+            params[shards_param]["Default"].as_i64(),
+            setup["shards"].as_integer(),
+            "{id} shards"
+        );
+    }
+    let executor_streams: BTreeSet<String> = Executor::ALL
+        .iter()
+        .map(|e| {
+            let c: ExecutorConfig = chief_config::load_str(&config_text(e.name()), &[])
+                .unwrap_or_else(|err| panic!("{e}: {err}"));
+            c.consumer.stream
+        })
+        .collect();
+    let default_streams: BTreeSet<String> = ["OrdersStreamName", "JobResultsStreamName"]
+        .iter()
+        .map(|p| params[p]["Default"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(executor_streams, default_streams);
+
+    // Bucket: encrypted, no public access, lifecycle for dead letters and manifests.
+    let b = prop(&t, "ArchiveBucket");
+    assert_eq!(
+        b["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+            ["SSEAlgorithm"],
+        "AES256"
+    );
+    for k in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(b["PublicAccessBlockConfiguration"][k], true, "{k}");
+    }
+    let expiring: BTreeSet<String> = b["LifecycleConfiguration"]["Rules"]
+        .as_array()
+        .map(|rules| {
+            rules
+                .iter()
+                .filter(|r| r["ExpirationInDays"].is_object() || r["ExpirationInDays"].is_number())
+                .filter_map(|r| r["Prefix"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let loader: LoaderConfig =
+        chief_config::load_str(&config_text("chief-loader"), &[]).unwrap_or_else(|e| panic!("{e}"));
+    let mut want = BTreeSet::from([format!("{}/", loader.loader.manifest_prefix)]);
+    for e in Executor::ALL {
+        let c: ExecutorConfig = chief_config::load_str(&config_text(e.name()), &[])
+            .unwrap_or_else(|err| panic!("{e}: {err}"));
+        want.insert(format!("{}/", c.archive.dead_letter_prefix));
+    }
+    assert_eq!(
+        expiring, want,
+        "lifecycle expirations vs dead-letter and manifest prefixes"
+    );
+
+    // Aurora: the S3 role in the cluster parameter group and associated with the cluster.
+    let role = json!({"Fn::GetAtt": ["AuroraS3Role", "Arn"]});
+    let group = prop(&t, "AuroraClusterParameters");
+    assert_eq!(group["Family"], "aurora-mysql8.0");
+    assert_eq!(group["Parameters"]["aws_default_s3_role"], role);
+    let cluster = prop(&t, "AuroraCluster");
+    assert_eq!(cluster["Engine"], "aurora-mysql");
+    assert_eq!(
+        cluster["DBClusterParameterGroupName"],
+        json!({"Ref": "AuroraClusterParameters"})
+    );
+    assert_eq!(cluster["AssociatedRoles"], json!([{"RoleArn": role}]));
+    assert_eq!(cluster["StorageEncrypted"], true);
+    // Only the loader reaches the database, only the executors the search domain.
+    for (sg, port, from) in [
+        ("AuroraSecurityGroup", 3306, "LoaderSecurityGroup"),
+        ("SearchSecurityGroup", 443, "ConsumerSecurityGroup"),
+    ] {
+        assert_eq!(
+            prop(&t, sg)["SecurityGroupIngress"],
+            json!([{"IpProtocol": "tcp", "FromPort": port, "ToPort": port,
+                    "SourceSecurityGroupId": {"Ref": from}, "Description": prop(&t, sg)["SecurityGroupIngress"][0]["Description"]}]),
+            "{sg}"
+        );
+    }
+    // Search: in the VPC, encrypted, fine-grained access with the secret only the
+    // consumer role reads.
+    let search = prop(&t, "SearchDomain");
+    assert_eq!(
+        search["VPCOptions"]["SecurityGroupIds"],
+        json!([{"Ref": "SearchSecurityGroup"}])
+    );
+    assert_eq!(search["EncryptionAtRestOptions"]["Enabled"], true);
+    assert_eq!(search["NodeToNodeEncryptionOptions"]["Enabled"], true);
+    assert_eq!(search["DomainEndpointOptions"]["EnforceHTTPS"], true);
+    assert_eq!(search["AdvancedSecurityOptions"]["Enabled"], true);
+    assert_eq!(
+        search["AdvancedSecurityOptions"]["MasterUserOptions"]["MasterUserPassword"],
+        json!({"Fn::Sub": "{{resolve:secretsmanager:${SearchSecret}:SecretString:password}}"})
+    );
+    let readers: Vec<&str> = [
+        "bootstrap-producer",
+        "bootstrap-consumer",
+        "bootstrap-loader",
+    ]
+    .into_iter()
+    .filter(|p| policy_json(p).to_string().contains("${SearchSecret}"))
+    .collect();
+    assert_eq!(
+        readers,
+        ["bootstrap-consumer"],
+        "who may read the search credentials"
+    );
+    // Instance metadata v2 only, encrypted volumes.
+    for (lt, props) in resources_of(&t, "AWS::EC2::LaunchTemplate") {
+        let data = &props["LaunchTemplateData"];
+        assert_eq!(data["MetadataOptions"]["HttpTokens"], "required", "{lt}");
+        assert_eq!(
+            data["BlockDeviceMappings"][0]["Ebs"]["Encrypted"], true,
+            "{lt}"
+        );
+        assert!(template::user_data(&t, lt).is_some(), "{lt}");
+    }
+}

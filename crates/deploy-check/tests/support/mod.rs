@@ -1,0 +1,406 @@
+//! What the deploy tests share: the template with its placeholders filled in, each
+//! binary's effective settings on its instance (config file + the `CHIEF__` settings the
+//! user data and the systemd unit give it), the AWS resources those settings make it use,
+//! and the built binaries.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use chief_deploy_check::operations::{self, SdkOperation};
+use chief_deploy_check::policy::{Policy, Request};
+use chief_deploy_check::template;
+use chief_deploy_check::userdata;
+use chief_deploy_check::workspace_root;
+use chief_executors::{Executor, ExecutorConfig};
+use chief_loader::LoaderConfig;
+use chief_pipeline::archive::{RecordPosition, batch_key, dead_letter_key};
+use serde_json::Value;
+
+/// The binaries that run on the stack's instances, each with its own policy
+/// `deploy/aws/iam/<binary>.json`.
+pub fn binaries() -> Vec<&'static str> {
+    let mut out = vec!["chief-producer"];
+    out.extend(Executor::ALL.iter().map(|e| e.name()));
+    out.push("chief-loader");
+    out
+}
+
+/// The value the tests give a `Fn::Sub` placeholder (stands for what CloudFormation would
+/// put there).
+pub fn value_of(placeholder: &str) -> String {
+    match placeholder {
+        "AWS::Partition" => "aws".to_owned(),
+        "AWS::Region" => "eu-west-1".to_owned(),
+        "AWS::AccountId" => "111122223333".to_owned(),
+        "AWS::StackName" => "chief-test".to_owned(),
+        other => format!("x-{}", other.replace(['.', ':'], "-").to_ascii_lowercase()),
+    }
+}
+
+/// `text` with its placeholders filled in.
+pub fn fill(text: &str) -> String {
+    template::substitute(text, value_of)
+}
+
+/// `deploy/aws/chief.yaml` as JSON.
+pub fn template() -> Value {
+    let path = workspace_root().join("deploy/aws/chief.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    template::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The policy document `deploy/aws/iam/<name>.json`, as written.
+pub fn policy_json(name: &str) -> Value {
+    let path = workspace_root().join(format!("deploy/aws/iam/{name}.json"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The policy document `deploy/aws/iam/<name>.json` with its placeholders filled in.
+pub fn policy(name: &str) -> Policy {
+    let path = workspace_root().join(format!("deploy/aws/iam/{name}.json"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    Policy::parse(name, &fill(&text)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The launch template whose instances run `binary`.
+pub fn launch_template_of(binary: &str) -> &'static str {
+    match binary {
+        "chief-producer" => "ProducerLaunchTemplate",
+        "chief-loader" => "LoaderLaunchTemplate",
+        _ => "ConsumerLaunchTemplate",
+    }
+}
+
+/// The user data of a launch template, placeholders filled in.
+pub fn user_data(template: &Value, launch_template: &str) -> String {
+    fill(
+        template::user_data(template, launch_template)
+            .unwrap_or_else(|| panic!("{launch_template} has no Fn::Base64/Fn::Sub user data")),
+    )
+}
+
+/// The `CHIEF__` settings `binary` runs with on its instance: its systemd unit's
+/// `Environment=` lines, then the files the user data writes for it (the environment
+/// file, the unit's drop-in).
+pub fn instance_settings(template: &Value, binary: &str) -> Vec<(String, String)> {
+    let script = user_data(template, launch_template_of(binary));
+    let files = userdata::written_files(&script);
+    let mut settings = Vec::new();
+    let unit = workspace_root().join(format!("deploy/systemd/{binary}.service"));
+    if let Ok(text) = std::fs::read_to_string(&unit) {
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        settings.extend(userdata::chief_settings(&lines));
+    }
+    let env_file = if binary == "chief-loader" {
+        "/etc/chief/loader.env"
+    } else {
+        "/etc/chief/chief.env"
+    };
+    let drop_in = format!("/etc/systemd/system/{binary}.service.d/stack.conf");
+    for wanted in [env_file, drop_in.as_str()] {
+        for f in files.iter().filter(|f| f.path == wanted) {
+            settings.extend(userdata::chief_settings(&f.body));
+        }
+        settings.extend(
+            userdata::appended_settings(&script)
+                .into_iter()
+                .filter(|(file, _, _)| file == wanted)
+                .map(|(_, k, v)| (k, v)),
+        );
+    }
+    settings
+}
+
+/// `config/<short name>.toml` of a binary.
+pub fn config_text(binary: &str) -> String {
+    let short = binary.strip_prefix("chief-").unwrap_or(binary);
+    let path = workspace_root().join(format!("config/{short}.toml"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// What a binary's settings make it touch.
+#[derive(Debug, Default, Clone)]
+pub struct Uses {
+    /// Stream names.
+    pub streams: Vec<String>,
+    /// Lease table names.
+    pub tables: Vec<String>,
+    /// Objects it writes: (bucket, key).
+    pub written: Vec<(String, String)>,
+    /// Objects it reads.
+    pub read: Vec<(String, String)>,
+    /// Prefixes it lists: (bucket, prefix).
+    pub listed: Vec<(String, String)>,
+}
+
+const REGION: &str = "eu-west-1";
+const ACCOUNT: &str = "111122223333";
+
+pub fn stream_arn(name: &str) -> String {
+    format!("arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{name}")
+}
+
+pub fn table_arn(name: &str) -> String {
+    format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}")
+}
+
+pub fn object_arn(bucket: &str, key: &str) -> String {
+    format!("arn:aws:s3:::{bucket}/{key}")
+}
+
+pub fn bucket_arn(bucket: &str) -> String {
+    format!("arn:aws:s3:::{bucket}")
+}
+
+fn arrival() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(1_704_164_645, 0).unwrap_or_default() // 2024-01-02T03:04:05Z
+}
+
+fn position(sub: u64) -> RecordPosition {
+    RecordPosition {
+        sequence_number: "49650000000000000000000000000000000000000000000000000001".to_owned(),
+        sub_sequence_number: sub,
+    }
+}
+
+/// The resources `binary` uses with its settings on its instance.
+pub fn uses(template: &Value, binary: &str) -> Uses {
+    let settings = instance_settings(template, binary);
+    let text = config_text(binary);
+    let mut uses = Uses::default();
+    match binary {
+        "chief-producer" => {
+            // `--stream` names the stream: the stack's two.
+            uses.streams = template::resources_of(template, "AWS::Kinesis::Stream")
+                .into_iter()
+                .map(|(id, _)| value_of(id))
+                .collect();
+        }
+        "chief-loader" => {
+            let config: LoaderConfig = chief_config::load_str(&text, &settings)
+                .unwrap_or_else(|e| panic!("{binary} with its instance settings: {e}"));
+            let l = &config.loader;
+            for table in l.tables.values() {
+                uses.listed
+                    .push((l.bucket.clone(), format!("{}/", table.prefix)));
+                uses.read.push((
+                    l.bucket.clone(),
+                    batch_key(
+                        &table.prefix,
+                        arrival(),
+                        "shardId-000000000001",
+                        &position(0),
+                    ),
+                ));
+                uses.written.push((
+                    l.bucket.clone(),
+                    format!(
+                        "{}/{}/2024/01/02/20240102T030405.000Z-4242-0.json",
+                        l.manifest_prefix, table.table
+                    ),
+                ));
+            }
+        }
+        _ => {
+            let executor = Executor::ALL
+                .into_iter()
+                .find(|e| e.name() == binary)
+                .unwrap_or_else(|| panic!("{binary} is not an executor"));
+            let config: ExecutorConfig = chief_config::load_str(&text, &settings)
+                .unwrap_or_else(|e| panic!("{binary} with its instance settings: {e}"));
+            config
+                .validate(executor)
+                .unwrap_or_else(|e| panic!("{binary} with its instance settings: {e}"));
+            uses.streams.push(config.consumer.stream.clone());
+            uses.tables.push(config.consumer.table.clone());
+            let a = &config.archive;
+            if executor.writes_archive() {
+                uses.written.push((
+                    a.bucket.clone(),
+                    batch_key(&a.prefix, arrival(), "shardId-000000000001", &position(3)),
+                ));
+            }
+            uses.written.push((
+                a.bucket.clone(),
+                dead_letter_key(
+                    &a.dead_letter_prefix,
+                    binary,
+                    arrival(),
+                    "shardId-000000000001",
+                    &position(7),
+                ),
+            ));
+        }
+    }
+    uses
+}
+
+/// The requests `binary` makes for `action` on what it `uses`.
+pub fn requests(op: &SdkOperation, uses: &Uses) -> Vec<Request> {
+    use operations::ResourceKind::*;
+    let Some(iam) = operations::iam_action(op) else {
+        return Vec::new();
+    };
+    let a = iam.action;
+    match iam.resource {
+        Stream => uses
+            .streams
+            .iter()
+            .map(|s| Request::new(a, stream_arn(s)))
+            .collect(),
+        Table => uses
+            .tables
+            .iter()
+            .map(|t| Request::new(a, table_arn(t)))
+            .collect(),
+        ObjectWritten => uses
+            .written
+            .iter()
+            .map(|(b, k)| Request::new(a, object_arn(b, k)))
+            .collect(),
+        ObjectRead => uses
+            .read
+            .iter()
+            .map(|(b, k)| Request::new(a, object_arn(b, k)))
+            .collect(),
+        BucketListed => uses
+            .listed
+            .iter()
+            .map(|(b, p)| Request::new(a, bucket_arn(b)).with("s3:prefix", p))
+            .collect(),
+        Bucket => uses
+            .listed
+            .iter()
+            .map(|(b, _)| Request::new(a, bucket_arn(b)))
+            .collect(),
+        Any => vec![Request::new(a, "*")],
+    }
+}
+
+/// Requests next to `r` that a least-privilege policy allowing `r` must refuse: another
+/// stream, table, bucket, or a key or prefix outside the one used.
+pub fn neighbours(r: &Request) -> Vec<Request> {
+    let mut out = Vec::new();
+    let swap_last = |arn: &str, with: &str| match arn.rsplit_once('/') {
+        Some((head, _)) => format!("{head}/{with}"),
+        None => format!("{arn}-{with}"),
+    };
+    if r.resource.starts_with("arn:aws:kinesis:") || r.resource.starts_with("arn:aws:dynamodb:") {
+        out.push(Request::new(
+            &r.action,
+            swap_last(&r.resource, "someone-elses"),
+        ));
+        out.push(Request::new(
+            &r.action,
+            r.resource.replace(REGION, "us-east-1"),
+        ));
+    } else if let Some(path) = r.resource.strip_prefix("arn:aws:s3:::") {
+        match path.split_once('/') {
+            Some((bucket, key)) => {
+                out.push(Request::new(
+                    &r.action,
+                    object_arn("someone-elses-bucket", key),
+                ));
+                out.push(Request::new(
+                    &r.action,
+                    object_arn(bucket, &format!("Other{key}")),
+                ));
+                out.push(Request::new(
+                    &r.action,
+                    object_arn(bucket, "errors/someone-else/x"),
+                ));
+                out.push(Request::new(&r.action, object_arn(bucket, "x")));
+            }
+            None => {
+                for prefix in ["", "errors/", "Other/"] {
+                    out.push(Request::new(&r.action, bucket_arn(path)).with("s3:prefix", prefix));
+                }
+                out.push(
+                    Request::new(&r.action, bucket_arn("someone-elses-bucket")).with(
+                        "s3:prefix",
+                        r.context.first().map_or("", |(_, v)| v.as_str()),
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The directory of the binaries built with this test (`target/<profile>`).
+pub fn target_profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    // target/<profile>/deps/<test binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| panic!("{} is not under target/<profile>/deps", exe.display()))
+}
+
+fn mtime(path: &Path) -> SystemTime {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The built `binary`, checked to be newer than every source file it was built from
+/// (its `.d` dep-info file lists them); fails loudly otherwise.
+pub fn built_binary(binary: &str) -> PathBuf {
+    let dir = target_profile_dir();
+    let path = dir.join(binary);
+    let build = "build the binaries with `cargo build --workspace --bins` (`make test` builds them before running the tests)";
+    assert!(path.is_file(), "{} does not exist: {build}", path.display());
+    let built = mtime(&path);
+    let dep_info = dir.join(format!("{binary}.d"));
+    let text = std::fs::read_to_string(&dep_info)
+        .unwrap_or_else(|e| panic!("{}: {e}; {build}", dep_info.display()));
+    let first = text.lines().next().unwrap_or_default();
+    let deps = first.split_once(": ").map_or("", |(_, d)| d);
+    // Paths are space-separated, with spaces in names escaped as `\ `.
+    let mut sources = Vec::new();
+    let mut current = String::new();
+    let mut chars = deps.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&' ') => {
+                current.push(' ');
+                chars.next();
+            }
+            ' ' => {
+                if !current.is_empty() {
+                    sources.push(std::mem::take(&mut current));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        sources.push(current);
+    }
+    for source in sources.iter().map(PathBuf::from).filter(|p| p.is_file()) {
+        assert!(
+            mtime(&source) <= built,
+            "{} is older than {}: {build}",
+            path.display(),
+            source.display()
+        );
+    }
+    path
+}
+
+/// The SDK operations compiled into `binary`, those the SDK sends by itself left out.
+pub fn called_operations(binary: &str) -> BTreeSet<SdkOperation> {
+    let path = built_binary(binary);
+    operations::from_binary(&path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .filter(|op| operations::sdk_internal(op).is_none())
+        .collect()
+}
