@@ -138,6 +138,8 @@ pub struct Uses {
     pub read: Vec<(String, String)>,
     /// Prefixes it lists: (bucket, prefix).
     pub listed: Vec<(String, String)>,
+    /// The CloudWatch namespace of its metrics (`[metrics] cloudwatch`), if set.
+    pub metrics_namespace: Option<String>,
 }
 
 const REGION: &str = "eu-west-1";
@@ -177,6 +179,10 @@ pub fn uses(template: &Value, binary: &str) -> Uses {
     let mut uses = Uses::default();
     match binary {
         "chief-producer" => {
+            let config: chief_producer::app::ProducerAppConfig =
+                chief_config::load_str(&text, &settings)
+                    .unwrap_or_else(|e| panic!("{binary} with its instance settings: {e}"));
+            uses.metrics_namespace = config.metrics.cloudwatch.map(|c| c.namespace);
             // `--stream` names the stream: the stack's two.
             uses.streams = template::resources_of(template, "AWS::Kinesis::Stream")
                 .into_iter()
@@ -218,6 +224,11 @@ pub fn uses(template: &Value, binary: &str) -> Uses {
             config
                 .validate(executor)
                 .unwrap_or_else(|e| panic!("{binary} with its instance settings: {e}"));
+            uses.metrics_namespace = config
+                .metrics
+                .cloudwatch
+                .as_ref()
+                .map(|c| c.namespace.clone());
             uses.streams.push(config.consumer.stream.clone());
             uses.tables.push(config.consumer.table.clone());
             let a = &config.archive;
@@ -279,6 +290,12 @@ pub fn requests(op: &SdkOperation, uses: &Uses) -> Vec<Request> {
             .listed
             .iter()
             .map(|(b, _)| Request::new(a, bucket_arn(b)))
+            .collect(),
+        // PutMetricData has no resource: the policy limits it to the binary's namespace.
+        Any if a == "cloudwatch:PutMetricData" => uses
+            .metrics_namespace
+            .iter()
+            .map(|ns| Request::new(a, "*").with("cloudwatch:namespace", ns))
             .collect(),
         Any => vec![Request::new(a, "*")],
     }
