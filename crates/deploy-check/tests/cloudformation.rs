@@ -164,11 +164,11 @@ fn user_data_is_valid_bash_and_installs_what_the_release_holds() {
     let release = release_contents();
     let root = workspace_root();
     // Every file the release packs exists in the repository (binaries: workspace bins).
+    let ws =
+        chief_deploy_check::workspace::Workspace::load(&root).unwrap_or_else(|e| panic!("{e}"));
     for path in &release {
         match path.split_once('/') {
             Some(("bin", bin)) => {
-                let ws = chief_deploy_check::workspace::Workspace::load(&root)
-                    .unwrap_or_else(|e| panic!("{e}"));
                 ws.package_of(bin)
                     .unwrap_or_else(|e| panic!("release bin/{bin}: {e}"));
             }
