@@ -203,7 +203,11 @@ async fn s3_ids(
 
 /// The `orderid`s of `table`.
 async fn db_ids(database: &DatabaseConfig, table: &str) -> anyhow::Result<BTreeSet<String>> {
-    if table.is_empty() || !table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    if table.is_empty()
+        || !table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
         bail!("--table `{table}` is not a plain identifier");
     }
     let pool = sqlx::mysql::MySqlPoolOptions::new()
@@ -211,10 +215,12 @@ async fn db_ids(database: &DatabaseConfig, table: &str) -> anyhow::Result<BTreeS
         .connect(&database.url)
         .await
         .context("connecting to the database (database.url)")?;
-    let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT orderid FROM `{table}`")))
-        .fetch_all(&pool)
-        .await
-        .with_context(|| format!("reading {table}"))?;
+    let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT orderid FROM `{table}`"
+    )))
+    .fetch_all(&pool)
+    .await
+    .with_context(|| format!("reading {table}"))?;
     pool.close().await;
     Ok(ids.into_iter().collect())
 }
