@@ -50,6 +50,10 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 
 .PHONY: test
 test: stack-up lint ## The whole test suite against the local stack (what CI runs)
+	@# The end-to-end and deploy checks run the built binaries; the schema is applied once
+	@# here so that parallel tests never race on a migration.
+	$(CARGO) build --workspace --bins
+	$(BIN)/chief-loader migrate --config config/loader.toml --config $(LOCAL_CONFIG)
 	@if command -v cargo-nextest >/dev/null; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \

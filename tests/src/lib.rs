@@ -209,13 +209,36 @@ impl Run {
         std::fs::write(self.dir.join("loader.toml"), loader).expect("overlay");
     }
 
-    /// Creates this run's tables in `database_url` (like the migrated ones).
+    /// Creates this run's tables in `database_url` (like the migrated ones; `make test`
+    /// migrates the shared database first, this migrates it if nobody did).
     pub async fn create_tables(&self, database_url: &str) {
         let pool = sqlx::mysql::MySqlPoolOptions::new()
             .max_connections(1)
             .connect(database_url)
             .await
             .expect("MariaDB (make stack-up)");
+        let migrated: Option<String> = sqlx::query_scalar(
+            "SELECT table_name FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = 'jobresults'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .expect("information_schema");
+        if migrated.is_none() {
+            let status = Command::new(bin("chief-loader"))
+                .args([
+                    "--config",
+                    "config/loader.toml",
+                    "--config",
+                    "config/local.toml",
+                    "migrate",
+                ])
+                .current_dir(workspace_root())
+                .env("CHIEF__DATABASE__URL", database_url)
+                .status()
+                .expect("chief-loader migrate");
+            assert!(status.success(), "chief-loader migrate: {status}");
+        }
         for kind in ["orders", "jobresults"] {
             let sql = format!(
                 "CREATE TABLE IF NOT EXISTS `{}` LIKE `{kind}`",
