@@ -385,7 +385,13 @@ impl Run {
 
     /// Runs `chief-loader run` (local mode) into this run's tables; its exit status.
     pub fn load(&self, env: &[(&str, &str)]) -> ExitStatus {
-        let args = vec![
+        self.spawn("loader", &bin("chief-loader"), &self.loader_args(), env)
+            .wait()
+    }
+
+    /// The arguments of `chief-loader run` into this run's tables.
+    pub fn loader_args(&self) -> Vec<String> {
+        vec![
             "--config".into(),
             "config/loader.toml".into(),
             "--config".into(),
@@ -393,9 +399,7 @@ impl Run {
             "--config".into(),
             self.dir.join("loader.toml").display().to_string(),
             "run".into(),
-        ];
-        self.spawn("loader", &bin("chief-loader"), &args, env)
-            .wait()
+        ]
     }
 
     /// `chiefctl reconcile` of `input` against the S3 prefix, the index and (with
@@ -560,9 +564,14 @@ impl Run {
 
     /// Rows in this run's table of `kind`.
     pub async fn db_count(&self, kind: &str) -> u64 {
+        self.db_count_at(&self.stack.database.url, kind).await
+    }
+
+    /// Rows in this run's table of `kind` in the database at `database_url`.
+    pub async fn db_count_at(&self, database_url: &str, kind: &str) -> u64 {
         let pool = sqlx::mysql::MySqlPoolOptions::new()
             .max_connections(1)
-            .connect(&self.stack.database.url)
+            .connect(database_url)
             .await
             .expect("MariaDB");
         let sql = format!("SELECT COUNT(*) FROM `{}`", self.table(kind));

@@ -296,17 +296,8 @@ async fn mariadb_stopped_during_a_load_then_the_loader_re_run_loses_nothing() {
 
     // Stop MariaDB while the loader runs: the run fails, loudly.
     let loader = {
-        let args = [
-            "--config".to_owned(),
-            "config/loader.toml".to_owned(),
-            "--config".to_owned(),
-            "config/local.toml".to_owned(),
-            "--config".to_owned(),
-            run.dir.join("loader.toml").display().to_string(),
-            "run".to_owned(),
-        ];
         std::process::Command::new(chief_e2e::bin("chief-loader"))
-            .args(args)
+            .args(run.loader_args())
             .current_dir(&root)
             .envs(env)
             .stdout(std::process::Stdio::piped())
@@ -332,18 +323,8 @@ async fn mariadb_stopped_during_a_load_then_the_loader_re_run_loses_nothing() {
         let r = run.reconcile(kind, &[input.as_path()], true, &env);
         assert_eq!(r.lost, 0, "{kind}: {r:?}");
         assert_eq!(r.in_db, Some(r.unique), "{kind}: {r:?}");
-        let pool = sqlx::mysql::MySqlPoolOptions::new()
-            .max_connections(1)
-            .connect(&url)
-            .await
-            .expect("private MariaDB");
-        let sql = format!("SELECT COUNT(*) FROM `{}`", run.table(kind));
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_one(&pool)
-            .await
-            .expect("count");
-        pool.close().await;
-        assert_eq!(n as u64, r.unique, "{kind}: exactly the unique ids");
+        let n = run.db_count_at(&url, kind).await;
+        assert_eq!(n, r.unique, "{kind}: exactly the unique ids");
         assert_eq!(run.es_count(kind).await, r.unique, "{kind}: Elasticsearch");
     }
     run.cleanup().await;
