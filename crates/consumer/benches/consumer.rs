@@ -3,8 +3,9 @@
 //!    (current-thread runtime): user records/s;
 //! 2. lease table operations per shard per minute in steady state (default timings,
 //!    counted on a wrapped in-memory store);
-//! 3. put → `process_records` latency p50/p99 on the local stack (kinesis-local + moto),
-//!    polling with the default timings (needs `make stack-up`).
+//! 3. put → `process_records` latency p50/p99, polling (default timings) and enhanced
+//!    fan-out: on the in-memory stream (the latency our code adds), then on the local
+//!    stack (kinesis-local + moto; needs `make stack-up`).
 //!
 //! `CHIEF_BENCH_RECORDS` (default 1,000,000), `CHIEF_BENCH_STEADY_SECS` (default 30),
 //! `CHIEF_BENCH_LATENCY_SECS` (default 20), `CHIEF_BENCH_IDLE_MAX_MS` (default: the config's 1,000); `CHIEF_BENCH_SKIP_LOCAL=1` skips figure 3.
@@ -18,9 +19,9 @@ use chief_aggregation::{Aggregator, UserRecord};
 use chief_config::aws::AwsClients;
 use chief_config::local_stack::LocalStack;
 use chief_consumer::{
-    ConsumerConfig, DynamoDbLeaseStore, ExtendedSequenceNumber, Lease, LeaseError, LeaseStore,
-    MemoryLeaseStore, ProcessRecordsInput, ProcessorError, ProcessorFactory, RecordProcessor,
-    Scheduler, ShardEndedInput,
+    ConsumerConfig, DynamoDbLeaseStore, ExtendedSequenceNumber, FetcherKind, Lease, LeaseError,
+    LeaseStore, MemoryLeaseStore, ProcessRecordsInput, ProcessorError, ProcessorFactory,
+    RecordProcessor, Scheduler, ShardEndedInput,
 };
 use chief_stream::{KinesisClient, MemoryStreams, PutEntry, StreamClient};
 use tokio_util::sync::CancellationToken;
@@ -230,6 +231,93 @@ fn steady_state() {
     });
 }
 
+/// Puts one record (carrying its send time) every 50 ms for `secs` seconds through
+/// `client` while a scheduler reads the stream with `cfg`; returns put → process latencies.
+async fn measure_latency<C, S>(client: C, store: S, cfg: ConsumerConfig, secs: u64) -> Vec<Duration>
+where
+    C: StreamClient + Clone,
+    S: LeaseStore,
+{
+    let stream = cfg.stream.clone();
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let sink = Sink {
+        records: Arc::default(),
+        latencies: Some(latencies.clone()),
+    };
+    let scheduler = Scheduler::new(cfg, client.clone(), store, sink.clone()).expect("scheduler");
+    let token = CancellationToken::new();
+    let run = tokio::spawn(scheduler.run(token.clone()));
+    // Wait until both shards are being read.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed() < Duration::from_secs(secs) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let entry = PutEntry {
+            partition_key: format!("k{sent}"),
+            explicit_hash_key: None,
+            data: now.to_string().into(),
+        };
+        client.put_records(&stream, vec![entry]).await.expect("put");
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while sink.records.load(Ordering::Relaxed) < sent {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    token.cancel();
+    let _ = run.await;
+    let mut l = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    l.sort();
+    l
+}
+
+fn report(what: &str, secs: u64, l: &[Duration]) {
+    let pct = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)];
+    println!(
+        "latency ({what}; one record every 50 ms for {secs} s, {} records): put → process_records p50 {:?}, p99 {:?}, max {:?}",
+        l.len(),
+        pct(0.50),
+        pct(0.99),
+        l[l.len() - 1]
+    );
+}
+
+fn describe(cfg: &ConsumerConfig) -> String {
+    match cfg.fetcher {
+        FetcherKind::Polling => format!(
+            "polling, poll {} ms, adaptive idle ≤ {} ms",
+            cfg.poll_interval_ms, cfg.idle_time_max_ms
+        ),
+        FetcherKind::FanOut => "enhanced fan-out".to_owned(),
+    }
+}
+
+/// The latency our own code adds: the in-memory stream answers at once and pushes
+/// subscription events as soon as records are written.
+fn latency_memory() {
+    let secs = env("CHIEF_BENCH_LATENCY_SECS", 20);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for fetcher in [FetcherKind::Polling, FetcherKind::FanOut] {
+        rt.block_on(async {
+            let streams = MemoryStreams::new(1);
+            streams.create_stream("bench", 2);
+            let mut cfg = config("bench", "w");
+            cfg.fetcher = fetcher;
+            cfg.idle_time_max_ms = env("CHIEF_BENCH_IDLE_MAX_MS", cfg.idle_time_max_ms);
+            let what = format!("{}; in-memory stream and lease table", describe(&cfg));
+            let l = measure_latency(streams, MemoryLeaseStore::new("bench"), cfg, secs).await;
+            report(&what, secs, &l);
+        });
+    }
+}
+
 fn latency() {
     if std::env::var("CHIEF_BENCH_SKIP_LOCAL").is_ok() {
         return;
@@ -239,59 +327,45 @@ fn latency() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async {
-        let stack = LocalStack::require();
-        let clients = AwsClients::new(&stack.aws).await;
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let stream = format!("chief-bench-{id}");
-        let table = format!("chief-bench-leases-{id}");
-        let kinesis = clients.kinesis();
-        let client = KinesisClient::new(kinesis.clone());
-        client.create_stream(&stream, 2).await.expect("CreateStream");
-        client.wait_until_active(&stream, Duration::from_secs(60)).await.expect("ACTIVE");
-        let latencies = Arc::new(Mutex::new(Vec::new()));
-        let sink = Sink { records: Arc::default(), latencies: Some(latencies.clone()) };
-        let mut cfg = config(&stream, "w");
-        cfg.table = table.clone();
-        cfg.idle_time_max_ms = env("CHIEF_BENCH_IDLE_MAX_MS", cfg.idle_time_max_ms);
-        let idle_max = cfg.idle_time_max_ms;
-        let scheduler = Scheduler::new(cfg, client.clone(), DynamoDbLeaseStore::new(clients.dynamodb(), &table), sink.clone())
-            .expect("scheduler");
-        let token = CancellationToken::new();
-        let run = tokio::spawn(scheduler.run(token.clone()));
-        // Wait until both shards are being read.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let started = Instant::now();
-        let mut sent = 0u64;
-        while started.elapsed() < Duration::from_secs(secs) {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
-            let entry = PutEntry { partition_key: format!("k{sent}"), explicit_hash_key: None, data: now.to_string().into() };
-            client.put_records(&stream, vec![entry]).await.expect("put");
-            sent += 1;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        while sink.records.load(Ordering::Relaxed) < sent {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        token.cancel();
-        let _ = run.await;
-        let mut l = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        l.sort();
-        let pct = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)];
-        println!(
-            "latency (polling, poll 200 ms, adaptive idle ≤ {idle_max} ms; kinesis-local + moto; one record every 50 ms for {secs} s, {} records): put → process_records p50 {:?}, p99 {:?}, max {:?}",
-            l.len(),
-            pct(0.50),
-            pct(0.99),
-            l[l.len() - 1]
-        );
-        let _ = kinesis.delete_stream().stream_name(&stream).send().await;
-        let _ = clients.dynamodb().delete_table().table_name(&table).send().await;
-    });
+    for fetcher in [FetcherKind::Polling, FetcherKind::FanOut] {
+        rt.block_on(async {
+            let stack = LocalStack::require();
+            let clients = AwsClients::new(&stack.aws).await;
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let stream = format!("chief-bench-{id}");
+            let table = format!("chief-bench-leases-{id}");
+            let kinesis = clients.kinesis();
+            let client = KinesisClient::new(kinesis.clone());
+            client
+                .create_stream(&stream, 2)
+                .await
+                .expect("CreateStream");
+            client
+                .wait_until_active(&stream, Duration::from_secs(60))
+                .await
+                .expect("ACTIVE");
+            let mut cfg = config(&stream, "w");
+            cfg.table = table.clone();
+            cfg.fetcher = fetcher;
+            cfg.idle_time_max_ms = env("CHIEF_BENCH_IDLE_MAX_MS", cfg.idle_time_max_ms);
+            let what = format!("{}; kinesis-local + moto", describe(&cfg));
+            let store = DynamoDbLeaseStore::new(clients.dynamodb(), &table);
+            let l = measure_latency(client, store, cfg, secs).await;
+            report(&what, secs, &l);
+            let _ = kinesis.delete_stream().stream_name(&stream).send().await;
+            let _ = clients
+                .dynamodb()
+                .delete_table()
+                .table_name(&table)
+                .send()
+                .await;
+        });
+    }
 }
 
 fn main() {
     throughput();
     steady_state();
+    latency_memory();
     latency();
 }

@@ -23,6 +23,10 @@ pub enum InitialPosition {
 pub enum FetcherKind {
     /// GetRecords polling.
     Polling,
+    /// Enhanced fan-out: a registered stream consumer (`consumer_name`) and one
+    /// SubscribeToShard subscription per shard, renewed when Kinesis ends it (every five
+    /// minutes) from the last record received.
+    FanOut,
 }
 
 /// How a consumer reads a stream and shares it with other workers.
@@ -40,8 +44,16 @@ pub struct ConsumerConfig {
     pub initial_position: InitialPosition,
     /// With `AT_TIMESTAMP`: the time, in milliseconds since the epoch. Default 0.
     pub initial_timestamp_ms: u64,
-    /// How records are fetched. Default `polling`.
+    /// How records are fetched: `polling` or `fan_out`. Default `polling`.
     pub fetcher: FetcherKind,
+    /// With `fan_out`: the name of the stream consumer to register (KCL uses the
+    /// application name). Default: none, meaning `table`.
+    pub consumer_name: Option<String>,
+    /// With `fan_out`: after this long without records on a subscription, check once with
+    /// GetRecords whether the shard has ended (a safety net for endpoints that do not
+    /// report the end of a closed shard on the subscription, as the local emulator; real
+    /// Kinesis does). 0 turns it off. Default 10,000.
+    pub fan_out_end_check_ms: u64,
     /// A lease whose counter has not moved for this long is expired and may be taken
     /// (KCL `failoverTimeMillis`). Default 10,000.
     pub failover_time_ms: u64,
@@ -87,6 +99,8 @@ impl Default for ConsumerConfig {
             initial_position: InitialPosition::TrimHorizon,
             initial_timestamp_ms: 0,
             fetcher: FetcherKind::Polling,
+            consumer_name: None,
+            fan_out_end_check_ms: 10_000,
             failover_time_ms: 10_000,
             lease_renewal_interval_ms: 0,
             lease_taking_interval_ms: 0,
@@ -133,6 +147,11 @@ impl ConsumerConfig {
         }
     }
 
+    /// The enhanced fan-out consumer name (`consumer_name`, else the lease table's name).
+    pub fn fan_out_consumer_name(&self) -> &str {
+        self.consumer_name.as_deref().unwrap_or(&self.table)
+    }
+
     /// `shard_sync_interval_ms` as a duration.
     pub fn shard_sync_interval(&self) -> Duration {
         Duration::from_millis(self.shard_sync_interval_ms)
@@ -159,6 +178,16 @@ impl ConsumerConfig {
                 "failover_time_ms {} is below 100",
                 self.failover_time_ms
             ));
+        }
+        if let Some(name) = &self.consumer_name {
+            let valid = name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            if name.is_empty() || name.len() > 128 || !valid {
+                return Err(format!(
+                    "consumer_name {name:?} must be 1..=128 characters of a-z, A-Z, 0-9, _ . -"
+                ));
+            }
         }
         if self.renewal_interval() >= self.failover() {
             return Err("the lease renewal interval must be shorter than the failover time".into());

@@ -23,3 +23,6 @@ pub const RECORDS_OUTSIDE_SHARD_RANGE: &str = "RecordsOutsideShardRange";
 pub const GET_RECORDS_THROTTLED: &str = "GetRecordsThrottled";
 /// Counter: shard iterators that expired and were renewed from the last position read.
 pub const EXPIRED_ITERATORS: &str = "ExpiredIterators";
+/// Counter: enhanced fan-out subscriptions opened (SubscribeToShard calls that succeeded;
+/// each lasts up to five minutes) (label `stream`).
+pub const SUBSCRIPTIONS: &str = "SubscribeToShardSubscriptions";

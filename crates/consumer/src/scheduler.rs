@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::checkpoint::HeldLease;
-use crate::config::{ConsumerConfig, InitialPosition};
+use crate::config::{ConsumerConfig, FetcherKind, InitialPosition};
 use crate::lease::{ExtendedSequenceNumber, Lease, LeaseError, LeaseStore};
 use crate::metrics as m;
 use crate::processor::ProcessorFactory;
@@ -31,6 +31,16 @@ pub enum ConsumerError {
         table: String,
         /// The error.
         source: LeaseError,
+    },
+    /// The enhanced fan-out consumer could not be registered.
+    #[error("cannot register stream consumer {consumer} on {stream}: {source}")]
+    RegisterConsumer {
+        /// The stream.
+        stream: String,
+        /// The consumer name.
+        consumer: String,
+        /// The error.
+        source: Box<StreamError>,
     },
     /// The stream's shards could not be listed.
     #[error("cannot list the shards of stream {stream}: {source}")]
@@ -77,6 +87,8 @@ struct Worker<C, S, F> {
     shards: HashSet<String>,
     tasks: JoinSet<(String, ShardOutcome)>,
     stop_shards: CancellationToken,
+    /// With enhanced fan-out: the registered stream consumer's ARN.
+    consumer_arn: Option<String>,
 }
 
 impl<C, S, F> Scheduler<C, S, F>
@@ -131,6 +143,7 @@ where
             shards: HashSet::new(),
             tasks: JoinSet::new(),
             stop_shards: CancellationToken::new(),
+            consumer_arn: None,
         };
         worker.run(shutdown).instrument(span).await
     }
@@ -161,7 +174,13 @@ where
                 }
             }
         }
-        tracing::info!(table = %table, "worker starting");
+        if self.config.fetcher == FetcherKind::FanOut {
+            match self.register_consumer(&shutdown).await? {
+                Some(arn) => self.consumer_arn = Some(arn),
+                None => return Ok(()),
+            }
+        }
+        tracing::info!(table = %table, fetcher = ?self.config.fetcher, "worker starting");
         let renew_every = self.config.renewal_interval();
         let take_every = self.config.taking_interval();
         let sync_every = self.config.shard_sync_interval();
@@ -487,6 +506,43 @@ where
         }
     }
 
+    /// Registers the enhanced fan-out consumer (or finds it registered) and returns its
+    /// ARN; `None` if `shutdown` fired first.
+    async fn register_consumer(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<String>, ConsumerError> {
+        let name = self.config.fan_out_consumer_name().to_owned();
+        let mut attempt = 0;
+        loop {
+            let registered = tokio::select! {
+                () = shutdown.cancelled() => return Ok(None),
+                r = self.client.register_consumer(&self.config.stream, &name) => r,
+            };
+            match registered {
+                Ok(arn) => {
+                    tracing::info!(consumer = %name, consumer_arn = %arn, "enhanced fan-out consumer registered");
+                    return Ok(Some(arn));
+                }
+                Err(source) if attempt >= 5 || !source.is_retryable() => {
+                    return Err(ConsumerError::RegisterConsumer {
+                        stream: self.config.stream.clone(),
+                        consumer: name,
+                        source: Box::new(source),
+                    });
+                }
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(consumer = %name, error = %e, "stream consumer not registered yet; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(None),
+                        () = tokio::time::sleep(self.config.fetch_retry.jittered(attempt)) => {}
+                    }
+                }
+            }
+        }
+    }
+
     /// Starts a task for every held lease whose parents are done; `true` if some wait.
     async fn start_ready(&mut self) -> bool {
         let mut waiting = false;
@@ -517,6 +573,7 @@ where
                     lease.starting_hash_key.as_deref(),
                     lease.ending_hash_key.as_deref(),
                 ),
+                consumer_arn: self.consumer_arn.clone(),
             };
             let processor = self.factory.create(&id);
             let shard_id = id.clone();

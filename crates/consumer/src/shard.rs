@@ -1,5 +1,6 @@
-//! Processing one shard: the polling fetcher (one batch of prefetch), deaggregation, the
-//! processor's lifecycle, retries that never skip records.
+//! Processing one shard: the fetchers (GetRecords polling or an enhanced fan-out
+//! subscription, one batch of prefetch either way), deaggregation, the processor's
+//! lifecycle, retries that never skip records.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -146,6 +147,113 @@ async fn fetch<C: StreamClient>(
     }
 }
 
+/// Reads a shard through enhanced fan-out: one SubscribeToShard subscription at a time,
+/// renewed from the last record received when Kinesis ends it (every five minutes) or it
+/// fails (with back-off: another worker's subscription may still hold the shard for a
+/// moment after a hand-over). Events go to `tx` as GetRecords answers whose next iterator
+/// is the continuation sequence number (`None` at the end of the shard); the channel of
+/// one batch is the prefetch bound, and a full channel stops the reading of the HTTP/2
+/// stream. After `fan_out_end_check_ms` without records, one GetRecords call checks
+/// whether the shard has ended (for endpoints that never say so on the subscription).
+async fn subscribe<C: StreamClient>(
+    client: C,
+    config: ConsumerConfig,
+    consumer_arn: String,
+    shard_id: String,
+    start: IteratorPosition,
+    tx: mpsc::Sender<GetRecordsOutput>,
+) {
+    let stream = config.stream.clone();
+    let end_check = Duration::from_millis(config.fan_out_end_check_ms);
+    let mut position = start;
+    let mut failures = 0u32;
+    let mut quiet_since = Instant::now();
+    loop {
+        let mut subscription = match client
+            .subscribe_to_shard(&stream, &consumer_arn, &shard_id, &position)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, failures, position = ?position, "SubscribeToShard failed; backing off");
+                tokio::time::sleep(config.fetch_retry.jittered(failures)).await;
+                continue;
+            }
+        };
+        metrics::counter!(m::SUBSCRIPTIONS, "stream" => stream.clone()).increment(1);
+        tracing::debug!(position = ?position, "subscribed to shard");
+        loop {
+            let event = match subscription.next().await {
+                Some(Ok(event)) => event,
+                // Kinesis ended the subscription (after five minutes): subscribe again.
+                None => break,
+                Some(Err(e)) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "subscription failed; subscribing again");
+                    tokio::time::sleep(config.fetch_retry.jittered(failures)).await;
+                    break;
+                }
+            };
+            failures = 0;
+            if let Some(last) = event.records.last() {
+                position = IteratorPosition::AfterSequenceNumber(last.sequence_number.clone());
+                quiet_since = Instant::now();
+            } else if let Some(continuation) = &event.continuation_sequence_number {
+                position = IteratorPosition::AfterSequenceNumber(continuation.clone());
+            }
+            if let Some(behind) = event.millis_behind_latest {
+                metrics::gauge!(m::MILLIS_BEHIND_LATEST, "stream" => stream.clone(), "shard_id" => shard_id.clone())
+                    .set(behind as f64);
+            }
+            let empty = event.records.is_empty();
+            let end = event.is_shard_end();
+            if (!empty || end || config.deliver_empty_batches)
+                && tx.send(event.into_get_records_output()).await.is_err()
+            {
+                return;
+            }
+            if end {
+                return;
+            }
+            if empty && !end_check.is_zero() && quiet_since.elapsed() >= end_check {
+                quiet_since = Instant::now();
+                if let Some(end) = shard_end(&client, &stream, &shard_id, &position).await {
+                    tracing::info!(
+                        "the shard ended (found by GetRecords; the subscription did not say so)"
+                    );
+                    let _ = tx.send(end).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// One GetRecords call from `position`: the answer if it is the end of a closed shard.
+async fn shard_end<C: StreamClient>(
+    client: &C,
+    stream: &str,
+    shard_id: &str,
+    position: &IteratorPosition,
+) -> Option<GetRecordsOutput> {
+    let iterator = match client.get_shard_iterator(stream, shard_id, position).await {
+        Ok(it) => it,
+        Err(e) => {
+            tracing::debug!(error = %e, "end-of-shard check: GetShardIterator failed");
+            return None;
+        }
+    };
+    match client.get_records(stream, &iterator, 1).await {
+        Ok(out) if out.records.is_empty() && out.is_shard_end() => Some(out),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "end-of-shard check: GetRecords failed");
+            None
+        }
+    }
+}
+
 /// Everything one shard's processing needs.
 pub(crate) struct ShardTask<C, S> {
     pub(crate) client: C,
@@ -154,6 +262,8 @@ pub(crate) struct ShardTask<C, S> {
     pub(crate) shutdown: CancellationToken,
     /// The shard's hash range, to count aggregated records that lie outside it.
     pub(crate) range: Option<(u128, u128)>,
+    /// With enhanced fan-out: the registered stream consumer; `None` means polling.
+    pub(crate) consumer_arn: Option<String>,
 }
 
 impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
@@ -194,16 +304,16 @@ impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
         tracing::info!(checkpoint = %checkpoint, "processing shard");
         let (position, mut resume) = start_position(&checkpoint, &self.config);
         let (tx, mut rx) = mpsc::channel(1);
-        let _fetcher = AbortOnDropHandle::new(tokio::spawn(
-            fetch(
-                self.client.clone(),
-                self.config.clone(),
-                shard_id.clone(),
-                position,
-                tx,
-            )
-            .in_current_span(),
-        ));
+        let (client, config) = (self.client.clone(), self.config.clone());
+        let fetcher = match self.consumer_arn.clone() {
+            Some(arn) => tokio::spawn(
+                subscribe(client, config, arn, shard_id.clone(), position, tx).in_current_span(),
+            ),
+            None => tokio::spawn(
+                fetch(client, config, shard_id.clone(), position, tx).in_current_span(),
+            ),
+        };
+        let _fetcher = AbortOnDropHandle::new(fetcher);
         loop {
             let batch = tokio::select! {
                 biased;

@@ -150,3 +150,28 @@ async fn local_checkpoint_after_lease_loss_is_refused() {
     checkpoint_after_lease_loss_is_refused(&l, &l.table.clone()).await;
     l.clean_up().await;
 }
+
+// Enhanced fan-out on kinesis-local (RegisterStreamConsumer + SubscribeToShard over
+// HTTP/1.1 event streams; the emulator pushes an event per shard once a second and never
+// reports the end of a closed shard on a subscription, which the end-of-shard check covers).
+
+#[tokio::test]
+async fn local_fan_out_two_workers_balance_to_two_and_two() {
+    let l = FanOut(Local::new(4).await);
+    two_workers_balance(&l, &l.0.table.clone()).await;
+    l.0.clean_up().await;
+}
+
+#[tokio::test]
+async fn local_fan_out_split_and_merge_mid_run_lose_nothing_and_keep_key_order() {
+    let l = FanOut(Local::new(4).await);
+    reshard_mid_run(&l, &l.0.table.clone()).await;
+    l.0.clean_up().await;
+}
+
+#[tokio::test]
+async fn local_fan_out_restart_replays_only_what_was_not_checkpointed() {
+    let l = FanOut(Local::new(4).await);
+    restart_replays_only_what_was_not_checkpointed(&l, &l.0.table.clone()).await;
+    l.0.clean_up().await;
+}

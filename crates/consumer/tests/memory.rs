@@ -165,3 +165,64 @@ async fn aggregate_records_hashing_outside_the_shard_are_kept() {
     assert!(seen.iter().all(|s| s.shard == "shardId-000000000000"));
     w.stop().await;
 }
+
+// The same scenarios read through enhanced fan-out (SubscribeToShard) instead of polling.
+
+#[tokio::test]
+async fn memory_fan_out_two_workers_balance_to_two_and_two() {
+    two_workers_balance(&FanOut(mem(4)), "t").await;
+}
+
+#[tokio::test]
+async fn memory_fan_out_dead_worker_is_taken_over_after_failover() {
+    dead_worker_is_taken_over(&FanOut(mem(4)), "t").await;
+}
+
+#[tokio::test]
+async fn memory_fan_out_graceful_stop_hands_over_at_once() {
+    graceful_stop_hands_over(&FanOut(mem(4)), "t").await;
+}
+
+#[tokio::test]
+async fn memory_fan_out_split_and_merge_mid_run_lose_nothing_and_keep_key_order() {
+    reshard_mid_run(&FanOut(mem(4)), "t").await;
+}
+
+#[tokio::test]
+async fn memory_fan_out_restart_replays_only_what_was_not_checkpointed() {
+    restart_replays_only_what_was_not_checkpointed(&FanOut(mem(4)), "t").await;
+}
+
+#[tokio::test]
+async fn memory_fan_out_checkpoint_after_lease_loss_is_refused() {
+    checkpoint_after_lease_loss_is_refused(&FanOut(mem(4)), "t").await;
+}
+
+/// Subscriptions that end every 150 ms (Kinesis: five minutes) and fail a fifth of the
+/// time: each is renewed from the last record received; nothing lost or repeated.
+#[tokio::test]
+async fn fan_out_subscriptions_renewed_after_expiry_and_failures_lose_and_repeat_nothing() {
+    let m = FanOut(mem(2));
+    m.0.streams
+        .set_subscription_lifetime(Duration::from_millis(150));
+    m.0.streams.set_faults(Faults {
+        call_error_ratio: 0.2,
+        expired_iterator_ratio: 0.05,
+        ..Faults::default()
+    });
+    let w = start(&m, m.config("t", "w"), Checkpointing::EveryBatch);
+    let n = 2_000;
+    for chunk in 0..10 {
+        write(m.client(), STREAM, records(chunk * 200, 200, 50)).await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    wait_for(60, "every record processed", || async {
+        w.probe.count() as u64 >= n
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = w.probe.seen();
+    assert_key_order(&seen);
+    assert_exactly_once(&seen, n);
+    w.stop().await;
+}

@@ -4,12 +4,16 @@ use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::primitives::DateTime;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
+use aws_sdk_kinesis::types::{
+    ConsumerStatus, PutRecordsRequestEntry, ShardIteratorType, StartingPosition,
+    SubscribeToShardEventStream,
+};
 use chief_aggregation::parse_hash_key;
 
 use crate::{
     ChildShard, GetRecordsOutput, IteratorPosition, PutEntry, PutEntryError, PutEntryResult,
-    PutSuccess, ReceivedRecord, Shard, StreamClient, StreamError,
+    PutSuccess, ReceivedRecord, Shard, StreamClient, StreamError, Subscription, SubscriptionEvent,
 };
 
 /// Kinesis through the AWS SDK (build the SDK client with `chief_config::aws::AwsClients`).
@@ -331,48 +335,248 @@ impl StreamClient for KinesisClient {
             .send()
             .await
             .map_err(|e| classify("GetRecords", stream, e))?;
-        let records = out
-            .records
-            .into_iter()
-            .map(|r| ReceivedRecord {
-                sequence_number: r.sequence_number,
-                partition_key: r.partition_key.unwrap_or_default(),
-                approximate_arrival: r
-                    .approximate_arrival_timestamp
-                    .and_then(|t| std::time::SystemTime::try_from(t).ok()),
-                data: bytes::Bytes::from(r.data.into_inner()),
-            })
-            .collect();
-        let mut child_shards = Vec::new();
-        for c in out.child_shards.unwrap_or_default() {
-            let parse = |v: &str| {
-                parse_hash_key(v).map_err(|e| StreamError::Service {
-                    operation: "GetRecords",
-                    stream: stream.to_owned(),
-                    code: "MalformedResponse".to_owned(),
-                    message: format!("child shard {}: {e}", c.shard_id),
-                    retryable: false,
-                })
-            };
-            let (start, end) = match &c.hash_key_range {
-                Some(range) => (
-                    parse(range.starting_hash_key())?,
-                    parse(range.ending_hash_key())?,
-                ),
-                None => (0, u128::MAX),
-            };
-            child_shards.push(ChildShard {
-                shard_id: c.shard_id.clone(),
-                parent_shards: c.parent_shards.clone(),
-                starting_hash_key: start,
-                ending_hash_key: end,
-            });
-        }
+        let records = out.records.into_iter().map(received).collect();
+        let child_shards =
+            child_shards("GetRecords", stream, out.child_shards.unwrap_or_default())?;
         Ok(GetRecordsOutput {
             records,
             next_shard_iterator: out.next_shard_iterator,
             millis_behind_latest: out.millis_behind_latest.map(|m| m.max(0) as u64),
             child_shards,
         })
+    }
+
+    async fn register_consumer(
+        &self,
+        stream: &str,
+        consumer_name: &str,
+    ) -> Result<String, StreamError> {
+        let summary = self
+            .client
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .map_err(|e| classify("DescribeStreamSummary", stream, e))?;
+        let stream_arn = summary
+            .stream_description_summary()
+            .map(|d| d.stream_arn().to_owned())
+            .ok_or_else(|| malformed("DescribeStreamSummary", stream, "no stream summary"))?;
+        let registered = self
+            .client
+            .register_stream_consumer()
+            .stream_arn(&stream_arn)
+            .consumer_name(consumer_name)
+            .send()
+            .await;
+        let consumer_arn = match registered {
+            Ok(out) => out.consumer().map(|c| c.consumer_arn().to_owned()),
+            // Registered already (by this application's other workers, or an earlier run).
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_in_use_exception()) =>
+            {
+                None
+            }
+            Err(e) => return Err(classify("RegisterStreamConsumer", stream, e)),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let request = self.client.describe_stream_consumer();
+            let request = match &consumer_arn {
+                Some(arn) => request.consumer_arn(arn),
+                None => request.stream_arn(&stream_arn).consumer_name(consumer_name),
+            };
+            let out = request
+                .send()
+                .await
+                .map_err(|e| classify("DescribeStreamConsumer", stream, e))?;
+            let description = out.consumer_description().ok_or_else(|| {
+                malformed("DescribeStreamConsumer", stream, "no consumer description")
+            })?;
+            if description.consumer_status() == &ConsumerStatus::Active {
+                return Ok(description.consumer_arn().to_owned());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(StreamError::Timeout {
+                    operation: "DescribeStreamConsumer",
+                    stream: stream.to_owned(),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn subscribe_to_shard(
+        &self,
+        stream: &str,
+        consumer_arn: &str,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> Result<Subscription, StreamError> {
+        const OP: &str = "SubscribeToShard";
+        let start = StartingPosition::builder();
+        let start = match position {
+            IteratorPosition::TrimHorizon => start.r#type(ShardIteratorType::TrimHorizon),
+            IteratorPosition::Latest => start.r#type(ShardIteratorType::Latest),
+            IteratorPosition::AtTimestamp(at) => start
+                .r#type(ShardIteratorType::AtTimestamp)
+                .timestamp(DateTime::from(*at)),
+            IteratorPosition::AtSequenceNumber(seq) => start
+                .r#type(ShardIteratorType::AtSequenceNumber)
+                .sequence_number(seq),
+            IteratorPosition::AfterSequenceNumber(seq) => start
+                .r#type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(seq),
+        }
+        .build()
+        .map_err(|e| StreamError::Service {
+            operation: OP,
+            stream: stream.to_owned(),
+            code: "InvalidArgumentException".to_owned(),
+            message: e.to_string(),
+            retryable: false,
+        })?;
+        let mut out = self
+            .client
+            .subscribe_to_shard()
+            .consumer_arn(consumer_arn)
+            .shard_id(shard_id)
+            .starting_position(start)
+            .send()
+            .await
+            .map_err(|e| classify(OP, stream, e))?;
+        let stream = stream.to_owned();
+        Ok(Subscription::spawn(move |tx| async move {
+            loop {
+                let event = match out.event_stream.recv().await {
+                    Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(e))) => e,
+                    Ok(Some(other)) => {
+                        tracing::debug!(event = ?other, "unknown SubscribeToShard event ignored");
+                        continue;
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        // Sent if the reader still listens; the subscription ends either way.
+                        let _ = tx.send(Err(event_error(OP, &stream, e))).await;
+                        return;
+                    }
+                };
+                let converted = child_shards(OP, &stream, event.child_shards.unwrap_or_default())
+                    .map(|child_shards| SubscriptionEvent {
+                        records: event.records.into_iter().map(received).collect(),
+                        // Kinesis sends no continuation once the shard's end is reached.
+                        continuation_sequence_number: Some(event.continuation_sequence_number)
+                            .filter(|c| !c.is_empty()),
+                        millis_behind_latest: Some(event.millis_behind_latest.max(0) as u64),
+                        child_shards,
+                    });
+                let failed = converted.is_err();
+                if tx.send(converted).await.is_err() || failed {
+                    return;
+                }
+            }
+        }))
+    }
+}
+
+/// A record as GetRecords and SubscribeToShard return it.
+fn received(r: aws_sdk_kinesis::types::Record) -> ReceivedRecord {
+    ReceivedRecord {
+        sequence_number: r.sequence_number,
+        partition_key: r.partition_key.unwrap_or_default(),
+        approximate_arrival: r
+            .approximate_arrival_timestamp
+            .and_then(|t| std::time::SystemTime::try_from(t).ok()),
+        data: bytes::Bytes::from(r.data.into_inner()),
+    }
+}
+
+/// The child shards reported at the end of a closed shard.
+fn child_shards(
+    operation: &'static str,
+    stream: &str,
+    children: Vec<aws_sdk_kinesis::types::ChildShard>,
+) -> Result<Vec<ChildShard>, StreamError> {
+    let mut out = Vec::with_capacity(children.len());
+    for c in children {
+        let parse = |v: &str| {
+            parse_hash_key(v).map_err(|e| {
+                malformed(
+                    operation,
+                    stream,
+                    &format!("child shard {}: {e}", c.shard_id),
+                )
+            })
+        };
+        let (start, end) = match &c.hash_key_range {
+            Some(range) => (
+                parse(range.starting_hash_key())?,
+                parse(range.ending_hash_key())?,
+            ),
+            None => (0, u128::MAX),
+        };
+        out.push(ChildShard {
+            shard_id: c.shard_id.clone(),
+            parent_shards: c.parent_shards.clone(),
+            starting_hash_key: start,
+            ending_hash_key: end,
+        });
+    }
+    Ok(out)
+}
+
+fn malformed(operation: &'static str, stream: &str, message: &str) -> StreamError {
+    StreamError::Service {
+        operation,
+        stream: stream.to_owned(),
+        code: "MalformedResponse".to_owned(),
+        message: message.to_owned(),
+        retryable: false,
+    }
+}
+
+/// An error inside a SubscribeToShard event stream (a modelled exception event such as
+/// `ResourceInUseException`, or a broken connection).
+fn event_error<R: std::fmt::Debug>(
+    operation: &'static str,
+    stream: &str,
+    err: SdkError<SubscribeToShardEventStreamError, R>,
+) -> StreamError {
+    use SubscribeToShardEventStreamError as E;
+    match err {
+        SdkError::ServiceError(e) => {
+            let err = e.err();
+            // The exception events' codes are their variants (the metadata may lack them).
+            let code = match err {
+                E::ResourceNotFoundException(_) => "ResourceNotFoundException",
+                E::ResourceInUseException(_) => "ResourceInUseException",
+                E::KmsDisabledException(_) => "KMSDisabledException",
+                E::KmsInvalidStateException(_) => "KMSInvalidStateException",
+                E::KmsAccessDeniedException(_) => "KMSAccessDeniedException",
+                E::KmsNotFoundException(_) => "KMSNotFoundException",
+                E::KmsOptInRequired(_) => "KMSOptInRequired",
+                E::KmsThrottlingException(_) => "KMSThrottlingException",
+                E::InternalFailureException(_) => "InternalFailureException",
+                _ => err.code().unwrap_or("Unknown"),
+            };
+            let message = err.message().unwrap_or_default().to_owned();
+            service_error(
+                operation,
+                stream.to_owned(),
+                code.to_owned(),
+                message,
+                false,
+            )
+        }
+        SdkError::TimeoutError(_) => StreamError::Timeout {
+            operation,
+            stream: stream.to_owned(),
+        },
+        other => StreamError::Transport {
+            operation,
+            stream: stream.to_owned(),
+            message: format!("{other:?}"),
+        },
     }
 }

@@ -1,7 +1,8 @@
 //! The Kinesis boundary of chief.
 //!
 //! [`StreamClient`] is the small trait the producer and the consumer talk to: the write
-//! side (ListShards, PutRecords) and the read side (GetShardIterator, GetRecords). It has
+//! side (ListShards, PutRecords) and the read side (GetShardIterator, GetRecords, and the
+//! enhanced fan-out calls RegisterStreamConsumer and SubscribeToShard). It has
 //! two implementations, tested against the same expectations:
 //! - [`KinesisClient`]: the AWS SDK client (real Kinesis or a local emulator);
 //! - [`MemoryStreams`]: an in-memory Kinesis (hash-range routing, sequence numbers,
@@ -13,6 +14,7 @@ mod error;
 mod kinesis;
 mod memory;
 mod read;
+mod subscribe;
 
 use std::future::Future;
 
@@ -24,6 +26,7 @@ pub use memory::{Faults, MemoryStats, MemoryStreams, StoredRecord};
 pub use read::{
     ChildShard, GetRecordsOutput, IteratorPosition, ReceivedRecord, compare_sequence_numbers,
 };
+pub use subscribe::{EventSender, Subscription, SubscriptionEvent};
 
 /// One shard of a stream, as ListShards describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,4 +122,23 @@ pub trait StreamClient: Send + Sync + 'static {
         iterator: &str,
         limit: u32,
     ) -> impl Future<Output = Result<GetRecordsOutput, StreamError>> + Send;
+
+    /// RegisterStreamConsumer for enhanced fan-out, or the existing consumer of that name
+    /// (DescribeStreamConsumer); waits until it is `ACTIVE` and returns its ARN.
+    fn register_consumer(
+        &self,
+        stream: &str,
+        consumer_name: &str,
+    ) -> impl Future<Output = Result<String, StreamError>> + Send;
+
+    /// SubscribeToShard: pushes the shard's records from `position` to a registered
+    /// consumer (`consumer_arn`) until the subscription ends (after five minutes) or fails.
+    /// `stream` names the stream in errors.
+    fn subscribe_to_shard(
+        &self,
+        stream: &str,
+        consumer_arn: &str,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> impl Future<Output = Result<Subscription, StreamError>> + Send;
 }

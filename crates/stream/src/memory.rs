@@ -1,7 +1,7 @@
 //! An in-memory Kinesis: streams of shards with hash-key ranges, sequence numbers that
 //! increase across a stream's shards, splits and merges, and fault injection.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -10,8 +10,15 @@ use chief_aggregation::{parse_hash_key, partition_key_hash};
 
 use crate::{
     ChildShard, GetRecordsOutput, IteratorPosition, PutEntry, PutEntryError, PutEntryResult,
-    PutSuccess, ReceivedRecord, Shard, StreamClient, StreamError, compare_sequence_numbers,
+    PutSuccess, ReceivedRecord, Shard, StreamClient, StreamError, Subscription, SubscriptionEvent,
+    compare_sequence_numbers,
 };
+
+/// How long a subscription lasts unless [`MemoryStreams::set_subscription_lifetime`] says
+/// otherwise (Kinesis ends every SubscribeToShard subscription after five minutes).
+const SUBSCRIPTION_LIFETIME: Duration = Duration::from_secs(300);
+/// How often a subscription sends an event when there are no records.
+const SUBSCRIPTION_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Faults the in-memory Kinesis injects; change them at any time with
 /// [`MemoryStreams::set_faults`]. Ratios are probabilities in `[0, 1]`.
@@ -144,6 +151,12 @@ struct State {
     faults: Faults,
     rng: u64,
     stats: MemoryStats,
+    /// Registered fan-out consumers: ARN → stream.
+    consumers: HashMap<String, String>,
+    /// Open subscriptions (consumer ARN, shard): Kinesis allows one at a time.
+    subscriptions: HashSet<(String, String)>,
+    /// Zero means [`SUBSCRIPTION_LIFETIME`].
+    subscription_lifetime: Duration,
 }
 
 impl State {
@@ -176,6 +189,20 @@ impl State {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStreams {
     state: Arc<Mutex<State>>,
+    /// Wakes subscriptions when records are written or shards close.
+    written: Arc<tokio::sync::Notify>,
+}
+
+/// Releases a (consumer, shard) subscription slot when the subscription ends.
+struct SubscriptionSlot {
+    streams: MemoryStreams,
+    key: (String, String),
+}
+
+impl Drop for SubscriptionSlot {
+    fn drop(&mut self) {
+        self.streams.lock().subscriptions.remove(&self.key);
+    }
 }
 
 fn invalid(op: &'static str, stream: &str, message: String) -> StreamError {
@@ -246,6 +273,7 @@ impl MemoryStreams {
         let parent = Some(shard_id.to_owned());
         s.add_shard(start, new_starting_hash_key - 1, parent.clone(), None);
         s.add_shard(new_starting_hash_key, end, parent, None);
+        self.written.notify_waiters();
         Ok(())
     }
 
@@ -290,12 +318,30 @@ impl MemoryStreams {
             Some(shard.to_owned()),
             Some(adjacent.to_owned()),
         );
+        self.written.notify_waiters();
         Ok(())
     }
 
     /// Replaces the injected faults.
     pub fn set_faults(&self, faults: Faults) {
         self.lock().faults = faults;
+    }
+
+    /// Ends subscriptions after `lifetime` instead of five minutes (to test resubscribing).
+    pub fn set_subscription_lifetime(&self, lifetime: Duration) {
+        self.lock().subscription_lifetime = lifetime;
+    }
+
+    /// The sequence number just before `iterator`'s position (the shard's starting
+    /// sequence number at its start): where a subscription continues from.
+    fn continuation(&self, stream: &str, iterator: &str) -> Option<String> {
+        let (index, offset) = decode_iterator(stream, iterator)?;
+        let state = self.lock();
+        let shard = state.streams.get(stream)?.shards.get(index)?;
+        match offset.checked_sub(1) {
+            Some(before) => shard.records.get(before).map(|r| r.sequence_number.clone()),
+            None => Some(shard.info.starting_sequence_number.clone()),
+        }
     }
 
     /// The call counters so far.
@@ -455,6 +501,10 @@ impl StreamClient for MemoryStreams {
         state.stats.entries_written += written;
         state.stats.entries_refused += refused;
         state.stats.bytes_written += bytes;
+        drop(state);
+        if written > 0 {
+            self.written.notify_waiters();
+        }
         Ok(results)
     }
 
@@ -598,6 +648,120 @@ impl StreamClient for MemoryStreams {
             millis_behind_latest: Some(millis_behind_latest),
             child_shards,
         })
+    }
+    async fn register_consumer(
+        &self,
+        stream: &str,
+        consumer_name: &str,
+    ) -> Result<String, StreamError> {
+        const OP: &str = "RegisterStreamConsumer";
+        self.call_faults(OP, stream).await?;
+        let mut state = self.lock();
+        state.stream_mut(OP, stream)?;
+        let arn = format!(
+            "arn:aws:kinesis:us-east-1:000000000000:stream/{stream}/consumer/{consumer_name}:1"
+        );
+        state.consumers.insert(arn.clone(), stream.to_owned());
+        Ok(arn)
+    }
+
+    async fn subscribe_to_shard(
+        &self,
+        stream: &str,
+        consumer_arn: &str,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> Result<Subscription, StreamError> {
+        const OP: &str = "SubscribeToShard";
+        self.call_faults(OP, stream).await?;
+        let key = (consumer_arn.to_owned(), shard_id.to_owned());
+        let lifetime = {
+            let mut state = self.lock();
+            if state.consumers.get(consumer_arn).map(String::as_str) != Some(stream) {
+                return Err(StreamError::Service {
+                    operation: OP,
+                    stream: stream.to_owned(),
+                    code: "ResourceNotFoundException".to_owned(),
+                    message: format!("consumer {consumer_arn} is not registered on {stream}"),
+                    retryable: false,
+                });
+            }
+            if !state.subscriptions.insert(key.clone()) {
+                return Err(StreamError::Service {
+                    operation: OP,
+                    stream: stream.to_owned(),
+                    code: "ResourceInUseException".to_owned(),
+                    message: format!(
+                        "another active subscription exists for {consumer_arn} on {shard_id}"
+                    ),
+                    retryable: true,
+                });
+            }
+            match state.subscription_lifetime {
+                Duration::ZERO => SUBSCRIPTION_LIFETIME,
+                lifetime => lifetime,
+            }
+        };
+        let slot = SubscriptionSlot {
+            streams: self.clone(),
+            key,
+        };
+        let mut iterator = self.get_shard_iterator(stream, shard_id, position).await?;
+        let me = self.clone();
+        let stream = stream.to_owned();
+        Ok(Subscription::spawn(move |tx| async move {
+            let _slot = slot;
+            let deadline = tokio::time::Instant::now() + lifetime;
+            let mut last_sent: Option<tokio::time::Instant> = None;
+            loop {
+                // Registered before reading, so that a write in between still wakes us.
+                let written = me.written.notified();
+                tokio::pin!(written);
+                written.as_mut().enable();
+                let out = match me.get_records(&stream, &iterator, 10_000).await {
+                    Ok(out) => out,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                let empty = out.records.is_empty();
+                let end = out.next_shard_iterator.is_none();
+                let heartbeat = last_sent.is_none_or(|t| t.elapsed() >= SUBSCRIPTION_HEARTBEAT);
+                if !empty || end || heartbeat {
+                    let continuation = match &out.next_shard_iterator {
+                        Some(next) => me.continuation(&stream, next),
+                        None => None,
+                    };
+                    let event = SubscriptionEvent {
+                        records: out.records,
+                        continuation_sequence_number: continuation,
+                        millis_behind_latest: out.millis_behind_latest,
+                        child_shards: out.child_shards,
+                    };
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                    last_sent = Some(tokio::time::Instant::now());
+                }
+                let Some(next) = out.next_shard_iterator else {
+                    return;
+                };
+                iterator = next;
+                if empty {
+                    let beat = SUBSCRIPTION_HEARTBEAT
+                        .saturating_sub(last_sent.map_or(Duration::ZERO, |t| t.elapsed()));
+                    tokio::select! {
+                        () = &mut written => {}
+                        () = tokio::time::sleep(beat) => {}
+                        () = tokio::time::sleep_until(deadline) => return,
+                    }
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return;
+                }
+            }
+        }))
     }
 }
 

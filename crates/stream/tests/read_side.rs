@@ -9,6 +9,7 @@ use chief_config::aws::AwsClients;
 use chief_config::local_stack::LocalStack;
 use chief_stream::{
     Faults, IteratorPosition, KinesisClient, MemoryStreams, PutEntry, StreamClient, StreamError,
+    Subscription,
 };
 
 fn entries(from: usize, n: usize) -> Vec<PutEntry> {
@@ -214,5 +215,133 @@ async fn kinesis_local_read_side() {
         }
     })
     .await;
+    let _ = sdk.delete_stream().stream_name(&stream).send().await;
+}
+
+/// Reads `subscription` until it has delivered `n` records (or 30 s pass); returns their
+/// data and the last continuation sequence number.
+async fn receive(subscription: &mut Subscription, n: usize) -> (Vec<String>, Option<String>) {
+    let mut out = Vec::new();
+    let mut continuation = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while out.len() < n {
+        let event = tokio::time::timeout_at(deadline, subscription.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {n} records in 30 s: {out:?}", out.len()))
+            .expect("the subscription is open")
+            .expect("an event");
+        out.extend(
+            event
+                .records
+                .iter()
+                .map(|r| String::from_utf8_lossy(&r.data).into_owned()),
+        );
+        continuation = event.continuation_sequence_number;
+    }
+    (out, continuation)
+}
+
+/// Enhanced fan-out, same expectations on both clients: a registered consumer (registering
+/// again finds it), a subscription pushing what was there and what arrives later, in order,
+/// one subscription per consumer and shard at a time, a new subscription after the last
+/// continuation sequence number getting only what came after.
+async fn subscription_conformance<C: StreamClient>(c: &C, stream: &str) {
+    let arn = c
+        .register_consumer(stream, "chief-test")
+        .await
+        .expect("register");
+    assert_eq!(
+        c.register_consumer(stream, "chief-test")
+            .await
+            .expect("again"),
+        arn,
+        "registering an existing consumer finds it"
+    );
+    let shard = c.list_shards(stream).await.expect("ListShards")[0]
+        .shard_id
+        .clone();
+    c.put_records(stream, entries(0, 3)).await.expect("put");
+    let mut sub = c
+        .subscribe_to_shard(stream, &arn, &shard, &IteratorPosition::TrimHorizon)
+        .await
+        .expect("SubscribeToShard");
+    let (first, _) = receive(&mut sub, 3).await;
+    assert_eq!(first, ["record-0", "record-1", "record-2"]);
+    c.put_records(stream, entries(3, 2)).await.expect("put");
+    let (later, continuation) = receive(&mut sub, 2).await;
+    assert_eq!(later, ["record-3", "record-4"]);
+    let continuation = continuation.expect("an open shard has a continuation");
+
+    // One subscription per consumer and shard: a second one is refused while the first
+    // is open (at once, or as the subscription's first event).
+    let second = c
+        .subscribe_to_shard(stream, &arn, &shard, &IteratorPosition::TrimHorizon)
+        .await;
+    match second {
+        Err(e) => assert_eq!(e.code(), "ResourceInUseException", "{e}"),
+        Ok(mut s) => {
+            let refused = tokio::time::timeout(Duration::from_secs(10), s.next())
+                .await
+                .expect("an answer within 10 s");
+            let Some(Err(e)) = refused else {
+                panic!("a second subscription was accepted: {refused:?}")
+            };
+            assert_eq!(e.code(), "ResourceInUseException", "{e}");
+        }
+    }
+    drop(sub);
+
+    c.put_records(stream, entries(5, 1)).await.expect("put");
+    let position = IteratorPosition::AfterSequenceNumber(continuation);
+    // The emulator frees the first subscription's slot a moment after its connection
+    // closes: until then a new one is refused (at once or as its first event).
+    let mut after = Vec::new();
+    for _ in 0..50 {
+        let Ok(mut sub) = c.subscribe_to_shard(stream, &arn, &shard, &position).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
+            Ok(Some(Ok(event))) => {
+                after.extend(
+                    event
+                        .records
+                        .iter()
+                        .map(|r| String::from_utf8_lossy(&r.data).into_owned()),
+                );
+                if after.is_empty() {
+                    after = receive(&mut sub, 1).await.0;
+                }
+                break;
+            }
+            Ok(Some(Err(e))) if e.code() == "ResourceInUseException" => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("subscription after the continuation: {other:?}"),
+        }
+    }
+    assert_eq!(after, ["record-5"], "only what came after the continuation");
+}
+
+#[tokio::test]
+async fn memory_subscriptions() {
+    let m = MemoryStreams::new(1);
+    m.create_stream("S", 1);
+    subscription_conformance(&m, "S").await;
+}
+
+#[tokio::test]
+async fn kinesis_local_subscriptions() {
+    let stack = LocalStack::require();
+    let sdk = AwsClients::new(&stack.aws).await.kinesis();
+    let stream = format!("chief-subscribe-{}", uuid::Uuid::new_v4().simple());
+    sdk.create_stream()
+        .stream_name(&stream)
+        .shard_count(1)
+        .send()
+        .await
+        .expect("CreateStream");
+    wait_active(&sdk, &stream).await;
+    subscription_conformance(&KinesisClient::new(sdk.clone()), &stream).await;
     let _ = sdk.delete_stream().stream_name(&stream).send().await;
 }

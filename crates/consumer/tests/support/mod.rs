@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chief_aggregation::UserRecord;
 use chief_consumer::{
-    CheckpointError, ConsumerConfig, ConsumerError, LeaseLostInput, LeaseStore,
+    CheckpointError, ConsumerConfig, ConsumerError, FetcherKind, LeaseLostInput, LeaseStore,
     ProcessRecordsInput, ProcessorError, ProcessorFactory, RecordProcessor, Scheduler,
     ShardEndedInput, ShutdownRequestedInput,
 };
@@ -226,6 +226,43 @@ pub trait Backend: Send + Sync + 'static {
     fn split(&self, shard: &str) -> impl Future<Output = ()> + Send;
     /// Merges two adjacent shards and waits until the stream is usable.
     fn merge(&self, a: &str, b: &str) -> impl Future<Output = ()> + Send;
+    /// How the workers fetch records.
+    fn fetcher(&self) -> FetcherKind {
+        FetcherKind::Polling
+    }
+    /// [`fast_config`] for this backend's stream and fetcher.
+    fn config(&self, table: &str, worker: &str) -> ConsumerConfig {
+        ConsumerConfig {
+            fetcher: self.fetcher(),
+            ..fast_config(&self.stream(), table, worker)
+        }
+    }
+}
+
+/// The same backend read through enhanced fan-out instead of polling.
+pub struct FanOut<B>(pub B);
+
+impl<B: Backend> Backend for FanOut<B> {
+    type Client = B::Client;
+    type Store = B::Store;
+    fn client(&self) -> Self::Client {
+        self.0.client()
+    }
+    fn store(&self) -> Self::Store {
+        self.0.store()
+    }
+    fn stream(&self) -> String {
+        self.0.stream()
+    }
+    fn split(&self, shard: &str) -> impl Future<Output = ()> + Send {
+        self.0.split(shard)
+    }
+    fn merge(&self, a: &str, b: &str) -> impl Future<Output = ()> + Send {
+        self.0.merge(a, b)
+    }
+    fn fetcher(&self) -> FetcherKind {
+        FetcherKind::FanOut
+    }
 }
 
 /// Fast timings: failover 1.5 s, renewal 0.5 s, taking every 0.5 s, sync every 1 s.
@@ -239,6 +276,7 @@ pub fn fast_config(stream: &str, table: &str, worker: &str) -> ConsumerConfig {
         shard_sync_interval_ms: 1_000,
         poll_interval_ms: 50,
         idle_time_max_ms: 200,
+        fan_out_end_check_ms: 1_000,
         fetch_retry: chief_config::retry::RetryPolicy {
             initial_backoff_ms: 20,
             max_backoff_ms: 200,
@@ -402,20 +440,12 @@ fn merged(workers: &[&Worker]) -> Vec<Seen> {
 pub async fn two_workers_balance<B: Backend>(b: &B, table: &str) {
     let store = b.store();
     let stream = b.stream();
-    let a = start(
-        b,
-        fast_config(&stream, table, "worker-a"),
-        Checkpointing::EveryBatch,
-    );
+    let a = start(b, b.config(table, "worker-a"), Checkpointing::EveryBatch);
     wait_for(30, "worker-a holds the 4 leases", || async {
         owners(&store).await.get("worker-a") == Some(&4)
     })
     .await;
-    let w_b = start(
-        b,
-        fast_config(&stream, table, "worker-b"),
-        Checkpointing::EveryBatch,
-    );
+    let w_b = start(b, b.config(table, "worker-b"), Checkpointing::EveryBatch);
     let took = wait_for(30, "leases balance to 2 + 2", || async {
         let o = owners(&store).await;
         o.get("worker-a") == Some(&2) && o.get("worker-b") == Some(&2)
@@ -455,11 +485,7 @@ pub async fn two_workers_balance<B: Backend>(b: &B, table: &str) {
 pub async fn dead_worker_is_taken_over<B: Backend>(b: &B, table: &str) {
     let store = b.store();
     let stream = b.stream();
-    let a = start(
-        b,
-        fast_config(&stream, table, "worker-a"),
-        Checkpointing::EveryBatch,
-    );
+    let a = start(b, b.config(table, "worker-a"), Checkpointing::EveryBatch);
     wait_for(30, "worker-a holds the 4 leases", || async {
         owners(&store).await.get("worker-a") == Some(&4)
     })
@@ -474,11 +500,7 @@ pub async fn dead_worker_is_taken_over<B: Backend>(b: &B, table: &str) {
         a.probe.in_flight.load(Ordering::SeqCst) == 0
     })
     .await;
-    let w_b = start(
-        b,
-        fast_config(&stream, table, "worker-b"),
-        Checkpointing::EveryBatch,
-    );
+    let w_b = start(b, b.config(table, "worker-b"), Checkpointing::EveryBatch);
     wait_for(30, "leases balance to 2 + 2", || async {
         let o = owners(&store).await;
         o.get("worker-a") == Some(&2) && o.get("worker-b") == Some(&2)
@@ -523,7 +545,7 @@ pub async fn graceful_stop_hands_over<B: Backend>(b: &B, table: &str) -> Duratio
         failover_time_ms: 10_000,
         lease_renewal_interval_ms: 300,
         lease_taking_interval_ms: 300,
-        ..fast_config(&stream, table, w)
+        ..b.config(table, w)
     };
     let a = start(b, slow_failover("worker-a"), Checkpointing::EveryBatch);
     wait_for(30, "worker-a holds the 4 leases", || async {
@@ -581,7 +603,7 @@ pub async fn reshard_mid_run<B: Backend>(b: &B, table: &str) {
     let probe = Arc::new(Probe::default());
     let a = start_with(
         b,
-        fast_config(&stream, table, "worker-a"),
+        b.config(table, "worker-a"),
         Checkpointing::EveryBatch,
         probe.clone(),
     );
@@ -591,7 +613,7 @@ pub async fn reshard_mid_run<B: Backend>(b: &B, table: &str) {
     .await;
     let w_b = start_with(
         b,
-        fast_config(&stream, table, "worker-b"),
+        b.config(table, "worker-b"),
         Checkpointing::EveryBatch,
         probe.clone(),
     );
@@ -646,11 +668,7 @@ pub async fn restart_replays_only_what_was_not_checkpointed<B: Backend>(b: &B, t
     let store = b.store();
     let stream = b.stream();
     let k = 7;
-    let a = start(
-        b,
-        fast_config(&stream, table, "worker-a"),
-        Checkpointing::AtRecord(k),
-    );
+    let a = start(b, b.config(table, "worker-a"), Checkpointing::AtRecord(k));
     wait_for(30, "worker-a holds the 4 leases", || async {
         owners(&store).await.get("worker-a") == Some(&4)
     })
@@ -678,11 +696,7 @@ pub async fn restart_replays_only_what_was_not_checkpointed<B: Backend>(b: &B, t
         expected.extend(list[k..].iter().map(|s| s.index));
     }
     assert!(first[..].iter().any(|s| s.sub > 0), "data was aggregated");
-    let a2 = start(
-        b,
-        fast_config(&stream, table, "worker-a2"),
-        Checkpointing::EveryBatch,
-    );
+    let a2 = start(b, b.config(table, "worker-a2"), Checkpointing::EveryBatch);
     wait_for(60, "the replay", || async {
         a2.probe.count() >= expected.len()
     })
@@ -711,7 +725,7 @@ pub async fn checkpoint_after_lease_loss_is_refused<B: Backend>(b: &B, table: &s
     let config = ConsumerConfig {
         failover_time_ms: 30_000,
         lease_taking_interval_ms: 10_000,
-        ..fast_config(&stream, table, "worker-a")
+        ..b.config(table, "worker-a")
     };
     let a = start(b, config, Checkpointing::EveryBatch);
     wait_for(30, "worker-a holds the 4 leases", || async {
