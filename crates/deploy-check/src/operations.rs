@@ -59,6 +59,9 @@ impl std::fmt::Display for SdkOperation {
 pub enum ResourceKind {
     /// A Kinesis stream ARN.
     Stream,
+    /// An enhanced fan-out consumer of a stream (`…:stream/NAME/consumer/CONSUMER:TIME`);
+    /// chief names it after the application's lease table.
+    StreamConsumer,
     /// A DynamoDB table ARN.
     Table,
     /// An object ARN written by the binary (`arn:aws:s3:::bucket/key`).
@@ -100,6 +103,10 @@ pub fn iam_action(op: &SdkOperation) -> Option<IamAction> {
         ("kinesis", "split_shard") => ("kinesis:SplitShard", Stream),
         ("kinesis", "merge_shards") => ("kinesis:MergeShards", Stream),
         ("kinesis", "register_stream_consumer") => ("kinesis:RegisterStreamConsumer", Stream),
+        ("kinesis", "describe_stream_consumer") => {
+            ("kinesis:DescribeStreamConsumer", StreamConsumer)
+        }
+        ("kinesis", "subscribe_to_shard") => ("kinesis:SubscribeToShard", StreamConsumer),
         ("kinesis", "list_streams") => ("kinesis:ListStreams", Any),
         ("dynamodb", "create_table") => ("dynamodb:CreateTable", Table),
         ("dynamodb", "describe_table") => ("dynamodb:DescribeTable", Table),

@@ -266,6 +266,16 @@ pub fn requests(op: &SdkOperation, uses: &Uses) -> Vec<Request> {
             .iter()
             .map(|s| Request::new(a, stream_arn(s)))
             .collect(),
+        // The consumer is named after the lease table (`consumer.consumer_name` unset).
+        StreamConsumer => uses
+            .streams
+            .iter()
+            .flat_map(|s| {
+                uses.tables.iter().map(move |t| {
+                    Request::new(a, format!("{}/consumer/{t}:1700000000", stream_arn(s)))
+                })
+            })
+            .collect(),
         Table => uses
             .tables
             .iter()
