@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # `make bench`: the whole pipeline at a steady rate on the local stack, release builds.
 # Fresh streams, lease tables, bucket prefixes and indices per run; chief-producer
-# generates orders (BENCH_RATE/s, default 1000) and job results (half that) for
+# generates orders (BENCH_RATE/s, default 100) and job results (half that) for
 # BENCH_SECONDS (default 60) while the four executors (two workers for
 # chief-order-factory-s3) run and `chiefctl probe` measures send → Elasticsearch latency.
 # Reports: orders/s end to end (unique orders in S3 / time from the first send until S3
 # holds every one), latency p50/p99 from send to Elasticsearch (`chiefctl probe`), CPU
 # seconds and peak RSS per process, lease table writes per shard per minute (from the
 # lease counters: every renewal, take and checkpoint is one conditional UpdateItem).
-# Latency to S3 is not measured per record: it is bounded by the batch age (60 s).
+# and from send to S3 (the LastModified of the object holding each probe, s3_latency.py).
+# If a producer could not put every record (the local Kinesis could not keep up with
+# BENCH_RATE), the run is void: it says so and exits 1.
 # The Makefile has already run stack-up and built the release binaries.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BIN="${BIN:-$ROOT/target/release}"
 LOCAL_CONFIG="$ROOT/config/local.toml"
-RATE="${BENCH_RATE:-1000}"
+RATE="${BENCH_RATE:-100}"
 SECONDS_RUN="${BENCH_SECONDS:-60}"
 ID="$(date +%s)"
 WORK="$ROOT/.local/bench/$ID"
@@ -72,22 +74,45 @@ start_executor jobresult-notify-s3 jobresult-notify-s3
 trap 'for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done' EXIT
 sleep 3
 
+RUSAGE="$ROOT/.local/venv/bin/python deploy/local/rusage.py"
+# CPU seconds of the local stack's processes (kinesis-local, moto, the ES stand-in) so far.
+stack_cpu() {
+    local tick pid
+    tick=$(getconf CLK_TCK)
+    for pattern in kinesis-local/main.js moto_serialized.py chief-es-standin; do
+        pid=$(pgrep -f "$pattern" | head -n1 || true)
+        [[ -n "$pid" ]] || continue
+        read -r -a stat < <(cut -d' ' -f14,15 "/proc/$pid/stat")
+        echo "$pattern $(calc "(${stat[0]} + ${stat[1]}) / $tick") $(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")"
+    done
+}
+stack_cpu >"$WORK/stack-before.txt"
+
 step "produce for ${SECONDS_RUN}s: orders at $RATE/s, job results at $((RATE / 2))/s, 10 % duplicates"
 started=$(date +%s.%N)
-"$BIN/chief-producer" --config config/producer.toml --config "$LOCAL_CONFIG" --stream "$ORDERS" \
+$RUSAGE producer-orders "$WORK/rusage.txt" \
+    "$BIN/chief-producer" --config config/producer.toml --config "$LOCAL_CONFIG" --stream "$ORDERS" \
     --generate orders --rate "$RATE" --duration "${SECONDS_RUN}s" --seed "$ID" --duplicate-ratio 0.1 \
     --failed-file "$WORK/orders-failed.jsonl" --progress 10 >"$WORK/producer-orders.txt" 2>&1 &
 producer_orders=$!
-"$BIN/chief-producer" --config config/producer.toml --config "$LOCAL_CONFIG" --stream "$JOBS" \
+$RUSAGE producer-jobs "$WORK/rusage.txt" \
+    "$BIN/chief-producer" --config config/producer.toml --config "$LOCAL_CONFIG" --stream "$JOBS" \
     --generate jobresults --rate $((RATE / 2)) --duration "${SECONDS_RUN}s" --seed "$ID" --duplicate-ratio 0.1 \
     --failed-file "$WORK/jobs-failed.jsonl" --progress 10 >"$WORK/producer-jobs.txt" 2>&1 &
 producer_jobs=$!
 sleep 5
 "$BIN/chiefctl" probe --config "$LOCAL_CONFIG" --stream "$ORDERS" --index "bench-orders-$ID" \
     --count $(( (SECONDS_RUN - 10) * 5 )) --interval-ms 200 --seed "$((ID + 1))" \
-    --out "$WORK/probes.jsonl" >"$WORK/probe.json" || true
-wait "$producer_orders" "$producer_jobs" || true
-cat "$WORK/producer-orders.txt" "$WORK/producer-jobs.txt" | grep -v '^\s*$' | tail -n 4
+    --out "$WORK/probes.jsonl" --sent-log "$WORK/probes-sent.jsonl" >"$WORK/probe.json" || true
+producers_ok=true
+wait "$producer_orders" || producers_ok=false
+wait "$producer_jobs" || producers_ok=false
+cat "$WORK/producer-orders.txt" "$WORK/producer-jobs.txt" | grep -v '^\s*$' | grep -v 'in flight' | tail -n 4
+if ! $producers_ok; then
+    echo "bench: a producer could not put every record at $RATE orders/s (failed records in $WORK/*-failed.jsonl):" >&2
+    echo "bench: the local stack cannot sustain this rate on this machine; run again with a lower BENCH_RATE" >&2
+    exit 1
+fi
 
 step "wait until S3 holds every unique order (probes included)"
 # What was produced: chief-producer --generate uses chief-datagen's generator, so the same
@@ -116,6 +141,12 @@ for name in "${!pids[@]}"; do
     hwm=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
     printf '%-26s %12s %14s\n' "$name" "$cpu" "$hwm"
 done | sort
+sort "$WORK/rusage.txt"
+stack_cpu >"$WORK/stack-after.txt"
+echo "local stack during the run (CPU seconds used since the producers started, peak RSS MiB):"
+paste -d' ' "$WORK/stack-before.txt" "$WORK/stack-after.txt" | while read -r name before _ _ after rss; do
+    printf '  %-24s %12s %14s\n' "$name" "$(calc "$after - $before")" "$rss"
+done
 
 step "lease table writes (renewals, takes, checkpoints) per shard per minute"
 minutes=$(calc "($finished - $started) / 60" 4)
@@ -135,4 +166,6 @@ step "result"
 elapsed=$(calc "$finished - $started")
 echo "unique orders in S3: $unique in ${elapsed}s = $(calc "$unique / $elapsed" 0) orders/s end to end"
 echo "send → Elasticsearch: $(cat "$WORK/probe.json")"
+echo "send → S3: $("$ROOT/.local/venv/bin/python" deploy/local/s3_latency.py "http://127.0.0.1:${MOTO_PORT:-5000}" \
+    "$BUCKET" "bench-$ID/ChiefOrderS3/" "$WORK/probes-sent.jsonl" || true)"
 echo "work folder: $WORK"

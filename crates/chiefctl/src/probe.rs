@@ -53,6 +53,10 @@ pub struct ProbeArgs {
     /// Where the probes sent are written, as JSON lines.
     #[arg(long)]
     pub out: PathBuf,
+    /// Also write `{"orderid", "sent_unix_ms"}` per probe here (for latencies to other
+    /// sinks, e.g. S3 objects' LastModified).
+    #[arg(long)]
+    pub sent_log: Option<PathBuf>,
     /// Config files ([aws], [elasticsearch] url), e.g. config/local.toml.
     #[arg(long = "config")]
     pub config: Vec<PathBuf>,
@@ -149,6 +153,12 @@ async fn run(args: &ProbeArgs) -> anyhow::Result<Report> {
             }
         })
     };
+    let mut sent_log = match &args.sent_log {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => None,
+    };
     let mut receipts = Vec::with_capacity(args.count);
     let mut generator = Generator::<Order>::new(args.seed, 0.0).context("generator")?;
     for _ in 0..args.count {
@@ -158,6 +168,13 @@ async fn run(args: &ProbeArgs) -> anyhow::Result<Report> {
             .and_then(|()| out.write_all(b"\n"))
             .context("writing --out")?;
         let id = order.orderid.as_str().to_owned();
+        if let Some(log) = sent_log.as_mut() {
+            let sent_unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let line = serde_json::json!({"orderid": id, "sent_unix_ms": sent_unix_ms});
+            writeln!(log, "{line}").context("writing --sent-log")?;
+        }
         if let Ok(mut p) = pending.lock() {
             p.insert(id.clone(), Instant::now());
         }
@@ -173,6 +190,9 @@ async fn run(args: &ProbeArgs) -> anyhow::Result<Report> {
         tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
     }
     out.flush().context("writing --out")?;
+    if let Some(log) = sent_log.as_mut() {
+        log.flush().context("writing --sent-log")?;
+    }
     producer.flush().await;
     for receipt in receipts {
         if let Err(failed) = receipt.await {

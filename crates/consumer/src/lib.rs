@@ -13,9 +13,12 @@
 //! - [`Scheduler`]: one worker: renews its leases, takes expired or released ones up to
 //!   `ceil(leases / workers)`, steals at most one per round from the most loaded worker,
 //!   keeps a lease per shard (a child starts only after all its parents checkpointed
-//!   `SHARD_END`), and runs a task per shard — a polling fetcher with one batch of
-//!   prefetch, adaptive idle time, throttling back-off and expired-iterator recovery —
-//!   until its `CancellationToken` fires; then it checkpoints (through the processors'
+//!   `SHARD_END`), and runs a task per shard until its `CancellationToken` fires. The
+//!   task's fetcher is chosen in [`ConsumerConfig::fetcher`]: GetRecords polling (one batch
+//!   of prefetch, adaptive idle time, throttling back-off, expired-iterator recovery) or
+//!   enhanced fan-out (a stream consumer registered once per application, one
+//!   SubscribeToShard subscription per shard renewed from the last record received when
+//!   Kinesis ends it every five minutes or it fails, one event of prefetch); then it checkpoints (through the processors'
 //!   `shutdown_requested`) and releases its leases so another worker takes them at once.
 //!
 //! Better than the KCL where its users suffer: records of an aggregate that hash outside
