@@ -569,10 +569,17 @@ where
                 config: self.config.clone(),
                 held: held.clone(),
                 shutdown: self.stop_shards.child_token(),
-                range: lease_range(
-                    lease.starting_hash_key.as_deref(),
-                    lease.ending_hash_key.as_deref(),
-                ),
+                // Only a shard made by a split can receive aggregates holding records of
+                // another shard (a producer's map from before the split); elsewhere the
+                // check would cost an MD5 per user record for nothing.
+                range: if lease.parent_shard_ids.is_empty() {
+                    None
+                } else {
+                    lease_range(
+                        lease.starting_hash_key.as_deref(),
+                        lease.ending_hash_key.as_deref(),
+                    )
+                },
                 consumer_arn: self.consumer_arn.clone(),
             };
             let processor = self.factory.create(&id);

@@ -68,8 +68,10 @@ async fn fetch<C: StreamClient>(
 ) {
     let stream = config.stream.clone();
     let poll = Duration::from_millis(config.poll_interval_ms);
-    let idle_max = Duration::from_millis(config.idle_time_max_ms).max(poll);
-    let mut idle = poll;
+    // Empty reads back off from at least 10 ms, even with `poll_interval_ms = 0`.
+    let idle_floor = poll.max(Duration::from_millis(10));
+    let idle_max = Duration::from_millis(config.idle_time_max_ms).max(idle_floor);
+    let mut idle = idle_floor;
     let mut last_read: Option<String> = None;
     let mut iterator: Option<String> = None;
     let mut failures = 0u32;
@@ -120,7 +122,7 @@ async fn fetch<C: StreamClient>(
                     idle = (idle * 2).min(idle_max);
                     wait
                 } else {
-                    idle = poll;
+                    idle = idle_floor;
                     poll
                 };
                 tokio::time::sleep(wait.saturating_sub(started.elapsed())).await;
@@ -260,7 +262,8 @@ pub(crate) struct ShardTask<C, S> {
     pub(crate) config: ConsumerConfig,
     pub(crate) held: Arc<HeldLease<S>>,
     pub(crate) shutdown: CancellationToken,
-    /// The shard's hash range, to count aggregated records that lie outside it.
+    /// The hash range of a shard made by a split, to count aggregated records that lie
+    /// outside it (`None` elsewhere: no check).
     pub(crate) range: Option<(u128, u128)>,
     /// With enhanced fan-out: the registered stream consumer; `None` means polling.
     pub(crate) consumer_arn: Option<String>,
@@ -354,7 +357,7 @@ impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
         batch: &GetRecordsOutput,
         resume: &mut Option<ExtendedSequenceNumber>,
     ) -> Vec<ConsumedRecord> {
-        let mut out = Vec::with_capacity(batch.records.len());
+        let mut out = Vec::new();
         let mut outside = 0u64;
         for r in &batch.records {
             let mut skip_through = None;
@@ -371,10 +374,16 @@ impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
                 explicit_hash_key: None,
                 data: r.data.clone(),
             });
-            let aggregated = matches!(
-                records.kind(),
-                chief_aggregation::RecordKind::Aggregate { .. }
-            );
+            let aggregated = match records.kind() {
+                chief_aggregation::RecordKind::Aggregate { user_records } => {
+                    out.reserve(*user_records);
+                    true
+                }
+                _ => {
+                    out.reserve(1);
+                    false
+                }
+            };
             if let Some(sub) = skip_through {
                 records = records.resume_after(sub);
             }
