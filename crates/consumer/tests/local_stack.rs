@@ -175,3 +175,17 @@ async fn local_fan_out_restart_replays_only_what_was_not_checkpointed() {
     restart_replays_only_what_was_not_checkpointed(&l, &l.0.table.clone()).await;
     l.0.clean_up().await;
 }
+
+#[tokio::test]
+async fn local_initial_position_latest() {
+    let l = Local::new(2).await;
+    initial_position_latest(&l, &l.table.clone()).await;
+    l.clean_up().await;
+}
+
+#[tokio::test]
+async fn local_initial_position_at_timestamp() {
+    let l = Local::new(2).await;
+    initial_position_at_timestamp(&l, &l.table.clone()).await;
+    l.clean_up().await;
+}

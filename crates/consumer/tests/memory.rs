@@ -226,3 +226,23 @@ async fn fan_out_subscriptions_renewed_after_expiry_and_failures_lose_and_repeat
     assert_exactly_once(&seen, n);
     w.stop().await;
 }
+
+#[tokio::test]
+async fn memory_initial_position_latest() {
+    initial_position_latest(&mem(2), "t").await;
+}
+
+#[tokio::test]
+async fn memory_initial_position_at_timestamp() {
+    initial_position_at_timestamp(&mem(2), "t").await;
+}
+
+#[tokio::test]
+async fn memory_fan_out_initial_position_latest() {
+    initial_position_latest(&FanOut(mem(2)), "t").await;
+}
+
+#[tokio::test]
+async fn memory_fan_out_initial_position_at_timestamp() {
+    initial_position_at_timestamp(&FanOut(mem(2)), "t").await;
+}

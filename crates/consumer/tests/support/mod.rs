@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use chief_aggregation::UserRecord;
 use chief_consumer::{
-    CheckpointError, ConsumerConfig, ConsumerError, FetcherKind, LeaseLostInput, LeaseStore,
-    ProcessRecordsInput, ProcessorError, ProcessorFactory, RecordProcessor, Scheduler,
+    CheckpointError, ConsumerConfig, ConsumerError, FetcherKind, InitialPosition, LeaseLostInput,
+    LeaseStore, ProcessRecordsInput, ProcessorError, ProcessorFactory, RecordProcessor, Scheduler,
     ShardEndedInput, ShutdownRequestedInput,
 };
 use chief_producer::{Producer, ProducerConfig};
@@ -758,4 +758,71 @@ pub async fn checkpoint_after_lease_loss_is_refused<B: Backend>(b: &B, table: &s
         );
     }
     a.stop().await;
+}
+
+/// The indices of `seen`, checked to be exactly `from..from + n`, each once.
+fn assert_exactly(seen: &[Seen], from: u64, n: u64) {
+    let mut indices: Vec<u64> = seen.iter().map(|s| s.index).collect();
+    indices.sort_unstable();
+    let expected: Vec<u64> = (from..from + n).collect();
+    assert_eq!(
+        indices,
+        expected,
+        "expected exactly the records {from}..{}",
+        from + n
+    );
+}
+
+/// `LATEST`: what was in the stream before the worker started is skipped, what comes after
+/// is delivered, each record once.
+pub async fn initial_position_latest<B: Backend>(b: &B, table: &str) {
+    let stream = b.stream();
+    write(b.client(), &stream, records(0, 100, 10)).await;
+    let shards = b.client().list_shards(&stream).await.expect("shards").len();
+    let config = ConsumerConfig {
+        initial_position: InitialPosition::Latest,
+        ..b.config(table, "worker-a")
+    };
+    let w = start(b, config, Checkpointing::EveryBatch);
+    let store = b.store();
+    wait_for(60, "the worker holds every lease", || async {
+        owners(&store).await.get("worker-a").copied() == Some(shards)
+    })
+    .await;
+    // The readers take their LATEST iterators as soon as they start.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    write(b.client(), &stream, records(100, 50, 10)).await;
+    wait_for(60, "the 50 records written after the start", || async {
+        w.probe.count() >= 50
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_exactly(&w.probe.seen(), 100, 50);
+    w.stop().await;
+}
+
+/// `AT_TIMESTAMP`: reading starts at the first record that arrived at or after the time.
+pub async fn initial_position_at_timestamp<B: Backend>(b: &B, table: &str) {
+    let stream = b.stream();
+    write(b.client(), &stream, records(0, 100, 10)).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    write(b.client(), &stream, records(100, 50, 10)).await;
+    let config = ConsumerConfig {
+        initial_position: InitialPosition::AtTimestamp,
+        initial_timestamp_ms: at,
+        ..b.config(table, "worker-a")
+    };
+    let w = start(b, config, Checkpointing::EveryBatch);
+    wait_for(60, "the 50 records written after the timestamp", || async {
+        w.probe.count() >= 50
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_exactly(&w.probe.seen(), 100, 50);
+    w.stop().await;
 }
