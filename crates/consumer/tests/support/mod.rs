@@ -2,7 +2,7 @@
 //! local stack) and the scenarios of issue 6, written once and run on both backends.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,6 +50,9 @@ pub struct Probe {
     /// `process_records` calls still to fail (each fails before touching the records).
     pub fail_calls: AtomicU32,
     pub failed_calls: AtomicU32,
+    /// Shards whose processor got a batch, empty or not (with `deliver_empty_batches`: the
+    /// shard's reader is positioned).
+    pub reading: Mutex<BTreeSet<String>>,
 }
 
 impl Probe {
@@ -119,6 +122,11 @@ impl RecordProcessor for TestProcessor {
             self.probe.failed_calls.fetch_add(1, Ordering::SeqCst);
             return Err("injected processing failure".into());
         }
+        self.probe
+            .reading
+            .lock()
+            .expect("lock")
+            .insert(self.shard.clone());
         self.probe.in_flight.fetch_add(1, Ordering::SeqCst);
         let batch: Vec<Seen> = input
             .records
@@ -781,16 +789,15 @@ pub async fn initial_position_latest<B: Backend>(b: &B, table: &str) {
     let shards = b.client().list_shards(&stream).await.expect("shards").len();
     let config = ConsumerConfig {
         initial_position: InitialPosition::Latest,
+        // An empty batch tells that the shard's reader holds its LATEST position.
+        deliver_empty_batches: true,
         ..b.config(table, "worker-a")
     };
     let w = start(b, config, Checkpointing::EveryBatch);
-    let store = b.store();
-    wait_for(60, "the worker holds every lease", || async {
-        owners(&store).await.get("worker-a").copied() == Some(shards)
+    wait_for(60, "every shard's reader positioned", || async {
+        w.probe.reading.lock().expect("lock").len() == shards
     })
     .await;
-    // The readers take their LATEST iterators as soon as they start.
-    tokio::time::sleep(Duration::from_secs(2)).await;
     write(b.client(), &stream, records(100, 50, 10)).await;
     wait_for(60, "the 50 records written after the start", || async {
         w.probe.count() >= 50
