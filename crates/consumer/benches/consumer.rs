@@ -300,6 +300,16 @@ fn describe(cfg: &ConsumerConfig) -> String {
     }
 }
 
+/// The latency runs' config: `fetcher`, and `CHIEF_BENCH_IDLE_MAX_MS` if set.
+fn latency_config(stream: &str, fetcher: FetcherKind) -> ConsumerConfig {
+    let cfg = config(stream, "w");
+    ConsumerConfig {
+        fetcher,
+        idle_time_max_ms: env("CHIEF_BENCH_IDLE_MAX_MS", cfg.idle_time_max_ms),
+        ..cfg
+    }
+}
+
 /// The latency our own code adds: the in-memory stream answers at once and pushes
 /// subscription events as soon as records are written.
 fn latency_memory() {
@@ -312,9 +322,7 @@ fn latency_memory() {
         rt.block_on(async {
             let streams = MemoryStreams::new(1);
             streams.create_stream("bench", 2);
-            let mut cfg = config("bench", "w");
-            cfg.fetcher = fetcher;
-            cfg.idle_time_max_ms = env("CHIEF_BENCH_IDLE_MAX_MS", cfg.idle_time_max_ms);
+            let cfg = latency_config("bench", fetcher);
             let what = format!("{}; in-memory stream and lease table", describe(&cfg));
             let l = measure_latency(streams, MemoryLeaseStore::new("bench"), cfg, secs).await;
             report(&what, secs, &l);
@@ -348,10 +356,10 @@ fn latency() {
                 .wait_until_active(&stream, Duration::from_secs(60))
                 .await
                 .expect("ACTIVE");
-            let mut cfg = config(&stream, "w");
-            cfg.table = table.clone();
-            cfg.fetcher = fetcher;
-            cfg.idle_time_max_ms = env("CHIEF_BENCH_IDLE_MAX_MS", cfg.idle_time_max_ms);
+            let cfg = ConsumerConfig {
+                table: table.clone(),
+                ..latency_config(&stream, fetcher)
+            };
             let what = format!("{}; kinesis-local + moto", describe(&cfg));
             let store = DynamoDbLeaseStore::new(clients.dynamodb(), &table);
             let l = measure_latency(client, store, cfg, secs).await;

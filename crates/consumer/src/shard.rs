@@ -54,6 +54,14 @@ fn start_position(
     }
 }
 
+/// Sets the `MillisBehindLatest` gauge of the shard, if the read reported it.
+fn report_behind(stream: &str, shard_id: &str, millis_behind_latest: Option<u64>) {
+    if let Some(behind) = millis_behind_latest {
+        metrics::gauge!(m::MILLIS_BEHIND_LATEST, "stream" => stream.to_owned(), "shard_id" => shard_id.to_owned())
+            .set(behind as f64);
+    }
+}
+
 /// Reads a shard with GetRecords and hands each non-empty batch (and the end of the
 /// shard) to `tx`, whose capacity of one batch is the prefetch bound (a batch is at most
 /// `max_records` records and 10 MiB, GetRecords' limits). Waits adaptively between empty
@@ -104,10 +112,7 @@ async fn fetch<C: StreamClient>(
                 if let Some(last) = out.records.last() {
                     last_read = Some(last.sequence_number.clone());
                 }
-                if let Some(behind) = out.millis_behind_latest {
-                    metrics::gauge!(m::MILLIS_BEHIND_LATEST, "stream" => stream.clone(), "shard_id" => shard_id.clone())
-                        .set(behind as f64);
-                }
+                report_behind(&stream, &shard_id, out.millis_behind_latest);
                 let empty = out.records.is_empty();
                 let end = out.next_shard_iterator.is_none();
                 iterator.clone_from(&out.next_shard_iterator);
@@ -204,10 +209,7 @@ async fn subscribe<C: StreamClient>(
             } else if let Some(continuation) = &event.continuation_sequence_number {
                 position = IteratorPosition::AfterSequenceNumber(continuation.clone());
             }
-            if let Some(behind) = event.millis_behind_latest {
-                metrics::gauge!(m::MILLIS_BEHIND_LATEST, "stream" => stream.clone(), "shard_id" => shard_id.clone())
-                    .set(behind as f64);
-            }
+            report_behind(&stream, &shard_id, event.millis_behind_latest);
             let empty = event.records.is_empty();
             let end = event.is_shard_end();
             if (!empty || end || config.deliver_empty_batches)

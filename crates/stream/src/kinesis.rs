@@ -293,21 +293,11 @@ impl StreamClient for KinesisClient {
             .get_shard_iterator()
             .stream_name(stream)
             .shard_id(shard_id);
-        let request = match position {
-            IteratorPosition::TrimHorizon => {
-                request.shard_iterator_type(ShardIteratorType::TrimHorizon)
-            }
-            IteratorPosition::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
-            IteratorPosition::AtTimestamp(at) => request
-                .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                .timestamp(DateTime::from(*at)),
-            IteratorPosition::AtSequenceNumber(seq) => request
-                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-                .starting_sequence_number(seq),
-            IteratorPosition::AfterSequenceNumber(seq) => request
-                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                .starting_sequence_number(seq),
-        };
+        let (kind, sequence_number, timestamp) = api_position(position);
+        let request = request
+            .shard_iterator_type(kind)
+            .set_starting_sequence_number(sequence_number)
+            .set_timestamp(timestamp);
         let out = request
             .send()
             .await
@@ -415,28 +405,19 @@ impl StreamClient for KinesisClient {
         position: &IteratorPosition,
     ) -> Result<Subscription, StreamError> {
         const OP: &str = "SubscribeToShard";
-        let start = StartingPosition::builder();
-        let start = match position {
-            IteratorPosition::TrimHorizon => start.r#type(ShardIteratorType::TrimHorizon),
-            IteratorPosition::Latest => start.r#type(ShardIteratorType::Latest),
-            IteratorPosition::AtTimestamp(at) => start
-                .r#type(ShardIteratorType::AtTimestamp)
-                .timestamp(DateTime::from(*at)),
-            IteratorPosition::AtSequenceNumber(seq) => start
-                .r#type(ShardIteratorType::AtSequenceNumber)
-                .sequence_number(seq),
-            IteratorPosition::AfterSequenceNumber(seq) => start
-                .r#type(ShardIteratorType::AfterSequenceNumber)
-                .sequence_number(seq),
-        }
-        .build()
-        .map_err(|e| StreamError::Service {
-            operation: OP,
-            stream: stream.to_owned(),
-            code: "InvalidArgumentException".to_owned(),
-            message: e.to_string(),
-            retryable: false,
-        })?;
+        let (kind, sequence_number, timestamp) = api_position(position);
+        let start = StartingPosition::builder()
+            .r#type(kind)
+            .set_sequence_number(sequence_number)
+            .set_timestamp(timestamp)
+            .build()
+            .map_err(|e| StreamError::Service {
+                operation: OP,
+                stream: stream.to_owned(),
+                code: "InvalidArgumentException".to_owned(),
+                message: e.to_string(),
+                retryable: false,
+            })?;
         let mut out = self
             .client
             .subscribe_to_shard()
@@ -477,6 +458,30 @@ impl StreamClient for KinesisClient {
                 }
             }
         }))
+    }
+}
+
+/// A position as GetShardIterator and SubscribeToShard take it: the iterator type, and the
+/// sequence number or the timestamp it needs.
+fn api_position(
+    position: &IteratorPosition,
+) -> (ShardIteratorType, Option<String>, Option<DateTime>) {
+    match position {
+        IteratorPosition::TrimHorizon => (ShardIteratorType::TrimHorizon, None, None),
+        IteratorPosition::Latest => (ShardIteratorType::Latest, None, None),
+        IteratorPosition::AtTimestamp(at) => (
+            ShardIteratorType::AtTimestamp,
+            None,
+            Some(DateTime::from(*at)),
+        ),
+        IteratorPosition::AtSequenceNumber(seq) => {
+            (ShardIteratorType::AtSequenceNumber, Some(seq.clone()), None)
+        }
+        IteratorPosition::AfterSequenceNumber(seq) => (
+            ShardIteratorType::AfterSequenceNumber,
+            Some(seq.clone()),
+            None,
+        ),
     }
 }
 

@@ -649,6 +649,7 @@ impl StreamClient for MemoryStreams {
             child_shards,
         })
     }
+
     async fn register_consumer(
         &self,
         stream: &str,

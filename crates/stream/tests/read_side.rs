@@ -187,11 +187,11 @@ async fn wait_active(sdk: &aws_sdk_kinesis::Client, stream: &str) {
         .expect("stream becomes ACTIVE");
 }
 
-#[tokio::test]
-async fn kinesis_local_read_side() {
+/// A new one-shard stream `<prefix>-<uuid>` on the local stack, ACTIVE.
+async fn local_stream(prefix: &str) -> (aws_sdk_kinesis::Client, String) {
     let stack = LocalStack::require();
     let sdk = AwsClients::new(&stack.aws).await.kinesis();
-    let stream = format!("chief-read-{}", uuid::Uuid::new_v4().simple());
+    let stream = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
     sdk.create_stream()
         .stream_name(&stream)
         .shard_count(1)
@@ -199,6 +199,12 @@ async fn kinesis_local_read_side() {
         .await
         .expect("CreateStream");
     wait_active(&sdk, &stream).await;
+    (sdk, stream)
+}
+
+#[tokio::test]
+async fn kinesis_local_read_side() {
+    let (sdk, stream) = local_stream("chief-read").await;
     let c = KinesisClient::new(sdk.clone());
     let (sdk2, stream2) = (sdk.clone(), stream.clone());
     conformance(&c, &stream, move |shard| {
@@ -332,16 +338,7 @@ async fn memory_subscriptions() {
 
 #[tokio::test]
 async fn kinesis_local_subscriptions() {
-    let stack = LocalStack::require();
-    let sdk = AwsClients::new(&stack.aws).await.kinesis();
-    let stream = format!("chief-subscribe-{}", uuid::Uuid::new_v4().simple());
-    sdk.create_stream()
-        .stream_name(&stream)
-        .shard_count(1)
-        .send()
-        .await
-        .expect("CreateStream");
-    wait_active(&sdk, &stream).await;
+    let (sdk, stream) = local_stream("chief-subscribe").await;
     subscription_conformance(&KinesisClient::new(sdk.clone()), &stream).await;
     let _ = sdk.delete_stream().stream_name(&stream).send().await;
 }
