@@ -55,6 +55,21 @@ impl KinesisClient {
         }
     }
 
+    /// DescribeStreamSummary.
+    async fn summary(
+        &self,
+        stream: &str,
+    ) -> Result<aws_sdk_kinesis::types::StreamDescriptionSummary, StreamError> {
+        self.client
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .map_err(|e| classify("DescribeStreamSummary", stream, e))?
+            .stream_description_summary
+            .ok_or_else(|| malformed("DescribeStreamSummary", stream, "no stream summary"))
+    }
+
     /// Polls DescribeStreamSummary every 100 ms until the stream is ACTIVE (after a create,
     /// split or merge); returns its open shard count. Gives up after `timeout`.
     pub async fn wait_until_active(
@@ -64,16 +79,8 @@ impl KinesisClient {
     ) -> Result<i32, StreamError> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let summary = self
-                .client
-                .describe_stream_summary()
-                .stream_name(stream)
-                .send()
-                .await
-                .map_err(|e| classify("DescribeStreamSummary", stream, e))?;
-            if let Some(d) = summary.stream_description_summary()
-                && d.stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active
-            {
+            let d = self.summary(stream).await?;
+            if d.stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active {
                 return Ok(d.open_shard_count());
             }
             if std::time::Instant::now() >= deadline {
@@ -341,17 +348,7 @@ impl StreamClient for KinesisClient {
         stream: &str,
         consumer_name: &str,
     ) -> Result<String, StreamError> {
-        let summary = self
-            .client
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .map_err(|e| classify("DescribeStreamSummary", stream, e))?;
-        let stream_arn = summary
-            .stream_description_summary()
-            .map(|d| d.stream_arn().to_owned())
-            .ok_or_else(|| malformed("DescribeStreamSummary", stream, "no stream summary"))?;
+        let stream_arn = self.summary(stream).await?.stream_arn().to_owned();
         let registered = self
             .client
             .register_stream_consumer()
