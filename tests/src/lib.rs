@@ -40,6 +40,22 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// `chief-loader migrate` with the loader's and the local stack's config, run from the
+/// workspace root (point it at a database with `CHIEF__DATABASE__URL`).
+pub fn loader_migrate() -> Command {
+    let mut command = Command::new(bin("chief-loader"));
+    command
+        .args([
+            "--config",
+            "config/loader.toml",
+            "--config",
+            "config/local.toml",
+            "migrate",
+        ])
+        .current_dir(workspace_root());
+    command
+}
+
 /// A running child process with its log file.
 pub struct Proc {
     /// What it is.
@@ -225,15 +241,7 @@ impl Run {
         .await
         .expect("information_schema");
         if migrated.is_none() {
-            let status = Command::new(bin("chief-loader"))
-                .args([
-                    "--config",
-                    "config/loader.toml",
-                    "--config",
-                    "config/local.toml",
-                    "migrate",
-                ])
-                .current_dir(workspace_root())
+            let status = loader_migrate()
                 .env("CHIEF__DATABASE__URL", database_url)
                 .status()
                 .expect("chief-loader migrate");

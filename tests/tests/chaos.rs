@@ -272,15 +272,7 @@ async fn mariadb_stopped_during_a_load_then_the_loader_re_run_loses_nothing() {
         ("CHIEF__DATABASE__URL", url.as_str()),
         ("CHIEF__DATABASE__IMPORT_DIR", import.as_str()),
     ];
-    let migrated = std::process::Command::new(chief_e2e::bin("chief-loader"))
-        .args([
-            "--config",
-            "config/loader.toml",
-            "--config",
-            "config/local.toml",
-            "migrate",
-        ])
-        .current_dir(&root)
+    let migrated = chief_e2e::loader_migrate()
         .envs(env)
         .status()
         .expect("migrate");
