@@ -41,7 +41,7 @@ impl Backend for Mem {
         STREAM.to_owned()
     }
     async fn split(&self, shard: &str) {
-        let s = self.streams.list_shards(STREAM).await.expect("shards");
+        let s = self.streams.shards(STREAM);
         let s = s.iter().find(|s| s.shard_id == shard).expect("shard");
         let mid = s.starting_hash_key + (s.ending_hash_key - s.starting_hash_key) / 2 + 1;
         self.streams.split_shard(STREAM, shard, mid).expect("split");

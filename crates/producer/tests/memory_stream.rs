@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chief_aggregation::{UserRecord, deaggregate};
 use chief_producer::{FailureReason, Producer, ProducerConfig, SendError};
-use chief_stream::{Faults, MemoryStreams, StreamClient};
+use chief_stream::{Faults, MemoryStreams};
 
 const STREAM: &str = "TestStream";
 
@@ -37,7 +37,7 @@ async fn read_back_checked(
     check_ranges: bool,
 ) -> Vec<(String, UserRecord)> {
     let mut out = Vec::new();
-    for shard in memory.list_shards(STREAM).await.expect("ListShards") {
+    for shard in memory.shards(STREAM) {
         for stored in memory.records(STREAM, &shard.shard_id) {
             let outer = UserRecord {
                 partition_key: stored.partition_key,
@@ -327,7 +327,7 @@ async fn a_split_during_production_loses_nothing_and_later_records_land_on_the_c
     let input = records(10_000, 300);
     let (first, second) = input.split_at(5_000);
     let mut outcomes = send_all(&producer, first).await;
-    let shards = memory.list_shards(STREAM).await.expect("shards");
+    let shards = memory.shards(STREAM);
     let parent = shards[0].clone();
     let middle = parent.starting_hash_key + (parent.ending_hash_key - parent.starting_hash_key) / 2;
     memory
@@ -351,9 +351,7 @@ async fn a_split_during_production_loses_nothing_and_later_records_land_on_the_c
         sorted(input)
     );
     let children: Vec<String> = memory
-        .list_shards(STREAM)
-        .await
-        .expect("shards")
+        .shards(STREAM)
         .into_iter()
         .filter(|s| s.parent_shard_id.as_deref() == Some(parent.shard_id.as_str()))
         .map(|s| s.shard_id)

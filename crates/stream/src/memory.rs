@@ -349,6 +349,17 @@ impl MemoryStreams {
         self.lock().stats
     }
 
+    /// The stream's shards, as ListShards would return them but never failed by injected
+    /// faults: for tests inspecting the stream, not exercising the client.
+    pub fn shards(&self, stream: &str) -> Vec<Shard> {
+        let state = self.lock();
+        state
+            .streams
+            .get(stream)
+            .map(|s| s.shards.iter().map(|m| m.info.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// The records of one shard, in sequence order.
     pub fn records(&self, stream: &str, shard_id: &str) -> Vec<StoredRecord> {
         let state = self.lock();
