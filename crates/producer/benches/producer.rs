@@ -1,9 +1,9 @@
 //! Producer benchmark (`cargo bench -p chief-producer`), on one core (a current-thread
 //! runtime), with 100-byte records and 36-character partition keys:
 //! 1. peak RSS while a stalled in-memory stream keeps a 256 MiB buffer full;
-//! 2. user records/s into the in-memory Kinesis, aggregated and not, and the ratio of
-//!    Kinesis records (what PutRecords bills) between the two;
-//! 3. the end rate into the local Kinesis (`make stack-up`), aggregated.
+//! 2. user records/s into the in-memory Kinesis, aggregated (by `send_batch` and by `send`)
+//!    and not, and the ratio of Kinesis records (what PutRecords bills) between the two;
+//! 3. the end rate into the local Kinesis (`make stack-up`), aggregated, by `send_batch`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chief_aggregation::UserRecord;
 use chief_config::aws::AwsClients;
 use chief_config::local_stack::LocalStack;
-use chief_producer::{Producer, ProducerConfig, RecordReceipt};
+use chief_producer::{BatchReceipt, Producer, ProducerConfig, RecordReceipt};
 use chief_stream::{Faults, KinesisClient, MemoryStreams, StreamClient};
 use tokio::sync::mpsc;
 
@@ -54,39 +54,77 @@ fn fast_config(aggregation: bool) -> ProducerConfig {
     }
 }
 
-/// Sends `n` records and awaits every outcome (in a second task); returns records/s.
+/// How the bench hands records to the producer.
+#[derive(Clone, Copy)]
+enum Sending {
+    /// `send`, one receipt per record.
+    Each,
+    /// `send_batch` of this many records, one receipt per batch.
+    Batches(usize),
+}
+
+/// Sends `n` records and awaits every outcome (in a second task); returns records/s and
+/// how many were put.
 async fn run<C: StreamClient>(
     client: C,
     stream: &str,
     config: ProducerConfig,
     n: u64,
+    sending: Sending,
 ) -> (f64, u64) {
     let producer = Arc::new(
         Producer::start(client, stream, config)
             .await
             .expect("start"),
     );
-    let (tx, mut rx) = mpsc::channel::<RecordReceipt>(100_000);
-    let waiter = tokio::spawn(async move {
-        let mut ok = 0u64;
-        while let Some(r) = rx.recv().await {
-            if r.await.is_ok() {
-                ok += 1;
-            }
-        }
-        ok
-    });
     // Records are made before the clock starts: the figure is the producer's, not format!'s.
     let records: Vec<UserRecord> = (0..n).map(record).collect();
     let start = Instant::now();
-    for r in records {
-        let receipt = producer.send(r).await.expect("send");
-        if tx.send(receipt).await.is_err() {
-            break;
+    let ok = match sending {
+        Sending::Each => {
+            let (tx, mut rx) = mpsc::channel::<RecordReceipt>(100_000);
+            let waiter = tokio::spawn(async move {
+                let mut ok = 0u64;
+                while let Some(r) = rx.recv().await {
+                    if r.await.is_ok() {
+                        ok += 1;
+                    }
+                }
+                ok
+            });
+            for r in records {
+                let receipt = producer.send(r).await.expect("send");
+                if tx.send(receipt).await.is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            waiter.await.expect("waiter")
         }
-    }
-    drop(tx);
-    let ok = waiter.await.expect("waiter");
+        Sending::Batches(size) => {
+            let (tx, mut rx) = mpsc::channel::<BatchReceipt>(1_000);
+            let waiter = tokio::spawn(async move {
+                let mut ok = 0u64;
+                while let Some(r) = rx.recv().await {
+                    ok += r.await.iter().filter(|o| o.is_ok()).count() as u64;
+                }
+                ok
+            });
+            let mut records = records.into_iter();
+            loop {
+                let batch: Vec<UserRecord> = records.by_ref().take(size).collect();
+                if batch.is_empty() {
+                    break;
+                }
+                let receipt = producer.send_batch(batch).await.expect("send_batch");
+                if tx.send(receipt).await.is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            waiter.await.expect("waiter")
+        }
+    };
     let elapsed = start.elapsed();
     if let Ok(p) = Arc::try_unwrap(producer) {
         p.shutdown().await;
@@ -177,27 +215,66 @@ async fn rss_phase() {
     );
 }
 
-/// 2. Speed and billing ratio, in-memory Kinesis.
+/// Records per `send_batch` call in the batch runs.
+const BATCH: usize = 1_000;
+
+/// Phase 2, speed and billing ratio on the in-memory Kinesis: aggregated by `send_batch`,
+/// aggregated by `send`, not aggregated by `send`. `CHIEF_BENCH_MEMORY=batch` runs only the
+/// first (for profiling).
 async fn memory_phase(n: u64) {
+    let only_batch = std::env::var("CHIEF_BENCH_MEMORY").is_ok_and(|v| v == "batch");
+    let batch_stream = MemoryStreams::new(4);
+    batch_stream.create_stream("Bench", 4);
+    let (batch_rate, ok) = run(
+        batch_stream.clone(),
+        "Bench",
+        fast_config(true),
+        n,
+        Sending::Batches(BATCH),
+    )
+    .await;
+    assert_eq!(ok, n);
+    println!("in-memory Kinesis, 1 core, {n} records of {DATA} B:");
+    println!(
+        "  aggregated, send_batch({BATCH}): {batch_rate:>10.0} user records/s ({:.1} MB/s), {} Kinesis records",
+        batch_rate * DATA as f64 / 1e6,
+        batch_stream.stats().entries_written
+    );
+    if only_batch {
+        return;
+    }
     let agg_stream = MemoryStreams::new(2);
     agg_stream.create_stream("Bench", 4);
-    let (agg_rate, ok) = run(agg_stream.clone(), "Bench", fast_config(true), n).await;
+    let (agg_rate, ok) = run(
+        agg_stream.clone(),
+        "Bench",
+        fast_config(true),
+        n,
+        Sending::Each,
+    )
+    .await;
     assert_eq!(ok, n);
     let plain_stream = MemoryStreams::new(3);
     plain_stream.create_stream("Bench", 4);
-    let (plain_rate, ok) = run(plain_stream.clone(), "Bench", fast_config(false), n).await;
+    let (plain_rate, ok) = run(
+        plain_stream.clone(),
+        "Bench",
+        fast_config(false),
+        n,
+        Sending::Each,
+    )
+    .await;
     assert_eq!(ok, n);
     let (agg_records, plain_records) = (
         agg_stream.stats().entries_written,
         plain_stream.stats().entries_written,
     );
-    println!("in-memory Kinesis, 1 core, {n} records of {DATA} B:");
     println!(
-        "  aggregated:     {agg_rate:>10.0} user records/s ({:.1} MB/s), {agg_records} Kinesis records",
+        "  aggregated, send:            {agg_rate:>10.0} user records/s ({:.1} MB/s), {agg_records} Kinesis records",
         agg_rate * DATA as f64 / 1e6
     );
     println!(
-        "  not aggregated: {plain_rate:>10.0} user records/s ({:.1} MB/s), {plain_records} Kinesis records",
+        "  not aggregated, send:        {plain_rate:>10.0} user records/s ({:.1} MB/s), {plain_records} Kinesis records",
         plain_rate * DATA as f64 / 1e6
     );
     println!(
@@ -225,6 +302,7 @@ async fn local_phase() {
         &name,
         ProducerConfig::default(),
         n,
+        Sending::Batches(BATCH),
     )
     .await;
     assert_eq!(ok, n);

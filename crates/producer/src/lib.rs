@@ -44,10 +44,11 @@ pub use chief_aggregation::UserRecord;
 pub use config::ProducerConfig;
 pub use limiter::TokenBucket;
 pub use outcome::{
-    Attempt, AttemptError, FailureReason, RecordFailure, RecordOutcome, RecordReceipt,
-    RecordSuccess,
+    Attempt, AttemptError, BatchReceipt, FailureReason, RecordFailure, RecordOutcome,
+    RecordReceipt, RecordSuccess,
 };
 
+use outcome::BatchSlot;
 use pipeline::{Control, Incoming, Pipeline};
 
 /// Retries of ListShards at start before giving up.
@@ -107,6 +108,59 @@ pub enum SendError {
         /// The record.
         record: UserRecord,
     },
+}
+
+/// `send_batch` refused a batch; every record of it is handed back, in order.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchSendError {
+    /// The batch alone is larger than the whole buffer: send it in smaller batches.
+    #[error(
+        "a batch of {count} records and {cost} bytes does not fit a buffer of {max_records} records and {bound} bytes"
+    )]
+    LargerThanBuffer {
+        /// The records.
+        records: Vec<UserRecord>,
+        /// How many of them would be buffered (the valid ones).
+        count: usize,
+        /// What they would take in the buffer.
+        cost: usize,
+        /// The buffer bound in bytes.
+        bound: usize,
+        /// The buffer bound in records.
+        max_records: usize,
+    },
+    /// The producer is shutting down or stopped.
+    #[error("the producer is shut down")]
+    Closed {
+        /// The records.
+        records: Vec<UserRecord>,
+    },
+}
+
+impl BatchSendError {
+    /// The refused records, in the batch's order.
+    pub fn into_records(self) -> Vec<UserRecord> {
+        match self {
+            Self::LargerThanBuffer { records, .. } | Self::Closed { records } => records,
+        }
+    }
+}
+
+/// What a valid record takes in the buffer.
+fn buffer_cost(record: &UserRecord) -> usize {
+    record.size() + record.explicit_hash_key.as_ref().map_or(0, String::len) + RECORD_OVERHEAD_BYTES
+}
+
+/// The records of a batch back in their order: `valid` and `invalid` hold
+/// (index in the batch, record), each in increasing index order.
+fn in_batch_order(
+    valid: impl IntoIterator<Item = (usize, UserRecord)>,
+    invalid: impl IntoIterator<Item = (usize, UserRecord)>,
+) -> Vec<UserRecord> {
+    let mut all: Vec<(usize, UserRecord)> = valid.into_iter().chain(invalid).collect();
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
 }
 
 impl SendError {
@@ -181,6 +235,7 @@ pub struct Producer {
     budget: Arc<Budget>,
     counters: Arc<Counters>,
     bound: usize,
+    max_records: usize,
     task: JoinHandle<()>,
 }
 
@@ -216,7 +271,7 @@ impl Producer {
         let counters = Arc::new(Counters::default());
         let (intake_tx, intake_rx) = mpsc::unbounded_channel();
         let (control_tx, control_rx) = mpsc::unbounded_channel();
-        let bound = config.buffer_max_bytes;
+        let (bound, max_records) = (config.buffer_max_bytes, config.buffer_max_records);
         let pipeline = Pipeline::new(
             Arc::new(client),
             Arc::from(stream.as_str()),
@@ -235,6 +290,7 @@ impl Producer {
             budget,
             counters,
             bound,
+            max_records,
             task,
         })
     }
@@ -249,9 +305,7 @@ impl Producer {
     /// that breaks a Kinesis limit, and any record once the producer is shutting down.
     pub async fn send(&self, record: UserRecord) -> Result<RecordReceipt, SendError> {
         let record = record.validate()?;
-        let cost = record.size()
-            + record.explicit_hash_key.as_ref().map_or(0, String::len)
-            + RECORD_OVERHEAD_BYTES;
+        let cost = buffer_cost(&record);
         if cost > self.bound {
             return Err(SendError::LargerThanBuffer {
                 record,
@@ -270,7 +324,7 @@ impl Producer {
         bytes.forget();
         let (reply, rx) = oneshot::channel();
         self.counters.received.fetch_add(1, Ordering::AcqRel);
-        let incoming = Incoming {
+        let incoming = Incoming::One {
             record,
             reply,
             arrived: Instant::now(),
@@ -279,11 +333,122 @@ impl Producer {
         if let Err(mpsc::error::SendError(incoming)) = self.intake.send(incoming) {
             self.counters.received.fetch_sub(1, Ordering::AcqRel);
             self.budget.release(1, cost);
-            return Err(SendError::Closed {
-                record: incoming.record,
-            });
+            if let Incoming::One { record, .. } = incoming {
+                return Err(SendError::Closed { record });
+            }
+            unreachable!("the message sent is the one handed back");
         }
         Ok(RecordReceipt { rx })
+    }
+
+    /// Hands many records to the producer at once: one wait for buffer room and one
+    /// message to the producer task for the lot, and one receipt that resolves to every
+    /// record's outcome in the batch's order — much cheaper per record than [`send`]
+    /// (`BENCHMARKS.md`). The records are aggregated and put exactly as if each had been
+    /// given to `send` in order. A record that breaks a Kinesis limit is not refused with
+    /// the batch: its outcome is a `Rejected` failure (`InvalidRecord`) that hands it back.
+    /// Refuses the whole batch, handing every record back, if its valid records alone do
+    /// not fit the buffer bounds, or once the producer is shutting down.
+    ///
+    /// [`send`]: Producer::send
+    pub async fn send_batch(
+        &self,
+        records: Vec<UserRecord>,
+    ) -> Result<BatchReceipt, BatchSendError> {
+        let n = records.len();
+        let mut valid: Vec<(usize, UserRecord, usize)> = Vec::with_capacity(n);
+        let mut invalid: Vec<(usize, AggregationError)> = Vec::new();
+        let mut cost = 0usize;
+        for (i, record) in records.into_iter().enumerate() {
+            match record.validate() {
+                Ok(record) => {
+                    let c = buffer_cost(&record);
+                    cost += c;
+                    valid.push((i, record, c));
+                }
+                Err(e) => invalid.push((i, e)),
+            }
+        }
+        let count = valid.len();
+        let (Ok(permits), Ok(bytes)) = (u32::try_from(count), u32::try_from(cost)) else {
+            return Err(self.batch_too_large(valid, invalid, cost));
+        };
+        if cost > self.bound || count > self.max_records {
+            return Err(self.batch_too_large(valid, invalid, cost));
+        }
+        let give_back = |valid: Vec<(usize, UserRecord, usize)>,
+                         invalid: Vec<(usize, AggregationError)>| {
+            BatchSendError::Closed {
+                records: in_batch_order(
+                    valid.into_iter().map(|(i, r, _)| (i, r)),
+                    invalid.into_iter().map(|(i, e)| (i, e.into_record())),
+                ),
+            }
+        };
+        if count > 0 {
+            let Ok(records) = self.budget.records.acquire_many(permits).await else {
+                return Err(give_back(valid, invalid));
+            };
+            let Ok(bytes) = self.budget.bytes.acquire_many(bytes).await else {
+                return Err(give_back(valid, invalid));
+            };
+            records.forget();
+            bytes.forget();
+        }
+        let (slot, receipt) = BatchSlot::new(n);
+        if count > 0 {
+            self.counters
+                .received
+                .fetch_add(count as u64, Ordering::AcqRel);
+            let incoming = Incoming::Batch {
+                records: valid,
+                slot: slot.clone(),
+                arrived: Instant::now(),
+            };
+            if let Err(mpsc::error::SendError(incoming)) = self.intake.send(incoming) {
+                self.counters
+                    .received
+                    .fetch_sub(count as u64, Ordering::AcqRel);
+                self.budget.release(count, cost);
+                if let Incoming::Batch { records, .. } = incoming {
+                    return Err(give_back(records, invalid));
+                }
+                unreachable!("the message sent is the one handed back");
+            }
+        }
+        for (i, e) in invalid {
+            let reason = FailureReason::Rejected {
+                code: "InvalidRecord".to_owned(),
+                message: e.to_string(),
+            };
+            slot.set(
+                i,
+                Err(Box::new(RecordFailure {
+                    record: Some(e.into_record()),
+                    reason,
+                    attempts: Arc::from(Vec::new()),
+                })),
+            );
+        }
+        Ok(receipt)
+    }
+
+    fn batch_too_large(
+        &self,
+        valid: Vec<(usize, UserRecord, usize)>,
+        invalid: Vec<(usize, AggregationError)>,
+        cost: usize,
+    ) -> BatchSendError {
+        BatchSendError::LargerThanBuffer {
+            count: valid.len(),
+            records: in_batch_order(
+                valid.into_iter().map(|(i, r, _)| (i, r)),
+                invalid.into_iter().map(|(i, e)| (i, e.into_record())),
+            ),
+            cost,
+            bound: self.bound,
+            max_records: self.max_records,
+        }
     }
 
     /// Sends everything buffered now, without waiting for aggregates or calls to fill, and

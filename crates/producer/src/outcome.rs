@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -97,14 +97,131 @@ impl Future for RecordReceipt {
     type Output = RecordOutcome;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx).poll(cx).map(|r| {
-            r.unwrap_or_else(|_| {
-                Err(Box::new(RecordFailure {
-                    record: None,
-                    reason: FailureReason::ProducerStopped,
-                    attempts: Arc::from(Vec::new()),
-                }))
-            })
-        })
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| stopped()))
+    }
+}
+
+/// The outcome of a record the producer task ended without reporting (a bug; it is logged).
+fn stopped() -> RecordOutcome {
+    Err(Box::new(RecordFailure {
+        record: None,
+        reason: FailureReason::ProducerStopped,
+        attempts: Arc::from(Vec::new()),
+    }))
+}
+
+/// Resolves to the outcomes of a batch given to [`send_batch`](crate::Producer::send_batch),
+/// in the batch's order, once every record of it has one. Dropping it does not cancel the
+/// records.
+#[derive(Debug)]
+pub struct BatchReceipt {
+    outcomes: Arc<BatchOutcomes>,
+    rx: oneshot::Receiver<()>,
+}
+
+impl Future for BatchReceipt {
+    type Output = Vec<RecordOutcome>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Ready also when the producer task dropped the batch's records without an outcome
+        // (a bug): those then fail with `ProducerStopped`.
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|_| self.outcomes.take())
+    }
+}
+
+/// The outcomes of one batch, shared by its receipt and its writer.
+#[derive(Debug)]
+struct BatchOutcomes {
+    state: Mutex<(Vec<Option<RecordOutcome>>, usize)>,
+}
+
+impl BatchOutcomes {
+    fn take(&self) -> Vec<RecordOutcome> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::take(&mut state.0)
+            .into_iter()
+            .map(|o| o.unwrap_or_else(stopped))
+            .collect()
+    }
+}
+
+/// Where the records of one batch report their outcomes: one allocation for the batch
+/// instead of a channel per record. Held only by the batch's records in the producer, so
+/// that if all were dropped without an outcome (a bug), the receipt still resolves.
+#[derive(Debug)]
+pub(crate) struct BatchSlot {
+    outcomes: Arc<BatchOutcomes>,
+    done: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl BatchSlot {
+    /// A slot for `n` outcomes and the receipt that resolves when all are in.
+    pub(crate) fn new(n: usize) -> (Arc<Self>, BatchReceipt) {
+        let (tx, rx) = oneshot::channel();
+        let outcomes = Arc::new(BatchOutcomes {
+            state: Mutex::new(((0..n).map(|_| None).collect(), n)),
+        });
+        let done = if n == 0 {
+            let _ = tx.send(());
+            None
+        } else {
+            Some(tx)
+        };
+        let slot = Arc::new(Self {
+            outcomes: outcomes.clone(),
+            done: Mutex::new(done),
+        });
+        (slot, BatchReceipt { outcomes, rx })
+    }
+
+    /// Records the outcome of the batch's record `index`; the last one wakes the receipt.
+    pub(crate) fn set(&self, index: usize, outcome: RecordOutcome) {
+        let complete = {
+            let mut state = self
+                .outcomes
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let (outcomes, remaining) = &mut *state;
+            let first = outcomes
+                .get_mut(index)
+                .is_some_and(|place| place.replace(outcome).is_none());
+            if first {
+                *remaining -= 1;
+            }
+            first && *remaining == 0
+        };
+        if complete
+            && let Some(tx) = self
+                .done
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+        {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Where one record's outcome goes: its own channel (`send`) or its place in a batch
+/// (`send_batch`).
+#[derive(Debug)]
+pub(crate) enum Reply {
+    One(oneshot::Sender<RecordOutcome>),
+    Batch(Arc<BatchSlot>, usize),
+}
+
+impl Reply {
+    pub(crate) fn send(self, outcome: RecordOutcome) {
+        match self {
+            Self::One(tx) => {
+                let _ = tx.send(outcome);
+            }
+            Self::Batch(slot, index) => slot.set(index, outcome),
+        }
     }
 }

@@ -16,16 +16,25 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::outcome::{
-    Attempt, AttemptError, FailureReason, RecordFailure, RecordOutcome, RecordSuccess,
+    Attempt, AttemptError, BatchSlot, FailureReason, RecordFailure, RecordOutcome, RecordSuccess,
+    Reply,
 };
 use crate::{Budget, Counters, ProducerConfig, TokenBucket};
 
-/// A record on its way from `send` to the task.
-pub(crate) struct Incoming {
-    pub record: UserRecord,
-    pub reply: oneshot::Sender<RecordOutcome>,
-    pub arrived: Instant,
-    pub cost: usize,
+/// Records on their way from `send` or `send_batch` to the task.
+pub(crate) enum Incoming {
+    One {
+        record: UserRecord,
+        reply: oneshot::Sender<RecordOutcome>,
+        arrived: Instant,
+        cost: usize,
+    },
+    /// Valid records of a batch: (index in the batch, record, buffer cost).
+    Batch {
+        records: Vec<(usize, UserRecord, usize)>,
+        slot: Arc<BatchSlot>,
+        arrived: Instant,
+    },
 }
 
 /// Requests from the handle.
@@ -38,7 +47,7 @@ pub(crate) enum Control {
 
 /// A user record inside an entry: where its outcome goes.
 struct Member {
-    reply: oneshot::Sender<RecordOutcome>,
+    reply: Reply,
     arrived: Instant,
     cost: usize,
 }
@@ -126,7 +135,7 @@ impl ShardState {
         let Some(record) = self.aggregator.flush() else {
             return;
         };
-        let members = std::mem::take(&mut self.open);
+        let members = take_keeping_capacity(&mut self.open);
         self.open_since = None;
         let entry = Entry::new(record, members, self.id.clone(), ttl, now, Vec::new());
         self.ready.push_back(entry);
@@ -277,7 +286,7 @@ impl<C: StreamClient> Pipeline<C> {
                         self.shutting_down = true;
                     }
                     for incoming in batch.drain(..) {
-                        self.intake_one(incoming);
+                        self.intake(incoming);
                     }
                 }
                 () = sleep_until(wake) => {}
@@ -375,20 +384,40 @@ impl<C: StreamClient> Pipeline<C> {
         )
     }
 
-    fn intake_one(&mut self, incoming: Incoming) {
-        let Incoming {
-            record,
-            reply,
-            arrived,
-            cost,
-        } = incoming;
-        self.metrics.user_records_received.increment(1);
-        let member = Member {
-            reply,
-            arrived,
-            cost,
-        };
-        self.place(record, member, arrived);
+    fn intake(&mut self, incoming: Incoming) {
+        match incoming {
+            Incoming::One {
+                record,
+                reply,
+                arrived,
+                cost,
+            } => {
+                self.metrics.user_records_received.increment(1);
+                let member = Member {
+                    reply: Reply::One(reply),
+                    arrived,
+                    cost,
+                };
+                self.place(record, member, arrived);
+            }
+            Incoming::Batch {
+                records,
+                slot,
+                arrived,
+            } => {
+                self.metrics
+                    .user_records_received
+                    .increment(records.len() as u64);
+                for (index, record, cost) in records {
+                    let member = Member {
+                        reply: Reply::Batch(slot.clone(), index),
+                        arrived,
+                        cost,
+                    };
+                    self.place(record, member, arrived);
+                }
+            }
+        }
     }
 
     /// Puts a user record into its shard's open aggregate (or makes it an entry of its own).
@@ -424,7 +453,7 @@ impl<C: StreamClient> Pipeline<C> {
                 shard.open.push(member);
             }
             Ok(Some(closed)) => {
-                let members = std::mem::take(&mut shard.open);
+                let members = take_keeping_capacity(&mut shard.open);
                 debug_assert_eq!(closed.user_records, members.len());
                 let entry = Entry::new(closed, members, shard.id.clone(), ttl, now, Vec::new());
                 shard.ready.push_back(entry);
@@ -754,7 +783,7 @@ impl<C: StreamClient> Pipeline<C> {
         m.user_records_data_put.increment(data as u64);
         for (i, member) in entry.members.into_iter().enumerate() {
             cost += member.cost;
-            let _ = member.reply.send(Ok(RecordSuccess {
+            member.reply.send(Ok(RecordSuccess {
                 shard_id: shard_id.clone(),
                 sequence_number: sequence_number.clone(),
                 sub_sequence_number: i as u64,
@@ -796,7 +825,7 @@ impl<C: StreamClient> Pipeline<C> {
         let mut records = records.into_iter();
         for member in members {
             cost += member.cost;
-            let _ = member.reply.send(Err(Box::new(RecordFailure {
+            member.reply.send(Err(Box::new(RecordFailure {
                 record: records.next(),
                 reason: reason.clone(),
                 attempts: attempts.clone(),
@@ -859,6 +888,13 @@ pub(crate) fn open_shard_map(shards: &[Shard]) -> Result<ShardMap, String> {
         return Err("the open shards do not cover the hash key space".to_owned());
     }
     Ok(map)
+}
+
+/// Takes the members of a closed aggregate, leaving room for as many in the next one
+/// (aggregates of one shard are much alike: no regrowing from empty each time).
+fn take_keeping_capacity(open: &mut Vec<Member>) -> Vec<Member> {
+    let room = open.len();
+    std::mem::replace(open, Vec::with_capacity(room))
 }
 
 async fn sleep_until(at: Instant) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chief_aggregation::{UserRecord, deaggregate};
-use chief_producer::{FailureReason, Producer, ProducerConfig, SendError};
+use chief_producer::{BatchSendError, FailureReason, Producer, ProducerConfig, SendError};
 use chief_stream::{Faults, MemoryStreams};
 
 const STREAM: &str = "TestStream";
@@ -447,4 +447,217 @@ async fn without_aggregation_each_user_record_is_its_own_kinesis_record() {
         sorted(back.into_iter().map(|(_, r)| r).collect()),
         sorted(input)
     );
+}
+
+/// `send_batch` of 1,000 at a time under throttling, 500s and timeouts: every record put
+/// exactly once, its outcome at its place in the batch, per-key order kept.
+#[tokio::test]
+async fn batches_under_faults_deliver_everything_once_in_order_with_outcomes_in_place() {
+    let memory = MemoryStreams::new(13);
+    memory.create_stream(STREAM, 4);
+    memory.set_faults(Faults {
+        throttle_ratio: 0.3,
+        internal_failure_ratio: 0.05,
+        call_error_ratio: 0.1,
+        timeout_ratio: 0.02,
+        ..Faults::default()
+    });
+    let config = ProducerConfig {
+        aggregation_max_bytes: 4096,
+        // Per-key order under refused entries needs one entry per shard per call (lib.rs).
+        max_entries_per_shard_per_call: 1,
+        retry: chief_config::retry::RetryPolicy {
+            initial_backoff_ms: 5,
+            max_backoff_ms: 50,
+            ..Default::default()
+        },
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::start(memory.clone(), STREAM, config)
+        .await
+        .expect("start");
+    let input = records(10_000, 100);
+    let mut receipts = Vec::new();
+    for chunk in input.chunks(1_000) {
+        receipts.push(
+            producer
+                .send_batch(chunk.to_vec())
+                .await
+                .expect("send_batch"),
+        );
+    }
+    let mut outcomes = Vec::new();
+    for r in receipts {
+        let batch = r.await;
+        assert_eq!(batch.len(), 1_000, "one outcome per record of the batch");
+        outcomes.extend(batch);
+    }
+    let stats = producer.shutdown().await;
+    assert_eq!((stats.put, stats.failed, stats.pending), (10_000, 0, 0));
+    // Each outcome names where its own record landed: the record at that (sequence,
+    // sub-sequence) in the stream is the one at the outcome's place in the batch.
+    let mut at: HashMap<(String, u64), UserRecord> = HashMap::new();
+    for shard in memory.shards(STREAM) {
+        for stored in memory.records(STREAM, &shard.shard_id) {
+            let outer = UserRecord {
+                partition_key: stored.partition_key,
+                explicit_hash_key: stored.explicit_hash_key,
+                data: stored.data,
+            };
+            for d in deaggregate(outer) {
+                at.insert(
+                    (stored.sequence_number.clone(), d.sub_sequence_number),
+                    d.record,
+                );
+            }
+        }
+    }
+    assert_eq!(at.len(), input.len(), "no record twice, none lost");
+    let retried = outcomes
+        .iter()
+        .filter(|o| o.as_ref().is_ok_and(|s| s.attempts.len() > 1))
+        .count();
+    assert!(
+        retried > 100,
+        "faults were injected and retried ({retried})"
+    );
+    for (record, outcome) in input.iter().zip(&outcomes) {
+        let s = outcome.as_ref().expect("put");
+        let key = (s.sequence_number.to_string(), s.sub_sequence_number);
+        assert_eq!(at.get(&key), Some(record), "outcome at {key:?}");
+    }
+    assert_per_key_order(&read_back(&memory).await);
+}
+
+/// An invalid record does not sink its batch: its outcome hands it back, the rest is put.
+/// A batch larger than the buffer is refused whole, every record handed back in order. An
+/// empty batch resolves at once.
+#[tokio::test]
+async fn a_batch_hands_back_invalid_records_in_place_and_a_batch_too_large_whole() {
+    let memory = MemoryStreams::new(5);
+    memory.create_stream(STREAM, 2);
+    let config = ProducerConfig {
+        buffer_max_records: 100,
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::start(memory.clone(), STREAM, config)
+        .await
+        .expect("start");
+    let mut batch = records(50, 10);
+    let bad = UserRecord::new("", b"empty key".to_vec());
+    let too_big = UserRecord::new("k", vec![0u8; 1024 * 1024]);
+    batch.insert(7, bad.clone());
+    batch.insert(30, too_big.clone());
+    let outcomes = producer
+        .send_batch(batch.clone())
+        .await
+        .expect("send_batch")
+        .await;
+    assert_eq!(outcomes.len(), 52);
+    for (i, (record, outcome)) in batch.iter().zip(&outcomes).enumerate() {
+        if i == 7 || i == 30 {
+            let failure = outcome.as_ref().expect_err("invalid");
+            assert_eq!(failure.record.as_ref(), Some(record), "handed back");
+            assert!(
+                matches!(&failure.reason, FailureReason::Rejected { code, .. } if code == "InvalidRecord"),
+                "{:?}",
+                failure.reason
+            );
+            assert!(failure.attempts.is_empty());
+        } else {
+            assert!(outcome.is_ok(), "record {i}: {outcome:?}");
+        }
+    }
+    let valid: Vec<UserRecord> = batch
+        .iter()
+        .filter(|r| **r != bad && **r != too_big)
+        .cloned()
+        .collect();
+    let back: Vec<UserRecord> = read_back(&memory)
+        .await
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(sorted(back), sorted(valid));
+
+    let large = records(101, 10);
+    let err = producer
+        .send_batch(large.clone())
+        .await
+        .expect_err("larger than the buffer");
+    assert!(
+        matches!(
+            err,
+            BatchSendError::LargerThanBuffer {
+                count: 101,
+                max_records: 100,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.into_records(), large, "every record back, in order");
+
+    let empty = producer.send_batch(Vec::new()).await.expect("empty").await;
+    assert!(empty.is_empty());
+    let stats = producer.shutdown().await;
+    assert_eq!((stats.received, stats.put, stats.failed), (50, 50, 0));
+}
+
+/// Backpressure holds for batches too: while the stream is stalled, `send_batch` waits
+/// with the buffer at most full.
+#[tokio::test]
+async fn a_stalled_stream_makes_send_batch_wait_within_the_bound() {
+    let memory = MemoryStreams::new(17);
+    memory.create_stream(STREAM, 4);
+    let config = ProducerConfig {
+        buffer_max_records: 2_000,
+        ..ProducerConfig::default()
+    };
+    let producer = Arc::new(
+        Producer::start(memory.clone(), STREAM, config)
+            .await
+            .expect("start"),
+    );
+    memory.set_faults(Faults {
+        stall: true,
+        ..Faults::default()
+    });
+    let input = records(20_000, 1000);
+    let sender = {
+        let producer = producer.clone();
+        let input = input.clone();
+        tokio::spawn(async move {
+            let mut receipts = Vec::new();
+            for chunk in input.chunks(300) {
+                receipts.push(
+                    producer
+                        .send_batch(chunk.to_vec())
+                        .await
+                        .expect("send_batch"),
+                );
+            }
+            receipts
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stalled = producer.stats();
+    assert!(
+        !sender.is_finished(),
+        "send_batch must wait while the buffer is full"
+    );
+    assert!(
+        (1_500..=2_000).contains(&stalled.pending),
+        "{} records pending, bound 2,000, batches of 300",
+        stalled.pending
+    );
+    memory.set_faults(Faults::default());
+    let mut put = 0;
+    for r in sender.await.expect("sender") {
+        put += r.await.iter().filter(|o| o.is_ok()).count();
+    }
+    assert_eq!(put, 20_000);
+    let producer = Arc::into_inner(producer).expect("sole owner");
+    let stats = producer.shutdown().await;
+    assert_eq!((stats.put, stats.failed), (20_000, 0));
 }
