@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use bytes::Bytes;
+use foldhash::fast::RandomState;
 use md5::{Digest, Md5};
 
 use crate::error::{AggregationError, ConfigError};
@@ -25,10 +26,11 @@ use crate::{DEFAULT_MAX_AGGREGATE_BYTES, DIGEST_LEN, MAGIC, MAX_RECORD_BYTES};
 #[derive(Debug)]
 pub struct Aggregator {
     max_bytes: usize,
-    /// Partition key → index in the table.
-    partition_keys: HashMap<String, u64>,
+    /// Partition key → index in the table (foldhash: SipHash was 3 % of the producer's
+    /// time per record; the tables live for one aggregate of at most 1 MiB).
+    partition_keys: HashMap<String, u64, RandomState>,
     /// Explicit hash key → index in the table.
-    explicit_hash_keys: HashMap<String, u64>,
+    explicit_hash_keys: HashMap<String, u64, RandomState>,
     /// The encoded `partition_key_table` fields, in index order.
     partition_key_table: Vec<u8>,
     /// The encoded `explicit_hash_key_table` fields, in index order.
@@ -52,8 +54,8 @@ impl Aggregator {
     pub fn new() -> Self {
         Aggregator {
             max_bytes: DEFAULT_MAX_AGGREGATE_BYTES,
-            partition_keys: HashMap::new(),
-            explicit_hash_keys: HashMap::new(),
+            partition_keys: HashMap::default(),
+            explicit_hash_keys: HashMap::default(),
             partition_key_table: Vec::new(),
             explicit_hash_key_table: Vec::new(),
             records: Vec::new(),

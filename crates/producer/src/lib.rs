@@ -416,20 +416,18 @@ impl Producer {
                 unreachable!("the message sent is the one handed back");
             }
         }
-        for (i, e) in invalid {
+        slot.set(invalid.into_iter().map(|(i, e)| {
             let reason = FailureReason::Rejected {
                 code: "InvalidRecord".to_owned(),
                 message: e.to_string(),
             };
-            slot.set(
-                i,
-                Err(Box::new(RecordFailure {
-                    record: Some(e.into_record()),
-                    reason,
-                    attempts: Arc::from(Vec::new()),
-                })),
-            );
-        }
+            let failure = RecordFailure {
+                record: Some(e.into_record()),
+                reason,
+                attempts: Arc::from(Vec::new()),
+            };
+            (i, Err(Box::new(failure)))
+        }));
         Ok(receipt)
     }
 

@@ -178,22 +178,25 @@ impl BatchSlot {
         (slot, BatchReceipt { outcomes, rx })
     }
 
-    /// Records the outcome of the batch's record `index`; the last one wakes the receipt.
-    pub(crate) fn set(&self, index: usize, outcome: RecordOutcome) {
+    /// Records the outcomes of some of the batch's records (by index in the batch), under
+    /// one lock; the last outcome of the batch wakes the receipt.
+    pub(crate) fn set(&self, outcomes: impl IntoIterator<Item = (usize, RecordOutcome)>) {
         let complete = {
             let mut state = self
                 .outcomes
                 .state
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let (outcomes, remaining) = &mut *state;
-            let first = outcomes
-                .get_mut(index)
-                .is_some_and(|place| place.replace(outcome).is_none());
-            if first {
-                *remaining -= 1;
+            let (slots, remaining) = &mut *state;
+            for (index, outcome) in outcomes {
+                if slots
+                    .get_mut(index)
+                    .is_some_and(|place| place.replace(outcome).is_none())
+                {
+                    *remaining -= 1;
+                }
             }
-            first && *remaining == 0
+            *remaining == 0
         };
         if complete
             && let Some(tx) = self
@@ -215,13 +218,31 @@ pub(crate) enum Reply {
     Batch(Arc<BatchSlot>, usize),
 }
 
-impl Reply {
-    pub(crate) fn send(self, outcome: RecordOutcome) {
-        match self {
-            Self::One(tx) => {
+/// Delivers outcomes to their replies, taking a batch's lock once for each run of its
+/// records (the members of one aggregate mostly come from one batch).
+pub(crate) fn deliver(outcomes: impl IntoIterator<Item = (Reply, RecordOutcome)>) {
+    /// A batch and the outcomes of its records met in a row.
+    type Run = (Arc<BatchSlot>, Vec<(usize, RecordOutcome)>);
+    let mut run: Option<Run> = None;
+    for (reply, outcome) in outcomes {
+        match reply {
+            Reply::One(tx) => {
                 let _ = tx.send(outcome);
             }
-            Self::Batch(slot, index) => slot.set(index, outcome),
+            Reply::Batch(slot, index) => match &mut run {
+                Some((current, items)) if Arc::ptr_eq(current, &slot) => {
+                    items.push((index, outcome));
+                }
+                _ => {
+                    if let Some((current, items)) = run.take() {
+                        current.set(items);
+                    }
+                    run = Some((slot, vec![(index, outcome)]));
+                }
+            },
         }
+    }
+    if let Some((current, items)) = run {
+        current.set(items);
     }
 }

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::outcome::{
     Attempt, AttemptError, BatchSlot, FailureReason, RecordFailure, RecordOutcome, RecordSuccess,
-    Reply,
+    Reply, deliver,
 };
 use crate::{Budget, Counters, ProducerConfig, TokenBucket};
 
@@ -781,15 +781,16 @@ impl<C: StreamClient> Pipeline<C> {
             .map(|m| m.cost - crate::RECORD_OVERHEAD_BYTES)
             .sum::<usize>();
         m.user_records_data_put.increment(data as u64);
-        for (i, member) in entry.members.into_iter().enumerate() {
+        deliver(entry.members.into_iter().enumerate().map(|(i, member)| {
             cost += member.cost;
-            member.reply.send(Ok(RecordSuccess {
+            let outcome = Ok(RecordSuccess {
                 shard_id: shard_id.clone(),
                 sequence_number: sequence_number.clone(),
                 sub_sequence_number: i as u64,
                 attempts: attempts.clone(),
-            }));
-        }
+            });
+            (member.reply, outcome)
+        }));
         self.counters.put.fetch_add(n as u64, Ordering::Relaxed);
         self.budget.release(n, cost);
     }
@@ -823,14 +824,15 @@ impl<C: StreamClient> Pipeline<C> {
         tracing::warn!(stream = %self.stream, records = n, reason = ?reason, attempts = attempts.len(), "user records failed");
         let mut cost = 0;
         let mut records = records.into_iter();
-        for member in members {
+        deliver(members.into_iter().map(|member| {
             cost += member.cost;
-            member.reply.send(Err(Box::new(RecordFailure {
+            let outcome = Err(Box::new(RecordFailure {
                 record: records.next(),
                 reason: reason.clone(),
                 attempts: attempts.clone(),
-            })));
-        }
+            }));
+            (member.reply, outcome)
+        }));
         self.counters.failed.fetch_add(n as u64, Ordering::Relaxed);
         self.budget.release(n, cost);
     }
