@@ -152,13 +152,17 @@ fn buffer_cost(record: &UserRecord) -> usize {
     record.size() + record.explicit_hash_key.as_ref().map_or(0, String::len) + RECORD_OVERHEAD_BYTES
 }
 
-/// The records of a batch back in their order: `valid` and `invalid` hold
-/// (index in the batch, record), each in increasing index order.
+/// The records of a batch back in their order, from its valid records (index in the
+/// batch, record, cost) and its invalid ones (index, error holding the record).
 fn in_batch_order(
-    valid: impl IntoIterator<Item = (usize, UserRecord)>,
-    invalid: impl IntoIterator<Item = (usize, UserRecord)>,
+    valid: Vec<(usize, UserRecord, usize)>,
+    invalid: Vec<(usize, AggregationError)>,
 ) -> Vec<UserRecord> {
-    let mut all: Vec<(usize, UserRecord)> = valid.into_iter().chain(invalid).collect();
+    let mut all: Vec<(usize, UserRecord)> = valid
+        .into_iter()
+        .map(|(i, r, _)| (i, r))
+        .chain(invalid.into_iter().map(|(i, e)| (i, e.into_record())))
+        .collect();
     all.sort_by_key(|(i, _)| *i);
     all.into_iter().map(|(_, r)| r).collect()
 }
@@ -376,14 +380,8 @@ impl Producer {
         if cost > self.bound || count > self.max_records {
             return Err(self.batch_too_large(valid, invalid, cost));
         }
-        let give_back = |valid: Vec<(usize, UserRecord, usize)>,
-                         invalid: Vec<(usize, AggregationError)>| {
-            BatchSendError::Closed {
-                records: in_batch_order(
-                    valid.into_iter().map(|(i, r, _)| (i, r)),
-                    invalid.into_iter().map(|(i, e)| (i, e.into_record())),
-                ),
-            }
+        let give_back = |valid, invalid| BatchSendError::Closed {
+            records: in_batch_order(valid, invalid),
         };
         if count > 0 {
             let Ok(records) = self.budget.records.acquire_many(permits).await else {
@@ -439,10 +437,7 @@ impl Producer {
     ) -> BatchSendError {
         BatchSendError::LargerThanBuffer {
             count: valid.len(),
-            records: in_batch_order(
-                valid.into_iter().map(|(i, r, _)| (i, r)),
-                invalid.into_iter().map(|(i, e)| (i, e.into_record())),
-            ),
+            records: in_batch_order(valid, invalid),
             cost,
             bound: self.bound,
             max_records: self.max_records,
