@@ -3,7 +3,9 @@
 //! [`Producer::send`] takes a [`UserRecord`] and, once the bounded buffer has room,
 //! returns a [`RecordReceipt`]: a future of the record's outcome — where it landed
 //! (shard, sequence and sub-sequence number, attempts) or why it failed, with the record
-//! handed back and every attempt made. Inside, one task:
+//! handed back and every attempt made. [`Producer::send_batch`] does the same for many
+//! records at once, at about twice the rate per core, with one [`BatchReceipt`] for the
+//! batch's outcomes. Inside, one task:
 //! - predicts each record's shard from a shard map (ListShards), refreshed when a record
 //!   lands on another shard than predicted (a reshard), re-predicting buffered records;
 //! - aggregates records per predicted shard in the KPL wire format (optional);
