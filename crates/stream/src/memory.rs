@@ -344,6 +344,30 @@ impl MemoryStreams {
         }
     }
 
+    /// An iterator at `position`, without drawing faults (the caller did, once per call).
+    fn iterator_at(
+        &self,
+        operation: &'static str,
+        stream: &str,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> Result<String, StreamError> {
+        let mut state = self.lock();
+        let s = state.stream_mut(operation, stream)?;
+        let index = s.shard_index_or_err(operation, stream, shard_id)?;
+        let records = &s.shards[index].records;
+        let offset = match position {
+            IteratorPosition::TrimHorizon => 0,
+            IteratorPosition::Latest => records.len(),
+            IteratorPosition::AtTimestamp(at) => records.partition_point(|r| r.arrival < *at),
+            IteratorPosition::AtSequenceNumber(seq) => records
+                .partition_point(|r| compare_sequence_numbers(&r.sequence_number, seq).is_lt()),
+            IteratorPosition::AfterSequenceNumber(seq) => records
+                .partition_point(|r| compare_sequence_numbers(&r.sequence_number, seq).is_le()),
+        };
+        Ok(encode_iterator(stream, index, offset))
+    }
+
     /// The call counters so far.
     pub fn stats(&self) -> MemoryStats {
         self.lock().stats
@@ -527,20 +551,7 @@ impl StreamClient for MemoryStreams {
     ) -> Result<String, StreamError> {
         const OP: &str = "GetShardIterator";
         self.call_faults(OP, stream).await?;
-        let mut state = self.lock();
-        let s = state.stream_mut(OP, stream)?;
-        let index = s.shard_index_or_err(OP, stream, shard_id)?;
-        let records = &s.shards[index].records;
-        let offset = match position {
-            IteratorPosition::TrimHorizon => 0,
-            IteratorPosition::Latest => records.len(),
-            IteratorPosition::AtTimestamp(at) => records.partition_point(|r| r.arrival < *at),
-            IteratorPosition::AtSequenceNumber(seq) => records
-                .partition_point(|r| compare_sequence_numbers(&r.sequence_number, seq).is_lt()),
-            IteratorPosition::AfterSequenceNumber(seq) => records
-                .partition_point(|r| compare_sequence_numbers(&r.sequence_number, seq).is_le()),
-        };
-        Ok(encode_iterator(stream, index, offset))
+        self.iterator_at(OP, stream, shard_id, position)
     }
 
     async fn get_records(
@@ -718,7 +729,8 @@ impl StreamClient for MemoryStreams {
             streams: self.clone(),
             key,
         };
-        let mut iterator = self.get_shard_iterator(stream, shard_id, position).await?;
+        // One call, one draw of the injected faults (made above).
+        let mut iterator = self.iterator_at(OP, stream, shard_id, position)?;
         let me = self.clone();
         let stream = stream.to_owned();
         Ok(Subscription::spawn(move |tx| async move {
