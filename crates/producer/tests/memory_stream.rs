@@ -661,3 +661,50 @@ async fn a_stalled_stream_makes_send_batch_wait_within_the_bound() {
     let stats = producer.shutdown().await;
     assert_eq!((stats.put, stats.failed), (20_000, 0));
 }
+
+/// A stream that never accepts: every record of every batch fails back after its TTL,
+/// at its place in its batch, with its attempts and the record itself.
+#[tokio::test]
+async fn batches_on_a_stream_that_never_accepts_come_back_in_place_after_their_ttl() {
+    let memory = MemoryStreams::new(19);
+    memory.create_stream(STREAM, 2);
+    memory.set_faults(Faults {
+        reject_all: true,
+        ..Faults::default()
+    });
+    let config = ProducerConfig {
+        record_ttl_ms: 400,
+        retry: chief_config::retry::RetryPolicy {
+            initial_backoff_ms: 20,
+            max_backoff_ms: 50,
+            ..Default::default()
+        },
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::start(memory.clone(), STREAM, config)
+        .await
+        .expect("start");
+    let input = records(1_000, 50);
+    let mut receipts = Vec::new();
+    for chunk in input.chunks(250) {
+        receipts.push(
+            producer
+                .send_batch(chunk.to_vec())
+                .await
+                .expect("send_batch"),
+        );
+    }
+    let mut handed_back = Vec::new();
+    for r in receipts {
+        for o in r.await {
+            let f = o.expect_err("every record fails");
+            assert_eq!(f.reason, FailureReason::Expired);
+            assert!(f.attempts.len() >= 2, "{} attempts", f.attempts.len());
+            handed_back.push(f.record.expect("the record comes back"));
+        }
+    }
+    let stats = producer.shutdown().await;
+    assert_eq!((stats.put, stats.failed), (0, 1_000));
+    assert_eq!(handed_back, input, "records come back exactly, in order");
+    assert_eq!(memory.stats().entries_written, 0);
+}
