@@ -319,26 +319,18 @@ impl Producer {
                 bound: self.bound,
             });
         }
-        let Ok(records) = self.budget.records.acquire().await else {
-            return Err(SendError::Closed { record });
-        };
         // cost ≤ bound ≤ usize and a single record is ≤ 1 MiB + keys: fits u32.
-        let Ok(bytes) = self.budget.bytes.acquire_many(cost as u32).await else {
+        if !self.reserve(1, cost as u32).await {
             return Err(SendError::Closed { record });
-        };
-        records.forget();
-        bytes.forget();
+        }
         let (reply, rx) = oneshot::channel();
-        self.counters.received.fetch_add(1, Ordering::AcqRel);
         let incoming = Incoming::One {
             record,
             reply,
             arrived: Instant::now(),
             cost,
         };
-        if let Err(mpsc::error::SendError(incoming)) = self.intake.send(incoming) {
-            self.counters.received.fetch_sub(1, Ordering::AcqRel);
-            self.budget.release(1, cost);
+        if let Err(incoming) = self.enqueue(incoming, 1, cost) {
             if let Incoming::One { record, .. } = incoming {
                 return Err(SendError::Closed { record });
             }
@@ -385,31 +377,17 @@ impl Producer {
         let give_back = |valid, invalid| BatchSendError::Closed {
             records: in_batch_order(valid, invalid),
         };
-        if count > 0 {
-            let Ok(records) = self.budget.records.acquire_many(permits).await else {
-                return Err(give_back(valid, invalid));
-            };
-            let Ok(bytes) = self.budget.bytes.acquire_many(bytes).await else {
-                return Err(give_back(valid, invalid));
-            };
-            records.forget();
-            bytes.forget();
+        if count > 0 && !self.reserve(permits, bytes).await {
+            return Err(give_back(valid, invalid));
         }
         let (slot, receipt) = BatchSlot::new(n);
         if count > 0 {
-            self.counters
-                .received
-                .fetch_add(count as u64, Ordering::AcqRel);
             let incoming = Incoming::Batch {
                 records: valid,
                 slot: slot.clone(),
                 arrived: Instant::now(),
             };
-            if let Err(mpsc::error::SendError(incoming)) = self.intake.send(incoming) {
-                self.counters
-                    .received
-                    .fetch_sub(count as u64, Ordering::AcqRel);
-                self.budget.release(count, cost);
+            if let Err(incoming) = self.enqueue(incoming, count, cost) {
                 if let Incoming::Batch { records, .. } = incoming {
                     return Err(give_back(records, invalid));
                 }
@@ -429,6 +407,37 @@ impl Producer {
             (i, Err(Box::new(failure)))
         }));
         Ok(receipt)
+    }
+
+    /// Takes `records` and `bytes` of buffer room, waiting while the buffer is full; `false`
+    /// once the producer is shutting down (nothing is then taken).
+    async fn reserve(&self, records: u32, bytes: u32) -> bool {
+        let Ok(records) = self.budget.records.acquire_many(records).await else {
+            return false;
+        };
+        let Ok(bytes) = self.budget.bytes.acquire_many(bytes).await else {
+            return false;
+        };
+        records.forget();
+        bytes.forget();
+        true
+    }
+
+    /// Hands `count` records holding `cost` of reserved room to the producer task; if the
+    /// task no longer takes records, gives the room back and returns the message.
+    fn enqueue(&self, incoming: Incoming, count: usize, cost: usize) -> Result<(), Incoming> {
+        self.counters
+            .received
+            .fetch_add(count as u64, Ordering::AcqRel);
+        self.intake
+            .send(incoming)
+            .map_err(|mpsc::error::SendError(incoming)| {
+                self.counters
+                    .received
+                    .fetch_sub(count as u64, Ordering::AcqRel);
+                self.budget.release(count, cost);
+                incoming
+            })
     }
 
     fn batch_too_large(
