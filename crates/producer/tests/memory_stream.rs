@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chief_aggregation::{UserRecord, deaggregate};
 use chief_producer::{BatchSendError, FailureReason, Producer, ProducerConfig, SendError};
-use chief_stream::{Faults, MemoryStreams};
+use chief_stream::{Faults, MemoryStreams, Shard};
 
 const STREAM: &str = "TestStream";
 
@@ -29,13 +29,9 @@ async fn read_back(memory: &MemoryStreams) -> Vec<(String, UserRecord)> {
     read_back_checked(memory, true).await
 }
 
-/// As `read_back`; with `check_ranges` false, records of aggregates predicted for a shard
-/// that was split while they were in flight may lie in the sibling's range (the consumer
-/// keeps them).
-async fn read_back_checked(
-    memory: &MemoryStreams,
-    check_ranges: bool,
-) -> Vec<(String, UserRecord)> {
+/// Every user record stored in the stream, per shard in sequence order: (shard, the
+/// Kinesis record's sequence number, sub-sequence number, record).
+fn stored_user_records(memory: &MemoryStreams) -> Vec<(Shard, String, u64, UserRecord)> {
     let mut out = Vec::new();
     for shard in memory.shards(STREAM) {
         for stored in memory.records(STREAM, &shard.shard_id) {
@@ -45,18 +41,79 @@ async fn read_back_checked(
                 data: stored.data,
             };
             for d in deaggregate(outer) {
-                let hash = d.record.hash_key().expect("hash");
-                assert!(
-                    !check_ranges || shard.contains(hash),
-                    "user record {:?} is on {} which does not own its hash",
-                    d.record.partition_key,
-                    shard.shard_id
-                );
-                out.push((shard.shard_id.clone(), d.record));
+                out.push((
+                    shard.clone(),
+                    stored.sequence_number.clone(),
+                    d.sub_sequence_number,
+                    d.record,
+                ));
             }
         }
     }
     out
+}
+
+/// As `read_back`; with `check_ranges` false, records of aggregates predicted for a shard
+/// that was split while they were in flight may lie in the sibling's range (the consumer
+/// keeps them).
+async fn read_back_checked(
+    memory: &MemoryStreams,
+    check_ranges: bool,
+) -> Vec<(String, UserRecord)> {
+    stored_user_records(memory)
+        .into_iter()
+        .map(|(shard, _, _, record)| {
+            let hash = record.hash_key().expect("hash");
+            assert!(
+                !check_ranges || shard.contains(hash),
+                "user record {:?} is on {} which does not own its hash",
+                record.partition_key,
+                shard.shard_id
+            );
+            (shard.shard_id, record)
+        })
+        .collect()
+}
+
+/// Back-off for the fault tests: from `initial_ms` up to `max_ms`.
+fn retry(initial_ms: u64, max_ms: u64) -> chief_config::retry::RetryPolicy {
+    chief_config::retry::RetryPolicy {
+        initial_backoff_ms: initial_ms,
+        max_backoff_ms: max_ms,
+        ..Default::default()
+    }
+}
+
+/// A 4-shard stream that throttles 30 % of entries, fails 5 % with internal failures and
+/// 10 % of calls whole, and times out 2 % of calls.
+fn faulty_stream(seed: u64) -> MemoryStreams {
+    let memory = MemoryStreams::new(seed);
+    memory.create_stream(STREAM, 4);
+    memory.set_faults(Faults {
+        throttle_ratio: 0.3,
+        internal_failure_ratio: 0.05,
+        call_error_ratio: 0.1,
+        timeout_ratio: 0.02,
+        ..Faults::default()
+    });
+    memory
+}
+
+/// A 2-shard stream that refuses every entry, and a config whose records expire after
+/// 400 ms of retries.
+fn never_accepting(seed: u64) -> (MemoryStreams, ProducerConfig) {
+    let memory = MemoryStreams::new(seed);
+    memory.create_stream(STREAM, 2);
+    memory.set_faults(Faults {
+        reject_all: true,
+        ..Faults::default()
+    });
+    let config = ProducerConfig {
+        record_ttl_ms: 400,
+        retry: retry(20, 50),
+        ..ProducerConfig::default()
+    };
+    (memory, config)
 }
 
 fn sorted(mut v: Vec<UserRecord>) -> Vec<UserRecord> {
@@ -134,22 +191,10 @@ async fn delivers_every_record_to_the_shard_owning_it() {
 
 #[tokio::test]
 async fn throttling_internal_failures_and_500s_still_deliver_everything_exactly_once() {
-    let memory = MemoryStreams::new(7);
-    memory.create_stream(STREAM, 4);
-    memory.set_faults(Faults {
-        throttle_ratio: 0.3,
-        internal_failure_ratio: 0.05,
-        call_error_ratio: 0.1,
-        timeout_ratio: 0.02,
-        ..Faults::default()
-    });
+    let memory = faulty_stream(7);
     let config = ProducerConfig {
         aggregation_max_bytes: 4096,
-        retry: chief_config::retry::RetryPolicy {
-            initial_backoff_ms: 5,
-            max_backoff_ms: 50,
-            ..Default::default()
-        },
+        retry: retry(5, 50),
         ..ProducerConfig::default()
     };
     let producer = Producer::start(memory.clone(), STREAM, config)
@@ -192,11 +237,7 @@ async fn per_key_order_holds_under_throttling_with_one_entry_per_shard_per_call(
     let config = ProducerConfig {
         aggregation_max_bytes: 2048,
         max_entries_per_shard_per_call: 1,
-        retry: chief_config::retry::RetryPolicy {
-            initial_backoff_ms: 1,
-            max_backoff_ms: 10,
-            ..Default::default()
-        },
+        retry: retry(1, 10),
         ..ProducerConfig::default()
     };
     let producer = Producer::start(memory.clone(), STREAM, config)
@@ -213,21 +254,7 @@ async fn per_key_order_holds_under_throttling_with_one_entry_per_shard_per_call(
 
 #[tokio::test]
 async fn a_stream_that_never_accepts_fails_every_record_back_after_its_ttl() {
-    let memory = MemoryStreams::new(5);
-    memory.create_stream(STREAM, 2);
-    memory.set_faults(Faults {
-        reject_all: true,
-        ..Faults::default()
-    });
-    let config = ProducerConfig {
-        record_ttl_ms: 400,
-        retry: chief_config::retry::RetryPolicy {
-            initial_backoff_ms: 20,
-            max_backoff_ms: 50,
-            ..Default::default()
-        },
-        ..ProducerConfig::default()
-    };
+    let (memory, config) = never_accepting(5);
     let producer = Producer::start(memory.clone(), STREAM, config)
         .await
         .expect("start");
@@ -453,24 +480,12 @@ async fn without_aggregation_each_user_record_is_its_own_kinesis_record() {
 /// exactly once, its outcome at its place in the batch, per-key order kept.
 #[tokio::test]
 async fn batches_under_faults_deliver_everything_once_in_order_with_outcomes_in_place() {
-    let memory = MemoryStreams::new(13);
-    memory.create_stream(STREAM, 4);
-    memory.set_faults(Faults {
-        throttle_ratio: 0.3,
-        internal_failure_ratio: 0.05,
-        call_error_ratio: 0.1,
-        timeout_ratio: 0.02,
-        ..Faults::default()
-    });
+    let memory = faulty_stream(13);
     let config = ProducerConfig {
         aggregation_max_bytes: 4096,
         // Per-key order under refused entries needs one entry per shard per call (lib.rs).
         max_entries_per_shard_per_call: 1,
-        retry: chief_config::retry::RetryPolicy {
-            initial_backoff_ms: 5,
-            max_backoff_ms: 50,
-            ..Default::default()
-        },
+        retry: retry(5, 50),
         ..ProducerConfig::default()
     };
     let producer = Producer::start(memory.clone(), STREAM, config)
@@ -496,22 +511,10 @@ async fn batches_under_faults_deliver_everything_once_in_order_with_outcomes_in_
     assert_eq!((stats.put, stats.failed, stats.pending), (10_000, 0, 0));
     // Each outcome names where its own record landed: the record at that (sequence,
     // sub-sequence) in the stream is the one at the outcome's place in the batch.
-    let mut at: HashMap<(String, u64), UserRecord> = HashMap::new();
-    for shard in memory.shards(STREAM) {
-        for stored in memory.records(STREAM, &shard.shard_id) {
-            let outer = UserRecord {
-                partition_key: stored.partition_key,
-                explicit_hash_key: stored.explicit_hash_key,
-                data: stored.data,
-            };
-            for d in deaggregate(outer) {
-                at.insert(
-                    (stored.sequence_number.clone(), d.sub_sequence_number),
-                    d.record,
-                );
-            }
-        }
-    }
+    let at: HashMap<(String, u64), UserRecord> = stored_user_records(&memory)
+        .into_iter()
+        .map(|(_, sequence, sub, record)| ((sequence, sub), record))
+        .collect();
     assert_eq!(at.len(), input.len(), "no record twice, none lost");
     let retried = outcomes
         .iter()
@@ -666,21 +669,7 @@ async fn a_stalled_stream_makes_send_batch_wait_within_the_bound() {
 /// at its place in its batch, with its attempts and the record itself.
 #[tokio::test]
 async fn batches_on_a_stream_that_never_accepts_come_back_in_place_after_their_ttl() {
-    let memory = MemoryStreams::new(19);
-    memory.create_stream(STREAM, 2);
-    memory.set_faults(Faults {
-        reject_all: true,
-        ..Faults::default()
-    });
-    let config = ProducerConfig {
-        record_ttl_ms: 400,
-        retry: chief_config::retry::RetryPolicy {
-            initial_backoff_ms: 20,
-            max_backoff_ms: 50,
-            ..Default::default()
-        },
-        ..ProducerConfig::default()
-    };
+    let (memory, config) = never_accepting(19);
     let producer = Producer::start(memory.clone(), STREAM, config)
         .await
         .expect("start");
