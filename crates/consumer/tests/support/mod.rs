@@ -799,13 +799,7 @@ pub async fn initial_position_latest<B: Backend>(b: &B, table: &str) {
     })
     .await;
     write(b.client(), &stream, records(100, 50, 10)).await;
-    wait_for(60, "the 50 records written after the start", || async {
-        w.probe.count() >= 50
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_exactly(&w.probe.seen(), 100, 50);
-    w.stop().await;
+    expect_the_later_50_then_stop(w, "the 50 records written after the start").await;
 }
 
 /// `AT_TIMESTAMP`: reading starts at the first record that arrived at or after the time.
@@ -825,10 +819,13 @@ pub async fn initial_position_at_timestamp<B: Backend>(b: &B, table: &str) {
         ..b.config(table, "worker-a")
     };
     let w = start(b, config, Checkpointing::EveryBatch);
-    wait_for(60, "the 50 records written after the timestamp", || async {
-        w.probe.count() >= 50
-    })
-    .await;
+    expect_the_later_50_then_stop(w, "the 50 records written after the timestamp").await;
+}
+
+/// The initial-position tests' end: the worker processes exactly records 100..150 (the 50
+/// written after its start position, none before), then stops.
+async fn expect_the_later_50_then_stop(w: Worker, what: &str) {
+    wait_for(60, what, || async { w.probe.count() >= 50 }).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_exactly(&w.probe.seen(), 100, 50);
     w.stop().await;
