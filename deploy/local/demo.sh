@@ -41,14 +41,14 @@ echo "seed $SEED"
 "$BIN/chief-datagen" jobresults --count "$ORDERS" --duplicate-ratio "$RATIO" --seed "$SEED" >"$WORK/jobresults.jsonl"
 
 step "put them into Kinesis (chief-producer)"
-produce() { # stream file
+produce() { # stream records file
     # The emulator on a busy 2-core machine can be far slower than Kinesis: records get
     # 5 minutes before they count as failed instead of the production 30 s.
     CHIEF__PRODUCER__RECORD_TTL_MS="${DEMO_RECORD_TTL_MS:-300000}" "$BIN/chief-producer" --config config/producer.toml --config "$LOCAL_CONFIG" \
-        --stream "$1" --input "$2" --failed-file "$WORK/$1-failed.jsonl" --progress 2
+        --stream "$1" --records "$2" --input "$3" --failed-file "$WORK/$1-failed.jsonl" --progress 2
 }
-produce OrdersStream "$WORK/orders.jsonl" | tee "$WORK/orders-producer.txt"
-produce JobResultsStream "$WORK/jobresults.jsonl" | tee "$WORK/jobresults-producer.txt"
+produce OrdersStream orders "$WORK/orders.jsonl" | tee "$WORK/orders-producer.txt"
+produce JobResultsStream jobresults "$WORK/jobresults.jsonl" | tee "$WORK/jobresults-producer.txt"
 
 unique() { grep -o '"orderid":"[^"]*"' "$1" | sort -u | wc -l; }
 put() { grep -o 'put [0-9]*' "$1" | head -n1 | cut -d' ' -f2; }

@@ -365,6 +365,13 @@ impl Run {
             "config/local.toml".into(),
             "--stream".into(),
             stream.to_owned(),
+            "--records".into(),
+            if stream == self.jobs {
+                "jobresults"
+            } else {
+                "orders"
+            }
+            .into(),
             "--input".into(),
             input.display().to_string(),
             "--failed-file".into(),

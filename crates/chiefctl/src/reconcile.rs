@@ -215,14 +215,18 @@ async fn db_ids(database: &DatabaseConfig, table: &str) -> anyhow::Result<BTreeS
         .connect(&database.url)
         .await
         .context("connecting to the database (database.url)")?;
-    let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+    // The key is VARBINARY (sql/0004): the id's UTF-8 bytes.
+    let ids: Vec<Vec<u8>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT orderid FROM `{table}`"
     )))
     .fetch_all(&pool)
     .await
     .with_context(|| format!("reading {table}"))?;
     pool.close().await;
-    Ok(ids.into_iter().collect())
+    Ok(ids
+        .into_iter()
+        .map(|id| String::from_utf8_lossy(&id).into_owned())
+        .collect())
 }
 
 /// Which of `ids` the index does not have (`GET /<index>/_doc/<id>`, 16 at a time).

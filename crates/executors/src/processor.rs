@@ -9,9 +9,11 @@ use chief_consumer::{
     ConsumedRecord, ExtendedSequenceNumber, LeaseLostInput, ProcessRecordsInput, ProcessorError,
     ProcessorFactory, RecordProcessor, ShardEndedInput, ShutdownRequestedInput,
 };
-use chief_pipeline::archive::{ArchiveConfig, ArchiveRecord, RecordPosition, ShardArchiver};
+use chief_pipeline::archive::{
+    ArchiveConfig, ArchiveRecord, Disposition, RecordPosition, ShardArchiver,
+};
 use chief_pipeline::dedup::{DedupConfig, DedupWindow};
-use chief_pipeline::indexer::ShardIndexer;
+use chief_pipeline::indexer::{ShardIndexer, record_id};
 use chief_pipeline::object_sink::ObjectSink;
 use chief_pipeline::search::{SearchConfig, SearchIndex};
 use chief_stream::compare_sequence_numbers;
@@ -130,17 +132,30 @@ impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> ExecutorProcesso
             arrival: arrival(record),
         };
         let mut dedup = Some(&mut self.dedup);
+        // Whether the archive dead-lettered the record (it breaks the record contract):
+        // known when the archive took it now; on a retry after the index failed, the
+        // contract is asked again.
+        let mut dead_lettered = None;
         if let Some(archiver) = self.archiver.as_mut()
             && !handled(&position, archiver.accepted())
         {
-            archiver.process(input, dedup.take(), now).await?;
+            let processed = archiver.process(input, dedup.take(), now).await?;
+            dead_lettered = Some(processed.disposition == Disposition::DeadLettered);
         } else if self.archiver.is_some() {
             dedup = None;
         }
         if let Some(indexer) = self.indexer.as_mut()
             && !handled(&position, indexer.accepted())
         {
-            indexer.process(input, dedup.take(), now).await?;
+            let dead_lettered = dead_lettered.unwrap_or_else(|| {
+                self.archiver.is_some() && record_id(self.executor.kind(), &record.data).is_err()
+            });
+            if dead_lettered {
+                // One dead letter per executor: the archive wrote it.
+                indexer.pass(&position);
+            } else {
+                indexer.process(input, dedup.take(), now).await?;
+            }
         }
         Ok(())
     }

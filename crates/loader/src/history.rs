@@ -107,3 +107,67 @@ pub async fn count(conn: &mut MySqlConnection, table: &str) -> Result<i64, Loade
         .await
         .map_err(db_error("counting load_history rows", table))
 }
+
+/// An object a load refused: the first offending line (when the server's warning names
+/// one) and the server's message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Reject {
+    /// The object's key.
+    pub key: String,
+    /// The ETag of the version refused.
+    pub etag: String,
+    /// The line of the object the warning is about, 1-based, where it could be placed.
+    pub line: Option<u64>,
+    /// The server's warning.
+    pub reason: String,
+}
+
+/// Keys under `prefix/` held in `load_rejects` for `table`, with the ETag refused.
+pub async fn rejected(
+    conn: &mut MySqlConnection,
+    table: &str,
+    prefix: &str,
+) -> Result<HashMap<String, String>, LoaderError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT object_key, etag FROM load_rejects \
+         WHERE table_name = ? AND object_key >= ? AND object_key < ?",
+    )
+    .bind(table)
+    .bind(format!("{prefix}/"))
+    .bind(prefix_end(prefix))
+    .fetch_all(conn)
+    .await
+    .map_err(db_error("reading load_rejects", table))?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Holds `rejects` in `load_rejects` (replacing an earlier refusal of the same key), in
+/// a transaction of its own: the load they came from was rolled back.
+pub async fn reject(
+    conn: &mut MySqlConnection,
+    table: &str,
+    rejects: &[Reject],
+) -> Result<(), LoaderError> {
+    for batch in rejects.chunks(1000) {
+        let mut insert = QueryBuilder::new(
+            "INSERT INTO load_rejects (table_name, object_key, etag, line, reason) ",
+        );
+        insert.push_values(batch, |mut row, reject| {
+            row.push_bind(table)
+                .push_bind(&reject.key)
+                .push_bind(&reject.etag)
+                .push_bind(reject.line)
+                .push_bind(&reject.reason);
+        });
+        insert.push(
+            " ON DUPLICATE KEY UPDATE etag = VALUES(etag), line = VALUES(line), \
+             reason = VALUES(reason), rejected_at = CURRENT_TIMESTAMP(3)",
+        );
+        insert
+            .build()
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error("inserting load_rejects rows", table))?;
+    }
+    Ok(())
+}

@@ -231,7 +231,7 @@ mod tests {
     #[test]
     fn migrations_are_embedded_in_order() {
         let versions: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
-        assert_eq!(versions, vec![1, 2, 3]);
+        assert_eq!(versions, vec![1, 2, 3, 4, 5]);
         assert!(MIGRATOR.iter().all(|m| !m.sql.as_str().is_empty()));
     }
 }

@@ -131,6 +131,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for message in &table.warning_messages {
                     println!("  warning: {message}");
                 }
+                for reject in &table.rejected {
+                    println!(
+                        "  refused: s3://{}/{} line {}: {}",
+                        config.loader.bucket,
+                        reject.key,
+                        reject
+                            .line
+                            .map_or_else(|| "?".to_owned(), |l| l.to_string()),
+                        reject.reason
+                    );
+                }
                 if !table.skipped_keys.is_empty() {
                     println!(
                         "  {} keys under the prefix are not executor objects and were not loaded, e.g. {}",

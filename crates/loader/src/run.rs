@@ -20,9 +20,13 @@
 //!      faster than random order on the local stack), `LOAD DATA INFILE`, file removed;
 //! 4. count: rows read (the objects' lines), rows inserted (the statement's affected
 //!    rows), rows ignored as duplicates (read − inserted; MariaDB and MySQL ≥ 5.7 raise
-//!    one duplicate-key warning per such row), and every other warning, which makes the
-//!    run fail (the load itself is committed: its good rows are in, and re-running would
-//!    not repair the bad ones).
+//!    one duplicate-key warning per such row);
+//! 5. any other warning (a value converted, truncated or replaced: the database would hold
+//!    something other than what the file says) rolls the load back; the object each
+//!    warning's row belongs to is held in `load_rejects` with its line and the server's
+//!    message (every object of the load when no warning names a row), the run fails, and
+//!    the next run loads the rest. Held objects are skipped until they change (another
+//!    ETag) or their `load_rejects` row is deleted.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -115,6 +119,10 @@ pub struct TableReport {
     pub warning_messages: Vec<String>,
     /// Keys under the prefix that do not have the executors' shape: not loaded.
     pub skipped_keys: Vec<String>,
+    /// Objects this run refused (their load rolled back), now held in `load_rejects`.
+    pub rejected: Vec<history::Reject>,
+    /// Objects skipped because an earlier run refused them (still in `load_rejects`).
+    pub held: Vec<String>,
     /// Dry run: the statements (and MANIFESTs) a run would execute.
     pub statements: Vec<String>,
     /// The error that ended the table's part, if any.
@@ -142,6 +150,8 @@ impl TableReport {
             warnings: 0,
             warning_messages: Vec::new(),
             skipped_keys: Vec::new(),
+            rejected: Vec::new(),
+            held: Vec::new(),
             statements: Vec::new(),
             error: None,
             lock_holder: None,
@@ -150,13 +160,31 @@ impl TableReport {
         }
     }
 
-    /// Whether this table's part failed (an error or a non-duplicate warning).
+    /// Whether this table's part failed (an error, or a non-duplicate warning, which
+    /// refuses its objects).
     pub fn failed(&self) -> bool {
-        self.outcome == Outcome::Failed || self.warnings > 0
+        self.outcome == Outcome::Failed || self.warnings > 0 || !self.rejected.is_empty()
     }
 
     /// One line for people.
     pub fn summary_line(&self) -> String {
+        let mut line = self.outcome_line();
+        if !self.rejected.is_empty() {
+            line.push_str(&format!(
+                "; REFUSED {} objects (rolled back, held in load_rejects)",
+                self.rejected.len()
+            ));
+        }
+        if !self.held.is_empty() {
+            line.push_str(&format!(
+                "; {} objects held in load_rejects by earlier runs not loaded",
+                self.held.len()
+            ));
+        }
+        line
+    }
+
+    fn outcome_line(&self) -> String {
         let head = format!("{} (table `{}`)", self.name, self.table);
         match self.outcome {
             Outcome::NothingNew => format!("{head}: nothing new to load"),
@@ -371,6 +399,7 @@ impl TableRun<'_> {
         .await?;
         let loaded =
             history::loaded_since(self.conn, table, &spec.prefix, start_after.as_deref()).await?;
+        let rejected = history::rejected(self.conn, table, &spec.prefix).await?;
         let mut pending = Vec::new();
         let mut reloaded = std::collections::HashSet::new();
         for object in listed {
@@ -383,6 +412,10 @@ impl TableRun<'_> {
                 report.skipped_keys.push(object.key);
                 continue;
             }
+            if rejected.get(&object.key) == Some(&object.etag) {
+                report.held.push(object.key);
+                continue;
+            }
             match loaded.get(&object.key) {
                 Some(etag) if *etag == object.etag => {}
                 Some(etag) => {
@@ -393,6 +426,10 @@ impl TableRun<'_> {
                 }
                 None => pending.push(object),
             }
+        }
+        if !report.held.is_empty() {
+            tracing::warn!(table, held = report.held.len(), first = %report.held[0],
+                "objects refused by an earlier run are held in load_rejects and not loaded");
         }
         if pending.is_empty() {
             report.outcome = if self.options.dry_run {
@@ -568,13 +605,26 @@ impl TableRun<'_> {
         report.load_seconds += started.elapsed().as_secs_f64();
         let lines: u64 = read.iter().map(|o| o.lines).sum();
         let inserted = result.rows_affected();
-        let warnings = load_warnings(&mut tx, lines, inserted, |message| {
-            format!("{manifest_key}: {message}")
-        })
-        .await?;
+        let warnings = load_warnings(&mut tx, lines, inserted).await?;
+        if warnings.total > 0 {
+            tx.rollback().await.map_err(db("ROLLBACK", table))?;
+            // Aurora numbers the rows across the manifest's objects in their order.
+            return self
+                .refuse(report, &read, &warnings, |row| {
+                    let mut row = row;
+                    for (object, o) in read.iter().enumerate() {
+                        if row <= o.lines {
+                            return Some((object, row));
+                        }
+                        row -= o.lines;
+                    }
+                    None
+                })
+                .await;
+        }
         history::record(&mut tx, table, &read).await?;
         tx.commit().await.map_err(db("COMMIT", table))?;
-        account(report, &read, load.reloaded, inserted, &warnings);
+        account(report, &read, load.reloaded, inserted);
         Ok(())
     }
 
@@ -634,24 +684,82 @@ impl TableRun<'_> {
             seconds = started.elapsed().as_secs_f64(),
             "LOAD DATA INFILE"
         );
-        // A warning's row is a line of the staged file: name the object and its line.
-        let warnings =
-            load_warnings(
-                &mut tx,
-                lines,
-                inserted,
-                |message| match crate::lines::warning_row(message)
-                    .and_then(|row| usize::try_from(row).ok())
-                    .and_then(|row| origins.get(row.checked_sub(1)?))
-                {
-                    Some((object, line)) => format!("{} line {line}: {message}", read[*object].key),
-                    None => format!("{}: {message}", path.display()),
-                },
-            )
-            .await?;
+        let warnings = load_warnings(&mut tx, lines, inserted).await?;
+        if warnings.total > 0 {
+            tx.rollback().await.map_err(db("ROLLBACK", table))?;
+            // A warning's row is a line of the staged file: its object and line.
+            return self
+                .refuse(report, &read, &warnings, |row| {
+                    origins
+                        .get(usize::try_from(row).ok()?.checked_sub(1)?)
+                        .copied()
+                })
+                .await;
+        }
         history::record(&mut tx, table, &read).await?;
         tx.commit().await.map_err(db("COMMIT", table))?;
-        account(report, &read, load.reloaded, inserted, &warnings);
+        account(report, &read, load.reloaded, inserted);
+        Ok(())
+    }
+}
+
+impl TableRun<'_> {
+    /// After a load with `warnings` was rolled back: holds the objects the warnings are
+    /// about in `load_rejects` (`place` turns a warning's row into an object of `read`
+    /// and its line), or every object of the load when no warning names a row.
+    async fn refuse(
+        &mut self,
+        report: &mut TableReport,
+        read: &[ReadObject],
+        warnings: &Warnings,
+        place: impl Fn(u64) -> Option<(usize, u64)>,
+    ) -> Result<(), LoaderError> {
+        let table = self.spec.table.as_str();
+        let mut rejects: Vec<history::Reject> = Vec::new();
+        for (_, message) in &warnings.stored {
+            let placed = crate::lines::warning_row(message)
+                .and_then(&place)
+                .and_then(|(object, line)| Some((read.get(object)?, line)));
+            let described = match placed {
+                Some((object, line)) => format!("{} line {line}: {message}", object.key),
+                None => message.clone(),
+            };
+            if report.warning_messages.len() < MAX_MESSAGES {
+                report.warning_messages.push(described);
+            }
+            if let Some((object, line)) = placed
+                && !rejects.iter().any(|r| r.key == object.key)
+            {
+                rejects.push(history::Reject {
+                    key: object.key.clone(),
+                    etag: object.etag.clone(),
+                    line: Some(line),
+                    reason: message.clone(),
+                });
+            }
+        }
+        if rejects.is_empty() {
+            let reason = warnings.stored.first().map_or_else(
+                || format!("{} warnings other than duplicate keys", warnings.total),
+                |(_, message)| message.clone(),
+            );
+            rejects = read
+                .iter()
+                .map(|object| history::Reject {
+                    key: object.key.clone(),
+                    etag: object.etag.clone(),
+                    line: None,
+                    reason: reason.clone(),
+                })
+                .collect();
+        }
+        history::reject(self.conn, table, &rejects).await?;
+        for reject in &rejects {
+            tracing::error!(table, key = %reject.key, line = ?reject.line, reason = %reject.reason,
+                "LOAD DATA would have altered a row: load rolled back, object held in load_rejects");
+        }
+        report.warnings += warnings.total;
+        report.rejected.extend(rejects);
         Ok(())
     }
 }
@@ -683,7 +791,6 @@ async fn load_warnings(
     conn: &mut MySqlConnection,
     lines: u64,
     inserted: u64,
-    describe: impl Fn(&str) -> String,
 ) -> Result<Warnings, LoaderError> {
     let duplicates = lines.saturating_sub(inserted);
     let mut warnings = session::warnings(conn, |total| total > duplicates).await?;
@@ -691,7 +798,6 @@ async fn load_warnings(
         .stored
         .drain(..)
         .filter(|(code, _)| *code != DUPLICATE_ENTRY)
-        .map(|(code, message)| (code, describe(&message)))
         .collect();
     // Stored warnings are complete up to max_error_count; beyond it, the count is the
     // total less one duplicate-key warning per skipped row.
@@ -702,13 +808,7 @@ async fn load_warnings(
     })
 }
 
-fn account(
-    report: &mut TableReport,
-    objects: &[ReadObject],
-    reloaded: u64,
-    inserted: u64,
-    warnings: &Warnings,
-) {
+fn account(report: &mut TableReport, objects: &[ReadObject], reloaded: u64, inserted: u64) {
     let lines: u64 = objects.iter().map(|o| o.lines).sum();
     report.files += objects.len() as u64;
     report.files_reloaded += reloaded;
@@ -716,15 +816,4 @@ fn account(
     report.rows_read += lines;
     report.rows_inserted += inserted;
     report.rows_duplicate += lines.saturating_sub(inserted);
-    report.warnings += warnings.total;
-    for (_, message) in &warnings.stored {
-        if report.warning_messages.len() < MAX_MESSAGES {
-            report.warning_messages.push(message.clone());
-        }
-    }
-    if warnings.total > 0 {
-        tracing::error!(table = %report.table, warnings = warnings.total,
-            first = warnings.stored.first().map(|(_, m)| m.as_str()).unwrap_or(""),
-            "LOAD DATA raised warnings other than duplicate keys");
-    }
 }

@@ -186,8 +186,8 @@ pub async fn sortable_by(
     table: &str,
     column: &str,
 ) -> Result<bool, LoaderError> {
-    let unique: Vec<(String, String, Option<String>)> = sqlx::query_as(
-        "SELECT s.INDEX_NAME, s.COLUMN_NAME, c.COLLATION_NAME \
+    let unique: Vec<(String, String, Option<String>, String)> = sqlx::query_as(
+        "SELECT s.INDEX_NAME, s.COLUMN_NAME, c.COLLATION_NAME, c.DATA_TYPE \
          FROM information_schema.STATISTICS s \
          JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = s.TABLE_SCHEMA \
            AND c.TABLE_NAME = s.TABLE_NAME AND c.COLUMN_NAME = s.COLUMN_NAME \
@@ -202,8 +202,11 @@ pub async fn sortable_by(
         source,
     })?;
     Ok(match unique.as_slice() {
-        [(_, name, Some(collation))] => {
-            name.eq_ignore_ascii_case(column) && collation.ends_with("_bin")
+        [(_, name, collation, data_type)] => {
+            name.eq_ignore_ascii_case(column)
+                && (collation.as_deref().is_some_and(|c| c.ends_with("_bin"))
+                    || data_type.eq_ignore_ascii_case("varbinary")
+                    || data_type.eq_ignore_ascii_case("binary"))
         }
         _ => false,
     })

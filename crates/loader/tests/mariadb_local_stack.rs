@@ -79,7 +79,7 @@ async fn migrations_create_the_seed_tables_and_rerun_as_a_no_op() {
     let pool = chief_loader::connect(&config).await.expect("connect");
 
     let first = chief_loader::migrate(&pool).await.expect("first migrate");
-    assert_eq!(first.len(), 3);
+    assert_eq!(first.len(), 5);
     assert!(first.iter().all(|m| m.applied_now), "{first:?}");
     let second = chief_loader::migrate(&pool).await.expect("second migrate");
     assert!(second.iter().all(|m| !m.applied_now), "{second:?}");
@@ -117,6 +117,37 @@ async fn migrations_create_the_seed_tables_and_rerun_as_a_no_op() {
         .execute(&pool)
         .await;
     assert!(dup.is_err(), "a duplicate orderid must be rejected");
+    // Equal in the database exactly when equal in the executors: byte for byte, so ids
+    // that differ by a trailing space or by case are different orders (sql/0004).
+    for id in ["x ", "X", "x\t", "é", "e\u{301}"] {
+        sqlx::query("INSERT INTO orders (orderid, orderdata) VALUES (?, '{}')")
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{id:?} is a key of its own: {e}"));
+    }
+    let ids: Vec<Vec<u8>> = sqlx::query_scalar("SELECT orderid FROM orders ORDER BY orderid")
+        .fetch_all(&pool)
+        .await
+        .expect("ids");
+    let mut expected: Vec<Vec<u8>> = ["x", "x ", "X", "x\t", "é", "e\u{301}"]
+        .iter()
+        .map(|id| id.as_bytes().to_vec())
+        .collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+    for table in ["orders", "jobresults"] {
+        let key_type: String = sqlx::query_scalar(
+            "SELECT COLUMN_TYPE FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND COLUMN_NAME = 'orderid'",
+        )
+        .bind(&name)
+        .bind(table)
+        .fetch_one(&pool)
+        .await
+        .expect("column type");
+        assert_eq!(key_type, "varbinary(292)", "{table}");
+    }
     pool.close().await;
     drop_database(&stack, &name).await;
 }

@@ -188,7 +188,9 @@ impl Fixture {
         .iter()
         .map(|row| {
             assert!(row.get::<bool, _>(2), "processedtimestamp is set");
-            (row.get::<String, _>(0), row.get::<Vec<u8>, _>(1))
+            // The key is VARBINARY (sql/0004): the id's UTF-8 bytes.
+            let id = String::from_utf8(row.get::<Vec<u8>, _>(0)).expect("UTF-8 id");
+            (id, row.get::<Vec<u8>, _>(1))
         })
         .collect()
     }
@@ -231,11 +233,15 @@ impl Fixture {
             .execute(&self.pool)
             .await
             .expect("drop table");
-            sqlx::query("DELETE FROM load_history WHERE table_name = ?")
+            for bookkeeping in ["load_history", "load_rejects"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {bookkeeping} WHERE table_name = ?"
+                )))
                 .bind(table)
                 .execute(&self.pool)
                 .await
                 .expect("delete history");
+            }
         }
         let _ = std::fs::remove_file(
             std::env::temp_dir().join(format!("chief-loader-test-{}.toml", self.id)),
@@ -370,7 +376,7 @@ async fn executor_files_load_to_exactly_the_unique_ids_and_a_second_run_changes_
     assert_eq!(fx.order_rows().await, expected);
     let jobs: Vec<(String, String, String, String, String, String)> =
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT orderid, userid, factoryid, robotid, jobstatus, \
+            "SELECT CONVERT(orderid USING utf8mb4), userid, factoryid, robotid, jobstatus, \
          DATE_FORMAT(`timestamp`, '%Y-%m-%d %H:%i:%s') FROM `{}` ORDER BY orderid",
             fx.jobresults
         )))
@@ -434,7 +440,7 @@ async fn executor_files_load_to_exactly_the_unique_ids_and_a_second_run_changes_
 
     // A second run: nothing new, exit 0, nothing changed (rows, timestamps, history).
     let processed_before: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT orderid, DATE_FORMAT(processedtimestamp, '%Y-%m-%d %H:%i:%s') FROM `{}` ORDER BY orderid",
+        "SELECT CONVERT(orderid USING utf8mb4), DATE_FORMAT(processedtimestamp, '%Y-%m-%d %H:%i:%s') FROM `{}` ORDER BY orderid",
         fx.orders
     )))
     .fetch_all(&fx.pool)
@@ -463,7 +469,7 @@ async fn executor_files_load_to_exactly_the_unique_ids_and_a_second_run_changes_
     );
     assert_eq!(fx.order_rows().await, expected);
     let processed_after: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT orderid, DATE_FORMAT(processedtimestamp, '%Y-%m-%d %H:%i:%s') FROM `{}` ORDER BY orderid",
+        "SELECT CONVERT(orderid USING utf8mb4), DATE_FORMAT(processedtimestamp, '%Y-%m-%d %H:%i:%s') FROM `{}` ORDER BY orderid",
         fx.orders
     )))
     .fetch_all(&fx.pool)
@@ -664,47 +670,71 @@ async fn hostile_orderdata_round_trips_byte_exact() {
 }
 
 #[tokio::test]
-async fn malformed_rows_are_reported_as_warnings_and_fail_the_run() {
+async fn a_load_the_server_would_alter_is_rolled_back_and_its_object_held_with_the_line() {
     let fx = Fixture::new().await;
-    let key = format!("{ORDERS_PREFIX}/2024/09/09/09/shardId-000000000000-1");
-    let too_long_id = "z".repeat(80);
-    fx.put_raw(
-        &key,
-        format!("ok-1\t{{}}\nmissing-column\n{too_long_id}\t{{}}\nextra\t{{}}\tcolumn\n")
-            .into_bytes(),
+    let good = format!("{ORDERS_PREFIX}/2024/09/09/09/shardId-000000000000-1");
+    let bad = format!("{ORDERS_PREFIX}/2024/09/09/09/shardId-000000000001-1");
+    fx.put_raw(&good, b"ok-1\t{}\nok-2\t{}\n".to_vec()).await;
+    // Rows the server would store as something else: a missing column, an extra column,
+    // an id longer than the key holds (truncated), text that is not UTF-8 (stored as `?`).
+    let too_long_id = "z".repeat(300);
+    let mut body = format!(
+        "bad-1\t{{}}\nmissing-column\n{too_long_id}\t{{}}\nextra\t{{}}\tcolumn\nbad-5\t{{\"n\":\""
     )
-    .await;
-    let output = fx
-        .command()
-        .args(["run", "--table", "orders"])
-        .output()
-        .expect("run");
+    .into_bytes();
+    body.extend_from_slice(b"\xff\xfe\"}\n");
+    fx.put_raw(&bad, body).await;
+
+    let run = || {
+        fx.command()
+            .args(["run", "--table", "orders"])
+            .output()
+            .expect("run")
+    };
+    let output = run();
     let out = stdout(&output);
     assert_eq!(output.status.code(), Some(1), "{out}\n{}", stderr(&output));
-    assert!(
-        out.contains("4 rows read, 4 inserted, 0 ignored as duplicates, 3 warnings"),
-        "{out}"
-    );
+    assert!(out.contains("REFUSED 1 objects"), "{out}");
     // Each warning names the object and its line (the staged file is sorted by orderid,
     // so the server's row numbers are mapped back).
     for expected in [
-        format!("{key} line 2: Warning 1261: Row 2 doesn't contain data for all columns"),
-        format!("{key} line 3: Warning 1265: Data truncated for column 'orderid' at row 4"),
-        format!(
-            "{key} line 4: Warning 1262: Row 1 was truncated; \
-             it contained more data than there were input columns"
-        ),
+        format!("{bad} line 2: Warning 1261: Row"),
+        format!("{bad} line 3: Warning 1265: Data truncated for column 'orderid'"),
+        format!("{bad} line 4: Warning 1262: Row"),
+        format!("{bad} line 5: Warning 1366: Incorrect string value: '\\xFF\\xFE"),
     ] {
         assert!(out.contains(&expected), "{expected}\n{out}");
     }
-    // The load is committed and recorded: a re-run does not repeat the warnings.
+    assert!(out.contains(&format!("refused: s3://")), "{out}");
+    // Rolled back: no row, no history, for the good object either.
+    assert!(fx.order_rows().await.is_empty());
+    assert!(fx.history(&fx.orders).await.is_empty());
+    let held: Vec<(String, Option<u64>, String)> =
+        sqlx::query_as("SELECT object_key, line, reason FROM load_rejects WHERE table_name = ?")
+            .bind(&fx.orders)
+            .fetch_all(&fx.pool)
+            .await
+            .expect("load_rejects");
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].0, bad);
+    assert!(held[0].1.is_some_and(|l| (2..=5).contains(&l)), "{held:?}");
+    assert!(held[0].2.starts_with("Warning 1"), "{held:?}");
+
+    // The next run loads the rest and says the bad object is held.
+    let again = run();
+    let out = stdout(&again);
+    assert_eq!(again.status.code(), Some(0), "{out}");
+    assert!(out.contains("1 files"), "{out}");
+    assert!(out.contains("1 objects held in load_rejects"), "{out}");
+    let rows = fx.order_rows().await;
+    assert_eq!(rows.keys().collect::<Vec<_>>(), ["ok-1", "ok-2"]);
     assert_eq!(fx.history(&fx.orders).await.len(), 1);
-    let again = fx
-        .command()
-        .args(["run", "--table", "orders"])
-        .output()
-        .expect("run");
-    assert_eq!(again.status.code(), Some(0), "{}", stdout(&again));
+
+    // A fixed object (another ETag) is tried again.
+    fx.put_raw(&bad, b"bad-1\t{}\n".to_vec()).await;
+    let fixed = run();
+    assert_eq!(fixed.status.code(), Some(0), "{}", stdout(&fixed));
+    assert_eq!(fx.order_rows().await.len(), 3);
     fx.cleanup().await;
 }
 

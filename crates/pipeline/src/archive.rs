@@ -30,7 +30,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::dedup::DedupWindow;
-use crate::model::{JobResult, ModelError, OrderId};
+use crate::model::{JobResult, ModelError, Order};
 use crate::object_sink::{ObjectSink, ObjectSinkError};
 use crate::tsv;
 
@@ -114,8 +114,8 @@ impl ArchiveConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RowKind {
-    /// `orders (orderid, orderdata)`; the record passes through as `orderdata`, only
-    /// its `orderid` is checked.
+    /// `orders (orderid, orderdata)`; the record is checked as an [`Order`] (the record
+    /// contract, [`crate::model`]) and passes through byte for byte as `orderdata`.
     Orders,
     /// `jobresults (orderid, userid, factoryid, robotid, jobstatus, timestamp)`; the
     /// record is parsed as a [`JobResult`].
@@ -357,8 +357,9 @@ impl<S: ObjectSink> ShardArchiver<S> {
 
         self.row.clear();
         let parsed = match self.kind {
-            RowKind::Orders => OrderId::from_json(record.data).inspect(|id| {
-                tsv::write_order_row(&mut self.row, id, record.data);
+            RowKind::Orders => Order::parse(record.data).map(|order| {
+                tsv::write_order_row(&mut self.row, &order.orderid, record.data);
+                order.orderid
             }),
             RowKind::JobResults => JobResult::parse(record.data).map(|job| {
                 tsv::write_job_result_row(&mut self.row, &job);

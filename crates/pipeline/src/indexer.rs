@@ -22,7 +22,7 @@ use crate::archive::{
     write_dead_letter,
 };
 use crate::dedup::DedupWindow;
-use crate::model::{JobResult, ModelError, OrderId};
+use crate::model::{JobResult, ModelError, Order, OrderId};
 use crate::object_sink::ObjectSink;
 use crate::search::{Document, SearchConfig, SearchError, SearchIndex, index_batch};
 
@@ -58,13 +58,14 @@ impl IndexerError {
     }
 }
 
-/// The `orderid` of a record of `kind`, checking the record's shape.
+/// The `orderid` of a record of `kind`, checking the record against the contract
+/// ([`crate::model`]).
 ///
 /// # Errors
-/// Why the record is not an order or a job result.
+/// Why the record is not a valid order or job result.
 pub fn record_id(kind: RowKind, data: &[u8]) -> Result<OrderId, ModelError> {
     match kind {
-        RowKind::Orders => OrderId::from_json(data),
+        RowKind::Orders => Order::parse(data).map(|order| order.orderid),
         RowKind::JobResults => JobResult::parse(data).map(|job| job.orderid),
     }
 }
@@ -199,6 +200,13 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
                 .then(|| self.durable.clone())
                 .flatten(),
         })
+    }
+
+    /// Takes note of a record another sink of the same executor has dead-lettered
+    /// already (it breaks the record contract): handled, nothing written, not counted
+    /// again, so a record is dead-lettered once per executor.
+    pub fn pass(&mut self, position: &RecordPosition) {
+        self.accept(position);
     }
 
     fn accept(&mut self, position: &RecordPosition) {

@@ -16,11 +16,32 @@
 //! - Prices are integer cents (`unit_price_cents`), so they survive JSON exactly.
 //! - Timestamps are RFC 3339 in UTC with millisecond precision ([`Timestamp`]); any
 //!   RFC 3339 offset is accepted on input and converted to UTC.
-//! - Unknown fields are ignored on input (producers may add fields), but they are not
-//!   kept: a sink that must archive a record as it came should keep the raw bytes.
-//! - `orderid` is required, non-empty and at most [`ORDER_ID_MAX_LEN`] characters
-//!   (the width of the `orderid` column); [`Order::parse`], [`JobResult::parse`] and
-//!   [`OrderId::from_json`] say which of these a record breaks ([`ModelError`]).
+//! - Unknown fields are allowed (producers may add fields) and are not kept in the
+//!   parsed value: a sink that must archive a record as it came keeps the raw bytes.
+//!
+//! # The record contract
+//!
+//! [`Order::parse`] and [`JobResult::parse`] are the one rule every part of chief applies
+//! (the producer's input check, every executor, the loader's expectations, the
+//! Elasticsearch stand-in's tests). A record is valid when:
+//! 1. its bytes are valid UTF-8 throughout, unknown fields included ([`ModelError::InvalidUtf8`]);
+//! 2. they are one JSON document ([`ModelError::NotJson`]) that is an object
+//!    ([`ModelError::NotAnObject`]), with no field name twice in any object
+//!    ([`ModelError::DuplicateField`]) and no field name that Elasticsearch refuses
+//!    (empty, a `.` at either end or `..`, a metadata field such as `_id` at the top;
+//!    [`ModelError::InvalidFieldName`]), and every number representable;
+//! 3. it has the record's fields with their types ([`ModelError::Malformed`]):
+//!    `orderid` a string of 1 to [`ORDER_ID_MAX_LEN`] characters, any characters,
+//!    compared byte for byte everywhere (executors, Elasticsearch `_id`, the database's
+//!    `VARBINARY` key); ids and statuses that are `keyword`s in Elasticsearch and
+//!    `VARCHAR(255)` columns at most [`KEYWORD_MAX_LEN`] characters; `quantity` in
+//!    `0..=`[`QUANTITY_MAX`] (an Elasticsearch `integer`), `unit_price_cents` in
+//!    `0..=`[`PRICE_MAX_CENTS`] (a `long`) ([`ModelError::OutOfRange`]); timestamps
+//!    RFC 3339 with an upper-case `T`, seconds below 60, in the years 1000-9999 (what
+//!    both a `DATETIME` column and an Elasticsearch `date` take).
+//!
+//! Everything else is refused with the reason: the producer writes it to its failed
+//! file, each executor dead-letters it once, and it reaches no sink.
 
 use std::fmt;
 use std::str::FromStr;
@@ -28,13 +49,44 @@ use std::str::FromStr;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The most characters an `orderid` may have: the width of the `orderid` column
-/// (`VARCHAR(73)`), which holds two hyphenated UUIDs joined by `-` (36 + 1 + 36).
+/// The most characters an `orderid` may have: two hyphenated UUIDs joined by `-`
+/// (36 + 1 + 36), the seed's `VARCHAR(73)`. The column is `VARBINARY(292)` (73 characters
+/// of up to 4 bytes), so that the database compares ids byte for byte as chief does.
 pub const ORDER_ID_MAX_LEN: usize = 73;
 
 /// The most characters the other id and status columns of `jobresults` hold
-/// (`VARCHAR(255)`).
+/// (`VARCHAR(255)`); the same bound applies to every `keyword` field of an order.
 pub const JOB_RESULT_FIELD_MAX_LEN: usize = 255;
+
+/// The most characters of a field that Elasticsearch indexes as a `keyword` (ids, SKUs):
+/// [`JOB_RESULT_FIELD_MAX_LEN`], well under Lucene's 32,766-byte term limit.
+pub const KEYWORD_MAX_LEN: usize = JOB_RESULT_FIELD_MAX_LEN;
+
+/// The largest `quantity`: `quantity` is an `integer` (32-bit signed) in Elasticsearch.
+pub const QUANTITY_MAX: u32 = i32::MAX as u32;
+
+/// The largest `unit_price_cents`: a `long` (64-bit signed) in Elasticsearch.
+pub const PRICE_MAX_CENTS: u64 = i64::MAX as u64;
+
+/// The earliest year of a timestamp: `DATETIME` (MySQL, Aurora) starts at 1000.
+pub const YEAR_MIN: i32 = 1000;
+
+/// Top-level field names Elasticsearch keeps for itself: a document holding one is
+/// refused by the cluster, so it is refused here first.
+const METADATA_FIELDS: [&str; 12] = [
+    "_id",
+    "_index",
+    "_source",
+    "_routing",
+    "_version",
+    "_seq_no",
+    "_primary_term",
+    "_ignored",
+    "_field_names",
+    "_doc_count",
+    "_tier",
+    "_data_stream_timestamp",
+];
 
 /// Which kind of record an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,6 +111,52 @@ impl fmt::Display for RecordKind {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ModelError {
+    /// The bytes are not valid UTF-8 (in any field, known or not).
+    #[error("{kind} record is not valid UTF-8: invalid byte at offset {offset}")]
+    InvalidUtf8 {
+        /// The kind of record that was being parsed.
+        kind: RecordKind,
+        /// The offset of the first byte that is not UTF-8.
+        offset: usize,
+    },
+    /// The bytes are a JSON document, but not an object (an array, a string…).
+    #[error("{kind} record is JSON but not an object (it is {found})")]
+    NotAnObject {
+        /// The kind of record that was being parsed.
+        kind: RecordKind,
+        /// What it is instead: `an array`, `a string`, `a number`, `a boolean`, `null`.
+        found: &'static str,
+    },
+    /// An object of the record holds the same field name twice.
+    #[error("{kind} record has the field `{path}` twice")]
+    DuplicateField {
+        /// The kind of record that was being parsed.
+        kind: RecordKind,
+        /// The field, dotted from the top (`user.name`).
+        path: String,
+    },
+    /// A field name that Elasticsearch refuses.
+    #[error("{kind} record has a field name Elasticsearch refuses: `{path}` ({reason})")]
+    InvalidFieldName {
+        /// The kind of record that was being parsed.
+        kind: RecordKind,
+        /// The field, dotted from the top.
+        path: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A number outside the range its sinks hold.
+    #[error("`{field}` is {value}, outside {min}..={max}")]
+    OutOfRange {
+        /// The JSON field name.
+        field: &'static str,
+        /// The value.
+        value: u64,
+        /// The smallest value allowed.
+        min: u64,
+        /// The largest value allowed.
+        max: u64,
+    },
     /// The bytes are not a JSON document (syntax error or truncated input).
     #[error("{kind} record is not valid JSON: {source}")]
     NotJson {
@@ -105,8 +203,8 @@ pub enum ModelError {
         /// The column width.
         max: usize,
     },
-    /// A timestamp is not RFC 3339, or outside the years 0000 to 9999.
-    #[error("timestamp `{value}` is not an RFC 3339 date-time in the years 0000-9999: {reason}")]
+    /// A timestamp is not RFC 3339 as Elasticsearch reads it, or outside the years 1000 to 9999.
+    #[error("timestamp `{value}` is not an RFC 3339 date-time in the years 1000-9999: {reason}")]
     InvalidTimestamp {
         /// The offending text (or number of milliseconds).
         value: String,
@@ -120,6 +218,170 @@ fn json_error(kind: RecordKind, source: serde_json::Error) -> ModelError {
         serde_json::error::Category::Data => ModelError::Malformed { kind, source },
         _ => ModelError::NotJson { kind, source },
     }
+}
+
+/// Steps 1 and 2 of the record contract (module docs): the bytes are UTF-8 and one JSON
+/// object with no field name twice and none that Elasticsearch refuses. The text, for
+/// the typed parse that follows.
+fn check_document(kind: RecordKind, bytes: &[u8]) -> Result<&str, ModelError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| ModelError::InvalidUtf8 {
+        kind,
+        offset: e.valid_up_to(),
+    })?;
+    let mut walk = Walk {
+        kind,
+        path: String::new(),
+        problem: None,
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let walked = serde::de::DeserializeSeed::deserialize(Node::top(&mut walk), &mut de)
+        .and_then(|()| de.end());
+    match (walk.problem, walked) {
+        (Some(problem), _) => Err(problem),
+        (None, Err(source)) => Err(json_error(kind, source)),
+        (None, Ok(())) => Ok(text),
+    }
+}
+
+/// The state of [`check_document`]'s walk: where it is, and the first problem found.
+struct Walk {
+    kind: RecordKind,
+    path: String,
+    problem: Option<ModelError>,
+}
+
+impl Walk {
+    /// Keeps `problem` and returns the error that stops the parser.
+    fn stop<E: serde::de::Error>(&mut self, problem: ModelError) -> E {
+        let message = problem.to_string();
+        self.problem = Some(problem);
+        E::custom(message)
+    }
+}
+
+/// One JSON value met by the walk.
+struct Node<'w> {
+    walk: &'w mut Walk,
+    top: bool,
+}
+
+impl<'w> Node<'w> {
+    fn top(walk: &'w mut Walk) -> Self {
+        Node { walk, top: true }
+    }
+
+    fn scalar<E: serde::de::Error>(self, found: &'static str) -> Result<(), E> {
+        if self.top {
+            let kind = self.walk.kind;
+            return Err(self.walk.stop(ModelError::NotAnObject { kind, found }));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Node<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Node<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.scalar("a boolean")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.scalar("a number")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.scalar("a number")
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.scalar("a number")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        self.scalar("a string")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.scalar("null")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.top {
+            let kind = self.walk.kind;
+            let found = "an array";
+            return Err(self.walk.stop(ModelError::NotAnObject { kind, found }));
+        }
+        // Elements keep the array's path, as Elasticsearch flattens arrays.
+        while seq
+            .next_element_seed(Node {
+                walk: &mut *self.walk,
+                top: false,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(name) = map.next_key::<String>()? {
+            let walk = &mut *self.walk;
+            let outer = walk.path.len();
+            if outer > 0 {
+                walk.path.push('.');
+            }
+            walk.path.push_str(&name);
+            let kind = walk.kind;
+            let refused = if name.is_empty() {
+                Some("an empty name")
+            } else if name.starts_with('.') || name.ends_with('.') || name.contains("..") {
+                Some("a `.` at either end or two in a row make object resolution ambiguous")
+            } else if self.top && METADATA_FIELDS.contains(&name.as_str()) {
+                Some("a metadata field cannot be inside a document")
+            } else {
+                None
+            };
+            if let Some(reason) = refused {
+                let path = walk.path.clone();
+                return Err(walk.stop(ModelError::InvalidFieldName { kind, path, reason }));
+            }
+            if !seen.insert(name) {
+                let path = walk.path.clone();
+                return Err(walk.stop(ModelError::DuplicateField { kind, path }));
+            }
+            map.next_value_seed(Node {
+                walk: &mut *walk,
+                top: false,
+            })?;
+            walk.path.truncate(outer);
+        }
+        Ok(())
+    }
+}
+
+fn check_range(field: &'static str, value: u64, max: u64) -> Result<(), ModelError> {
+    if value > max {
+        return Err(ModelError::OutOfRange {
+            field,
+            value,
+            min: 0,
+            max,
+        });
+    }
+    Ok(())
 }
 
 fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), ModelError> {
@@ -173,7 +435,10 @@ impl OrderId {
     }
 
     /// Reads only the `orderid` of a JSON record (an order or a job result), ignoring
-    /// every other field: what a sink that passes the payload through needs.
+    /// every other field. **Not the record contract**: it does not check UTF-8 outside
+    /// the id, the record's shape or its ranges, so it is never the gate in front of a
+    /// sink — use [`Order::parse`] / [`JobResult::parse`]. For tools and tests that only
+    /// need to know an id.
     ///
     /// # Errors
     /// [`ModelError::NotJson`], [`ModelError::Malformed`] (not an object, or `orderid`
@@ -230,7 +495,7 @@ impl TryFrom<String> for OrderId {
     }
 }
 
-/// A point in time in UTC with millisecond precision, between the years 0000 and 9999.
+/// A point in time in UTC with millisecond precision, between the years 1000 and 9999 (what a `DATETIME` holds).
 ///
 /// Serialises as RFC 3339 with exactly three fractional digits and a `Z`
 /// (`2024-01-01T00:00:00.123Z`); parses any RFC 3339 date-time (any offset, any number
@@ -242,7 +507,7 @@ impl Timestamp {
     /// The timestamp `millis` milliseconds after the Unix epoch.
     ///
     /// # Errors
-    /// [`ModelError::InvalidTimestamp`] if it falls outside the years 0000-9999.
+    /// [`ModelError::InvalidTimestamp`] if it falls outside the years 1000-9999.
     pub fn from_unix_millis(millis: i64) -> Result<Self, ModelError> {
         let invalid = |reason: &str| ModelError::InvalidTimestamp {
             value: format!("{millis} ms since the Unix epoch"),
@@ -250,7 +515,7 @@ impl Timestamp {
         };
         let datetime = DateTime::from_timestamp_millis(millis)
             .ok_or_else(|| invalid("out of the representable range"))?;
-        Self::checked(datetime).ok_or_else(|| invalid("outside the years 0000-9999"))
+        Self::checked(datetime).ok_or_else(|| invalid("outside the years 1000-9999"))
     }
 
     /// Parses an RFC 3339 date-time, e.g. `2024-01-01T09:00:00.5+09:00`.
@@ -262,16 +527,32 @@ impl Timestamp {
             value: text.to_owned(),
             reason,
         };
+        // chrono also takes a lower-case `t`, a space and a leap second (`:60`), which
+        // an Elasticsearch `date` (strict_date_optional_time) refuses.
+        let bytes = text.as_bytes();
+        if bytes.get(10).is_some_and(|b| *b != b'T') {
+            return Err(invalid(
+                "the date and the time must be separated by `T`".to_owned(),
+            ));
+        }
+        if text.ends_with('z') {
+            return Err(invalid("UTC must be written `Z`".to_owned()));
+        }
+        if bytes.get(17..19) == Some(b"60") {
+            return Err(invalid(
+                "second 60 (a leap second) is not accepted".to_owned(),
+            ));
+        }
         let datetime = DateTime::parse_from_rfc3339(text)
             .map_err(|e| invalid(e.to_string()))?
             .with_timezone(&Utc);
         let truncated = DateTime::from_timestamp_millis(datetime.timestamp_millis())
             .ok_or_else(|| invalid("out of the representable range".to_owned()))?;
-        Self::checked(truncated).ok_or_else(|| invalid("outside the years 0000-9999".to_owned()))
+        Self::checked(truncated).ok_or_else(|| invalid("outside the years 1000-9999".to_owned()))
     }
 
     fn checked(datetime: DateTime<Utc>) -> Option<Self> {
-        (0..=9999)
+        (YEAR_MIN..=9999)
             .contains(&datetime.year())
             .then_some(Timestamp(datetime))
     }
@@ -420,8 +701,20 @@ impl TryFrom<RawOrder> for Order {
         let orderid = raw.orderid.ok_or(ModelError::MissingOrderId {
             kind: RecordKind::Order,
         })?;
+        let orderid = OrderId::new(orderid)?;
+        check_len("user.userid", &raw.user.userid, KEYWORD_MAX_LEN)?;
+        check_len("factoryid", &raw.factoryid, KEYWORD_MAX_LEN)?;
+        for item in &raw.items {
+            check_len("items.sku", &item.sku, KEYWORD_MAX_LEN)?;
+            check_range("items.quantity", item.quantity.into(), QUANTITY_MAX.into())?;
+            check_range(
+                "items.unit_price_cents",
+                item.unit_price_cents,
+                PRICE_MAX_CENTS,
+            )?;
+        }
         Ok(Order {
-            orderid: OrderId::new(orderid)?,
+            orderid,
             user: raw.user,
             factoryid: raw.factoryid,
             items: raw.items,
@@ -437,8 +730,10 @@ impl Order {
     /// A [`ModelError`] saying what is wrong: not JSON, a missing or mistyped field,
     /// a missing, empty or too long `orderid`, a bad timestamp.
     pub fn parse(bytes: &[u8]) -> Result<Self, ModelError> {
-        let raw: RawOrder = serde_json::from_slice(bytes)
-            .map_err(|source| json_error(RecordKind::Order, source))?;
+        let kind = RecordKind::Order;
+        let text = check_document(kind, bytes)?;
+        let raw: RawOrder =
+            serde_json::from_str(text).map_err(|source| json_error(kind, source))?;
         Order::try_from(raw)
     }
 
@@ -548,8 +843,10 @@ impl JobResult {
     /// (an unknown `jobstatus` included), a missing, empty or too long `orderid`,
     /// an id longer than [`JOB_RESULT_FIELD_MAX_LEN`], a bad timestamp.
     pub fn parse(bytes: &[u8]) -> Result<Self, ModelError> {
-        let raw: RawJobResult = serde_json::from_slice(bytes)
-            .map_err(|source| json_error(RecordKind::JobResult, source))?;
+        let kind = RecordKind::JobResult;
+        let text = check_document(kind, bytes)?;
+        let raw: RawJobResult =
+            serde_json::from_str(text).map_err(|source| json_error(kind, source))?;
         JobResult::try_from(raw)
     }
 
@@ -683,7 +980,7 @@ mod tests {
 
     #[test]
     fn not_json_is_reported_as_such() {
-        for input in [&b"not json"[..], b"", b"{\"orderid\":", b"\xff\xfe"] {
+        for input in [&b"not json"[..], b"", b"{\"orderid\":", b"{} {}"] {
             let err = Order::parse(input).expect_err("must fail");
             assert!(
                 matches!(
@@ -804,7 +1101,16 @@ mod tests {
         assert!(err.to_string().contains("yesterday"), "{err}");
 
         let err = Order::parse(b"[1,2,3]").expect_err("must fail");
-        assert!(matches!(err, ModelError::Malformed { .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                ModelError::NotAnObject {
+                    found: "an array",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -869,12 +1175,11 @@ mod tests {
                 .unix_millis(),
             0
         );
-        // A leap second becomes the first millisecond of the next minute.
-        let leap = Timestamp::parse("2016-12-31T23:59:60.5Z").expect("valid");
-        assert_eq!(leap.to_string(), "2017-01-01T00:00:00.500Z");
-        let early = Timestamp::parse("0001-02-03T04:05:06.007Z").expect("valid");
-        assert_eq!(early.to_string(), "0001-02-03T04:05:06.007Z");
-        assert_eq!(early.to_mysql_datetime(), "0001-02-03 04:05:06");
+        let early = Timestamp::parse("1000-02-03T04:05:06.007Z").expect("valid");
+        assert_eq!(early.to_string(), "1000-02-03T04:05:06.007Z");
+        assert_eq!(early.to_mysql_datetime(), "1000-02-03 04:05:06");
+        let late = Timestamp::parse("9999-12-31T23:59:59.999Z").expect("valid");
+        assert_eq!(late.to_mysql_datetime(), "9999-12-31 23:59:59");
     }
 
     #[test]
@@ -884,6 +1189,12 @@ mod tests {
             "2024-01-02",
             "2024-01-02 03:04:05",
             "2024-13-01T00:00:00Z",
+            // What chrono takes and an Elasticsearch `date` or a `DATETIME` does not.
+            "2024-01-02t03:04:05Z",
+            "2024-01-02T03:04:05z",
+            "2016-12-31T23:59:60.5Z",
+            "0999-12-31T23:59:59.999Z",
+            "0001-02-03T04:05:06.007Z",
         ] {
             assert!(
                 matches!(
@@ -928,6 +1239,195 @@ mod tests {
             err.to_string()
                 .starts_with("job result record does not have the expected fields"),
             "{err}"
+        );
+    }
+
+    fn order_text() -> String {
+        json(&order())
+    }
+
+    #[test]
+    fn invalid_utf8_anywhere_is_refused_with_its_offset() {
+        // The issue's case: a valid id, invalid bytes in `user.name`.
+        let text = order_text();
+        let at = text.find("Ada").expect("name");
+        let mut bytes = text.into_bytes();
+        bytes[at] = 0xff;
+        bytes[at + 1] = 0xfe;
+        let err = Order::parse(&bytes).expect_err("must fail");
+        assert!(
+            matches!(err, ModelError::InvalidUtf8 { kind: RecordKind::Order, offset } if offset == at),
+            "{err:?}"
+        );
+        // In a field the record does not know, too.
+        let mut bytes = with(job_result(), "extra", "x".into());
+        let at = bytes.len() - 3;
+        bytes[at] = 0xc3;
+        let err = JobResult::parse(&bytes).expect_err("must fail");
+        assert!(matches!(err, ModelError::InvalidUtf8 { .. }), "{err:?}");
+        assert!(err.to_string().contains("not valid UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn only_an_object_is_a_record() {
+        for (input, found) in [
+            (&br#"["x"]"#[..], "an array"),
+            (br#""x""#, "a string"),
+            (b"42", "a number"),
+            (b"true", "a boolean"),
+            (b"null", "null"),
+        ] {
+            for err in [
+                Order::parse(input).expect_err("order"),
+                JobResult::parse(input).expect_err("job result"),
+            ] {
+                assert!(
+                    matches!(&err, ModelError::NotAnObject { found: f, .. } if *f == found),
+                    "{input:?}: {err:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_field_twice_is_refused_at_any_depth() {
+        let text = order_text();
+        let twice = text.replacen("{", r#"{"orderid":"other","#, 1);
+        let err = Order::parse(twice.as_bytes()).expect_err("must fail");
+        assert!(
+            matches!(&err, ModelError::DuplicateField { path, .. } if path == "orderid"),
+            "{err:?}"
+        );
+        let nested = text.replacen(r#""name""#, r#""x":{"a":1,"a":2},"name""#, 1);
+        let err = Order::parse(nested.as_bytes()).expect_err("must fail");
+        assert!(
+            matches!(&err, ModelError::DuplicateField { path, .. } if path == "user.x.a"),
+            "{err:?}"
+        );
+        // The same name in two objects is fine.
+        let apart = text.replacen("{", r#"{"extra":{"sku":1},"#, 1);
+        assert!(Order::parse(apart.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn field_names_elasticsearch_refuses_are_refused() {
+        for (name, path) in [
+            ("", ""),
+            (".a", ".a"),
+            ("a.", "a."),
+            ("a..b", "a..b"),
+            ("_id", "_id"),
+            ("_source", "_source"),
+        ] {
+            let bytes = with(job_result(), name, 1.into());
+            let err = JobResult::parse(&bytes).expect_err("must fail");
+            assert!(
+                matches!(&err, ModelError::InvalidFieldName { path: p, .. } if p == path),
+                "{name:?}: {err:?}"
+            );
+        }
+        // A metadata name below the top is an ordinary field; a dotted name is a path.
+        let bytes = with(
+            job_result(),
+            "meta",
+            serde_json::json!({"_id": 1, "a.b": 2}),
+        );
+        assert!(JobResult::parse(&bytes).is_ok());
+    }
+
+    #[test]
+    fn numbers_must_fit_the_mapping() {
+        let mut at_max = order();
+        at_max.items[0].quantity = QUANTITY_MAX;
+        at_max.items[0].unit_price_cents = PRICE_MAX_CENTS;
+        let text = json(&at_max);
+        assert_eq!(
+            Order::parse(text.as_bytes()).expect("at the bounds"),
+            at_max
+        );
+        assert_eq!(QUANTITY_MAX, 2_147_483_647);
+        assert_eq!(PRICE_MAX_CENTS, 9_223_372_036_854_775_807);
+
+        let over = text.replace("2147483647", "2147483648");
+        let err = Order::parse(over.as_bytes()).expect_err("must fail");
+        assert!(
+            matches!(
+                err,
+                ModelError::OutOfRange {
+                    field: "items.quantity",
+                    value: 2_147_483_648,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let over = text.replace("9223372036854775807", "9223372036854775808");
+        let err = Order::parse(over.as_bytes()).expect_err("must fail");
+        assert!(
+            matches!(
+                err,
+                ModelError::OutOfRange {
+                    field: "items.unit_price_cents",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        for bad in ["-1", "1.5", "1e3", "\"2\""] {
+            let text = text.replace("2147483647", bad);
+            let err = Order::parse(text.as_bytes()).expect_err("must fail");
+            assert!(
+                matches!(err, ModelError::Malformed { .. }),
+                "{bad}: {err:?}"
+            );
+        }
+        // An unknown number JSON cannot carry as a double.
+        let huge = order_text().replacen("{", r#"{"x":1e400,"#, 1);
+        assert!(Order::parse(huge.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn keyword_fields_of_an_order_are_bounded() {
+        let mut long = order();
+        long.items[1].sku = "🦀".repeat(KEYWORD_MAX_LEN);
+        long.user.userid = "ü".repeat(KEYWORD_MAX_LEN);
+        long.factoryid = "f".repeat(KEYWORD_MAX_LEN);
+        assert!(Order::parse(json(&long).as_bytes()).is_ok());
+        long.items[1].sku.push('x');
+        let err = Order::parse(json(&long).as_bytes()).expect_err("must fail");
+        assert!(
+            matches!(
+                err,
+                ModelError::FieldTooLong {
+                    field: "items.sku",
+                    len: 256,
+                    max: 255
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn lone_surrogates_are_refused() {
+        let text = order_text().replace("Ada", "\\ud800Ada");
+        let err = Order::parse(text.as_bytes()).expect_err("must fail");
+        assert!(matches!(err, ModelError::NotJson { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn hostile_but_valid_text_is_kept_exactly() {
+        let mut hostile = order();
+        hostile.orderid = OrderId::new(" x\t\\N\u{0}é🦀 ").expect("valid id");
+        hostile.user.name = "\\N\t\n\r\u{0}\u{1f}e\u{301}👩‍👩‍👧 ".into();
+        let text = json(&hostile);
+        let parsed = Order::parse(text.as_bytes()).expect("valid");
+        assert_eq!(parsed, hostile);
+        assert_eq!(json(&parsed), text);
+        // Ids that differ only by trailing spaces are different ids.
+        assert_ne!(
+            OrderId::new("x").expect("valid"),
+            OrderId::new("x ").expect("valid")
         );
     }
 }

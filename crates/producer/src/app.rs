@@ -11,7 +11,7 @@ use base64::Engine;
 use chief_config::aws::AwsConfig;
 use chief_config::telemetry::{LogConfig, MetricsConfig};
 use chief_datagen::Generator;
-use chief_pipeline::model::{JobResult, Order, OrderId};
+use chief_pipeline::model::{JobResult, ModelError, Order, OrderId};
 use chief_stream::StreamClient;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt};
@@ -36,8 +36,15 @@ pub struct ProducerAppConfig {
 
 /// What to send.
 pub enum Source {
-    /// JSON lines, one record each (orders or job results: anything with an `orderid`).
-    Lines(Box<dyn AsyncBufRead + Unpin + Send>),
+    /// JSON lines, one record of `kind` each, checked against the record contract
+    /// (`chief_pipeline::model`): a line that breaks it goes to the failed file with the
+    /// reason and is not sent.
+    Lines {
+        /// What every line must be.
+        kind: RecordKind,
+        /// The lines.
+        reader: Box<dyn AsyncBufRead + Unpin + Send>,
+    },
     /// Generated records.
     Generate(GenerateSpec),
 }
@@ -252,8 +259,16 @@ pub async fn run<C: StreamClient>(
     });
 
     let send_result = match source {
-        Source::Lines(reader) => {
-            send_lines(&producer, reader, &receipts_tx, &malformed_tx, &shutdown).await
+        Source::Lines { kind, reader } => {
+            send_lines(
+                &producer,
+                kind,
+                reader,
+                &receipts_tx,
+                &malformed_tx,
+                &shutdown,
+            )
+            .await
         }
         Source::Generate(spec) => {
             send_generated(&producer, &spec, &receipts_tx, &malformed_tx, &shutdown).await
@@ -295,8 +310,17 @@ pub async fn run<C: StreamClient>(
     })
 }
 
+/// The `orderid` of `data` if it is a valid record of `kind` (the record contract).
+fn checked_id(kind: RecordKind, data: &[u8]) -> Result<OrderId, ModelError> {
+    match kind {
+        RecordKind::Orders => Order::parse(data).map(|order| order.orderid),
+        RecordKind::Jobresults => JobResult::parse(data).map(|job| job.orderid),
+    }
+}
+
 async fn send_lines(
     producer: &Producer,
+    kind: RecordKind,
     mut reader: Box<dyn AsyncBufRead + Unpin + Send>,
     receipts: &mpsc::Sender<(u64, RecordReceipt)>,
     malformed: &mpsc::UnboundedSender<serde_json::Value>,
@@ -320,7 +344,7 @@ async fn send_lines(
         if buf.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let record = match OrderId::from_json(&buf) {
+        let record = match checked_id(kind, &buf) {
             Ok(id) => UserRecord::new(id.into_string(), buf.clone()),
             Err(e) => {
                 tracing::warn!(line = line_no, error = %e, "malformed input line");

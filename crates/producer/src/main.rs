@@ -30,6 +30,15 @@ struct Cli {
     /// JSON lines to send, one record each; `-` is stdin. Default: stdin unless --generate.
     #[arg(long, conflicts_with = "generate")]
     input: Option<PathBuf>,
+    /// What each input line must be (orders or job results); a line that is not a valid
+    /// record of that kind goes to the failed file with the reason and is not sent.
+    #[arg(
+        long,
+        value_enum,
+        required_unless_present = "generate",
+        conflicts_with = "generate"
+    )]
+    records: Option<RecordKind>,
     /// Generate records instead of reading them.
     #[arg(long, value_enum)]
     generate: Option<RecordKind>,
@@ -107,6 +116,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if !(0.0..1.0).contains(&cli.duplicate_ratio) {
         bail!("--duplicate-ratio must be in [0, 1)");
     }
+    let lines = |reader| match cli.records {
+        Some(kind) => Ok(Source::Lines { kind, reader }),
+        None => Err(anyhow::anyhow!(
+            "--records orders|jobresults is needed to read input lines"
+        )),
+    };
     let source = match (cli.generate, &cli.input) {
         (Some(kind), _) => {
             if cli.count.is_none() && cli.duration.is_none() {
@@ -125,12 +140,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let file = tokio::fs::File::open(path)
                 .await
                 .with_context(|| format!("opening input {}", path.display()))?;
-            Source::Lines(Box::new(tokio::io::BufReader::with_capacity(1 << 16, file)))
+            lines(Box::new(tokio::io::BufReader::with_capacity(1 << 16, file)))?
         }
-        (None, _) => Source::Lines(Box::new(tokio::io::BufReader::with_capacity(
+        (None, _) => lines(Box::new(tokio::io::BufReader::with_capacity(
             1 << 16,
             tokio::io::stdin(),
-        ))),
+        )))?,
     };
     let failed_path = cli
         .failed_file

@@ -29,21 +29,39 @@ async fn sends_an_input_file_and_writes_malformed_lines_to_the_failed_file() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let input = dir.join("orders.jsonl");
     let failed = dir.join("failed.jsonl");
-    let mut lines = Vec::new();
+    let order = |id: &str, name: &str| {
+        format!(
+            r#"{{"orderid":"{id}","user":{{"userid":"user-1","name":"{name}"}},"factoryid":"factory-01","items":[],"timestamp":"2024-01-01T00:00:00Z"}}"#
+        )
+        .into_bytes()
+    };
+    let mut lines: Vec<Vec<u8>> = Vec::new();
     for i in 0..500 {
-        lines.push(format!("{{\"orderid\":\"order-{i:04}\",\"n\":{i}}}"));
+        lines.push(order(&format!("order-{i:04}"), "Ada"));
         if i == 100 {
-            lines.push("this is not json".to_owned());
+            lines.push(b"this is not json".to_vec());
         }
         if i == 200 {
-            lines.push("{\"no_orderid\":1}".to_owned());
+            lines.push(b"{\"no_orderid\":1}".to_vec());
+        }
+        if i == 300 {
+            // The record contract: a valid id is not enough.
+            let mut bad = order("bad-utf8", "Ada");
+            let at = bad.windows(3).position(|w| w == b"Ada").expect("name");
+            bad[at..at + 2].copy_from_slice(b"\xff\xfe");
+            lines.push(bad);
+            lines.push(br#"["x"]"#.to_vec());
         }
     }
-    std::fs::write(&input, lines.join("\n") + "\n").expect("write input");
+    let mut text = lines.join(&b'\n');
+    text.push(b'\n');
+    std::fs::write(&input, text).expect("write input");
 
     let out = run(&[
         "--stream",
         &stream,
+        "--records",
+        "orders",
         "--input",
         input.to_str().expect("utf-8 path"),
         "--failed-file",
@@ -58,7 +76,7 @@ async fn sends_an_input_file_and_writes_malformed_lines_to_the_failed_file() {
         "malformed lines make the exit code non-zero: {stdout}"
     );
     assert!(
-        stdout.contains("sent 500 put 500 failed 0 malformed 2"),
+        stdout.contains("sent 500 put 500 failed 0 malformed 4"),
         "{stdout}"
     );
 
@@ -67,15 +85,21 @@ async fn sends_an_input_file_and_writes_malformed_lines_to_the_failed_file() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect();
-    assert_eq!(failed_lines.len(), 2);
+    assert_eq!(failed_lines.len(), 4);
     assert_eq!(failed_lines[0]["line"], 102);
     assert_eq!(failed_lines[0]["input"], "this is not json");
     assert_eq!(failed_lines[1]["line"], 203);
-    assert!(
-        failed_lines[1]["error"]
+    let error = |n: usize| {
+        failed_lines[n]["error"]
             .as_str()
-            .is_some_and(|e| e.contains("orderid"))
-    );
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(error(1).contains("orderid"), "{}", error(1));
+    assert_eq!(failed_lines[2]["line"], 304);
+    assert!(error(2).contains("not valid UTF-8"), "{}", error(2));
+    assert_eq!(failed_lines[3]["line"], 305);
+    assert!(error(3).contains("not an object"), "{}", error(3));
 
     let users: Vec<_> = read_all(&k, &stream)
         .await
@@ -165,6 +189,10 @@ fn bad_arguments_are_refused_with_a_clear_message() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("duplicate-ratio"));
+    // Input lines are checked against one kind of record, which must be named.
+    let out = run(&["--input", "-"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--records"));
 }
 
 #[tokio::test]
