@@ -187,7 +187,8 @@ fn value_token(value: &Value) -> &'static str {
     }
 }
 
-/// A source must be one JSON object.
+/// A source must be one JSON object that Elasticsearch's parser accepts (UTF-8, no
+/// field name twice in an object; [`crate::document::parse`]).
 pub(crate) fn check_source(source: Bytes) -> Source {
     let first = source.iter().position(|b| !b.is_ascii_whitespace());
     let Some(first) = first else {
@@ -196,14 +197,8 @@ pub(crate) fn check_source(source: Bytes) -> Source {
             "failed to parse, document is empty",
         ));
     };
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&source) {
-        return Source::Invalid(
-            ErrorCause::new(
-                "document_parsing_exception",
-                format!("[{}:{}] failed to parse: {e}", e.line(), e.column()),
-            )
-            .caused_by(ErrorCause::new("x_content_parse_exception", e.to_string())),
-        );
+    if let Err(cause) = crate::document::parse(&source) {
+        return Source::Invalid(cause);
     }
     if source[first] != b'{' {
         return Source::Invalid(ErrorCause::new(

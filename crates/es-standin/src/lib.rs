@@ -5,8 +5,12 @@
 //! `elasticsearch` crate) makes, with the status codes and JSON bodies Elasticsearch 8/9
 //! documents for them. It exists so that the local stack (`make stack-up`) and the tests
 //! can run the sink end to end on a machine where no Elasticsearch can run. It does not
-//! search, analyse, apply mappings or settings, persist anything or replicate; a
-//! production deployment needs a real Elasticsearch or OpenSearch cluster.
+//! search, analyse, apply settings, persist anything or replicate; of a mapping it
+//! applies only what makes Elasticsearch refuse a document (a value out of an `integer`
+//! or `long` range, an object where a `keyword` is mapped, a `date` it cannot read, an
+//! immense `keyword`), and of a source only what makes its parser refuse it (not UTF-8,
+//! a field name twice, not an object). A production deployment needs a real
+//! Elasticsearch or OpenSearch cluster.
 //!
 //! What it answers:
 //!
@@ -15,7 +19,7 @@
 //! | `HEAD /{index}` | 200 / 404 |
 //! | `PUT /{index}` with `{"mappings": …, "settings": …, "aliases": …}` | 200 `acknowledged`; 400 `resource_already_exists_exception`, `invalid_index_name_exception` |
 //! | `GET /{index}`, `DELETE /{index}` | the mapping as given; `acknowledged`; 404 `index_not_found_exception` |
-//! | `POST\|PUT /_bulk`, `POST\|PUT /{index}/_bulk` | NDJSON `index` / `create` / `delete` items (`update` is refused per item); per-item `created` 201 / `updated` 200 / 409 `version_conflict_engine_exception` / 400 `document_parsing_exception` for a source that is not a JSON object; a missing index is created |
+//! | `POST\|PUT /_bulk`, `POST\|PUT /{index}/_bulk` | NDJSON `index` / `create` / `delete` items (`update` is refused per item); per-item `created` 201 / `updated` 200 / 409 `version_conflict_engine_exception` / 400 `document_parsing_exception` for a source that is not UTF-8, holds a field name twice, is not a JSON object, or has a value its mapped field refuses; a missing index is created |
 //! | `GET /{index}/_doc/{id}`, `GET /{index}/_source/{id}` | `found` and `_source` with the bytes exactly as indexed; 404 `found: false` |
 //! | `PUT\|POST /{index}/_doc/{id}`, `POST /{index}/_doc`, `PUT /{index}/_create/{id}`, `DELETE /{index}/_doc/{id}` | single-document writes |
 //! | `GET\|POST /{index}/_count`, `/_count` | `{"count": N}` (no query, or `match_all`) |
@@ -45,6 +49,7 @@
 //! ```
 
 mod bulk;
+mod document;
 mod faults;
 mod rest;
 mod server;

@@ -371,6 +371,14 @@ impl Store {
     ) -> Result<ItemBody, (u16, ErrorCause)> {
         let target = self.auto_create(index);
         let uuid = target.uuid.clone();
+        // The source parsed when the request was read; here it meets the mapping.
+        let checked = crate::document::parse(&source)
+            .and_then(|doc| crate::document::check_mapping(&target.mappings, &doc, id));
+        if let Err(cause) = checked {
+            self.stats(index).invalid_sources += 1;
+            return Err((400, cause));
+        }
+        let target = self.auto_create(index);
         match target.put(id, source, only_create) {
             Put::Created { version, seq_no } => {
                 self.stats(index).created += 1;

@@ -480,3 +480,84 @@ async fn the_binary_serves_and_exits_0_on_sigterm() {
         .expect("wait");
     assert_eq!(status.code(), Some(0));
 }
+
+/// An order at the edges of the record contract, as JSON.
+fn edge_order(id: &str, quantity: &str, price: &str, timestamp: &str) -> Document {
+    Document {
+        id: id.parse().expect("orderid"),
+        source: Bytes::from(format!(
+            r#"{{"orderid":"{id}","user":{{"userid":"{}","name":"n"}},"factoryid":"f","items":[{{"sku":"s","product":"p","quantity":{quantity},"unit_price_cents":{price}}}],"timestamp":"{timestamp}"}}"#,
+            "🦀".repeat(chief_pipeline::model::KEYWORD_MAX_LEN)
+        )),
+    }
+}
+
+#[tokio::test]
+async fn the_mapping_and_the_record_contract_agree_at_the_boundaries() {
+    use chief_pipeline::model::{Order, PRICE_MAX_CENTS, QUANTITY_MAX};
+    let es = start().await;
+    let index = sink(&es, "boundaries");
+    index
+        .ensure_index()
+        .await
+        .expect("create with the orders mapping");
+    let (q, p) = (QUANTITY_MAX.to_string(), PRICE_MAX_CENTS.to_string());
+    let docs = [
+        // Valid by the contract: the largest numbers, the earliest and latest years.
+        edge_order("max", &q, &p, "9999-12-31T23:59:59.999Z"),
+        edge_order("min", "0", "0", "1000-01-01T00:00:00-14:00"),
+        // One past the bounds: the contract refuses them, and so does the cluster.
+        edge_order(
+            "q+1",
+            &(u64::from(QUANTITY_MAX) + 1).to_string(),
+            "1",
+            "2024-01-01T00:00:00Z",
+        ),
+        edge_order(
+            "p+1",
+            "1",
+            &(PRICE_MAX_CENTS + 1).to_string(),
+            "2024-01-01T00:00:00Z",
+        ),
+        edge_order("q-frac", "1.5", "1", "2024-01-01T00:00:00Z"),
+        edge_order("leap", "1", "1", "2016-12-31T23:59:60Z"),
+        edge_order("space", "1", "1", "2024-01-01 00:00:00Z"),
+        Document {
+            id: "utf8".parse().expect("orderid"),
+            source: Bytes::from_static(b"{\"orderid\":\"utf8\",\"user\":{\"name\":\"\xff\xfe\"}}"),
+        },
+        Document {
+            id: "twice".parse().expect("orderid"),
+            source: Bytes::from_static(br#"{"orderid":"twice","x":{"a":1,"a":2}}"#),
+        },
+        Document {
+            id: "array".parse().expect("orderid"),
+            source: Bytes::from_static(br#"["array"]"#),
+        },
+    ];
+    let results = index.bulk_index(&docs).await.expect("bulk");
+    for (doc, result) in docs.iter().zip(&results) {
+        let valid = Order::parse(&doc.source).is_ok();
+        match result {
+            ItemResult::Indexed { status: 201 } => {
+                assert!(valid, "{}: indexed, but the contract refuses it", doc.id)
+            }
+            ItemResult::Failed {
+                status: 400,
+                error_type,
+                ..
+            } if error_type == "document_parsing_exception" => {
+                assert!(
+                    !valid,
+                    "{}: the contract accepts what the cluster refuses",
+                    doc.id
+                )
+            }
+            other => panic!("{}: {other:?}", doc.id),
+        }
+    }
+    assert_eq!(count(&es, "boundaries").await, 2);
+    let (status, body) = get_doc(&es, "boundaries", "max").await;
+    assert_eq!(status, 200);
+    assert!(body.contains(&format!("\"quantity\":{q}")), "{body}");
+}

@@ -709,8 +709,12 @@ mod tests {
         }
     }
 
+    /// A valid order (the record contract) with id `id`.
     fn order(id: &str) -> Vec<u8> {
-        format!(r#"{{"orderid":"{id}","factoryid":"factory-01"}}"#).into_bytes()
+        format!(
+            r#"{{"orderid":"{id}","user":{{"userid":"u","name":"n"}},"factoryid":"factory-01","items":[],"timestamp":"2017-10-18T16:00:00Z"}}"#
+        )
+        .into_bytes()
     }
 
     fn at(hour: u32, minute: u32) -> DateTime<Utc> {
@@ -808,9 +812,9 @@ mod tests {
         assert_eq!(sink.keys(), vec![key.to_owned()]);
         assert_eq!(
             body(&sink, key).await,
-            "o-1\t{\"orderid\":\"o-1\",\"factoryid\":\"factory-01\"}\n\
-             o-2\t{\"orderid\":\"o-2\",\"factoryid\":\"factory-01\"}\n\
-             o-3\t{\"orderid\":\"o-3\",\"factoryid\":\"factory-01\"}\n"
+            ["o-1", "o-2", "o-3"]
+                .map(|id| format!("{id}\t{}\n", String::from_utf8_lossy(&order(id))))
+                .concat()
         );
         let object = sink.get(key).await.expect("object");
         assert_eq!(object.content_type.as_deref(), Some(tsv::CONTENT_TYPE));
@@ -818,8 +822,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_row_that_would_pass_max_bytes_starts_a_new_batch() {
-        // Each row is 4 + 1 + 43 + 1 = 49 bytes (orderid, tab, JSON, newline).
-        let row_len = 49;
+        // Each row is the orderid, a tab, the JSON and a newline.
+        let row_len = 4 + 1 + order("o-01").len() + 1;
         let (sink, mut a) = archiver(
             ArchiveConfig {
                 max_records: 100,
@@ -853,7 +857,9 @@ mod tests {
             .iter()
             .map(|o| o.size)
             .collect();
-        assert_eq!(sizes, vec![98, 49, 187, 187]);
+        let big_row = (73 + 1 + big.len() + 1) as u64;
+        let row = row_len as u64;
+        assert_eq!(sizes, vec![2 * row, row, big_row, big_row]);
         assert_eq!(sink.keys().len(), 4);
     }
 
@@ -977,7 +983,8 @@ mod tests {
             (p.disposition, p.checkpoint),
             (Disposition::DeadLettered, None)
         );
-        let no_id = br#"{"factoryid":"factory-01"}"#;
+        let no_id = String::from_utf8_lossy(&order("o-3")).replace(r#""orderid":"o-3","#, "");
+        let no_id = no_id.as_bytes();
         let p = push(&mut a, no_id, 3, at(6, 31), t0).await;
         assert_eq!(p.disposition, Disposition::DeadLettered);
         assert_eq!(a.buffered_records(), 1);
@@ -1006,7 +1013,7 @@ mod tests {
         assert_eq!(letter.shard_id, SHARD);
         assert_eq!(letter.sequence_number, pos(2).sequence_number);
         assert_eq!(letter.arrival, "2017-10-18T06:30:07+00:00");
-        assert!(letter.error.contains("not valid JSON"), "{}", letter.error);
+        assert!(letter.error.contains("not valid UTF-8"), "{}", letter.error);
         assert_eq!(
             base64::engine::general_purpose::STANDARD
                 .decode(&letter.data_base64)
@@ -1016,7 +1023,7 @@ mod tests {
         let letter: DeadLetter =
             serde_json::from_slice(&sink.get(keys[1]).await.expect("letter").body).expect("json");
         assert_eq!(letter.error, "order record has no `orderid`");
-        assert_eq!(letter.data, r#"{"factoryid":"factory-01"}"#);
+        assert_eq!(letter.data.as_bytes(), no_id);
         // Only the one good row went to the archive prefix.
         assert_eq!(sink.list("ChiefOrderS3/").await.expect("list").len(), 1);
     }
@@ -1059,7 +1066,7 @@ mod tests {
         let (sink, mut a) = archiver(
             ArchiveConfig {
                 max_records: 100,
-                max_bytes: 2 * 49 + 10,
+                max_bytes: 2 * (4 + 1 + order("o-01").len() + 1) + 10,
                 ..config()
             },
             RowKind::Orders,

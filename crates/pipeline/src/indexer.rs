@@ -327,8 +327,12 @@ mod tests {
 
     const SHARD: &str = "shardId-000000000003";
 
+    /// A valid order (the record contract) with id `id`.
     fn order(id: &str) -> Vec<u8> {
-        format!(r#"{{"orderid":"{id}","name":"x","sku":"s"}}"#).into_bytes()
+        format!(
+            r#"{{"orderid":"{id}","user":{{"userid":"u","name":"x"}},"factoryid":"f","items":[{{"sku":"s","product":"p","quantity":1,"unit_price_cents":1}}],"timestamp":"2017-10-18T16:00:00Z"}}"#
+        )
+        .into_bytes()
     }
 
     fn pos(seq: u64) -> RecordPosition {

@@ -17,6 +17,9 @@ use chief_pipeline::object_sink::{
 use chief_pipeline::tsv;
 use chrono::{TimeZone, Utc};
 
+/// The fields of a valid order (the record contract) after its `orderid`.
+const ORDER_FIELDS: &str = r#""user":{"userid":"u","name":"n"},"factoryid":"f","items":[],"timestamp":"2017-10-18T16:00:00Z""#;
+
 /// What every implementation must do.
 async fn conformance(sink: &impl ObjectSink) {
     // Empty store.
@@ -163,10 +166,9 @@ async fn an_archive_batch_lands_in_s3_and_reads_back_through_load_data_escaping(
         "shardId-000000000000",
     );
     let records: Vec<Vec<u8>> = vec![
-        br#"{"orderid":"o-1","note":"plain"}"#.to_vec(),
-        "{\"orderid\":\"o-2\",\"note\":\"tab\\t nl\\n bs\\\\ \\\\N 🦀\"}"
-            .as_bytes()
-            .to_vec(),
+        format!(r#"{{"orderid":"o-1",{ORDER_FIELDS},"note":"plain"}}"#).into_bytes(),
+        format!("{{\"orderid\":\"o-2\",{ORDER_FIELDS},\"note\":\"tab\\t nl\\n bs\\\\ \\\\N 🦀\"}}")
+            .into_bytes(),
         b"not json".to_vec(),
     ];
     let arrival = Utc
@@ -234,6 +236,8 @@ async fn an_archive_batch_lands_in_s3_and_reads_back_through_load_data_escaping(
     let second = second.lines().nth(1).expect("second line");
     assert_eq!(
         second,
-        "o-2\t{\"orderid\":\"o-2\",\"note\":\"tab\\\\t nl\\\\n bs\\\\\\\\ \\\\\\\\N 🦀\"}"
+        format!(
+            "o-2\t{{\"orderid\":\"o-2\",{ORDER_FIELDS},\"note\":\"tab\\\\t nl\\\\n bs\\\\\\\\ \\\\\\\\N 🦀\"}}"
+        )
     );
 }
