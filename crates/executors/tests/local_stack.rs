@@ -315,7 +315,10 @@ fn unique(records: &[Vec<u8>]) -> BTreeMap<String, Vec<u8>> {
     records
         .iter()
         .filter_map(|r| {
-            OrderId::from_json(r)
+            // The record contract decides what reaches a sink.
+            Order::parse(r)
+                .map(|order| order.orderid)
+                .or_else(|_| JobResult::parse(r).map(|job| job.orderid))
                 .ok()
                 .map(|id| (id.as_str().to_owned(), r.clone()))
         })
@@ -482,7 +485,7 @@ async fn malformed_records_are_dead_lettered_and_hostile_orderdata_round_trips()
     let mut sent: Vec<Vec<u8>> = (0..20)
         .map(|n| {
             format!(
-                "{{\"orderid\":\"{:08x}-0000-4000-8000-{:012x}\",\t\"orderdata\":\n\"tab\\there \\\\N back\\\\slash \u{1F680}\\u0000 #{n}\"\r\n}}",
+                "{{\"orderid\":\"{:08x}-0000-4000-8000-{:012x}\",\t\"orderdata\":\n\"tab\\there \\\\N back\\\\slash \u{1F680}\\u0000 #{n}\"\r\n,\"user\":{{\"userid\":\"u\",\"name\":\"n\"}},\"factoryid\":\"f\",\"items\":[],\"timestamp\":\"2024-01-01T00:00:00Z\"}}",
                 n, n
             )
             .into_bytes()
@@ -490,15 +493,21 @@ async fn malformed_records_are_dead_lettered_and_hostile_orderdata_round_trips()
         .collect();
     sent.insert(5, b"not json at all".to_vec());
     sent.insert(12, br#"{"name":"an order without an orderid"}"#.to_vec());
-    let bad: Vec<Vec<u8>> = vec![sent[5].clone(), sent[12].clone()];
+    // The record contract: a valid id in an array, or invalid UTF-8 beside a valid id.
+    sent.insert(15, br#"["0000000f-0000-4000-8000-00000000000f"]"#.to_vec());
+    let mut not_utf8 = sent[0].clone();
+    let at = not_utf8.len() - 40;
+    not_utf8[at] = 0xff;
+    sent.insert(17, not_utf8);
+    let bad: Vec<Vec<u8>> = [5, 12, 15, 17].map(|i| sent[i].clone()).to_vec();
     env.produce(&env.orders, &sent).await;
     let run = env.start(Executor::OrderFactoryS3, "worker-1");
     eventually(90, "20 rows", || async {
         env.rows(Executor::OrderFactoryS3).await.len() >= 20
     })
     .await;
-    eventually(30, "2 dead letters", || async {
-        env.objects("errors/chief-order-factory-s3/").await.len() >= 2
+    eventually(30, "4 dead letters", || async {
+        env.objects("errors/chief-order-factory-s3/").await.len() >= 4
     })
     .await;
     run.stop().await;
@@ -515,7 +524,7 @@ async fn malformed_records_are_dead_lettered_and_hostile_orderdata_round_trips()
         );
     }
     let letters = env.objects("errors/chief-order-factory-s3/").await;
-    assert_eq!(letters.len(), 2, "{:?}", letters.keys());
+    assert_eq!(letters.len(), 4, "{:?}", letters.keys());
     let mut raw: Vec<Vec<u8>> = Vec::new();
     for body in letters.values() {
         let letter: DeadLetter = serde_json::from_slice(body).expect("dead letter JSON");

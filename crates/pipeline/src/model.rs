@@ -451,6 +451,13 @@ impl OrderId {
             orderid: Option<String>,
         }
         let kind = RecordKind::Order;
+        // A derived struct also reads a JSON array (`["x"]`): only an object is a record.
+        if let Some(found) = bytes.iter().find(|b| !b.is_ascii_whitespace())
+            && *found == b'['
+        {
+            let found = "an array";
+            return Err(ModelError::NotAnObject { kind, found });
+        }
         let only: OnlyOrderId =
             serde_json::from_slice(bytes).map_err(|source| json_error(kind, source))?;
         OrderId::new(only.orderid.ok_or(ModelError::MissingOrderId { kind })?)

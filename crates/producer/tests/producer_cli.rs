@@ -95,7 +95,7 @@ async fn sends_an_input_file_and_writes_malformed_lines_to_the_failed_file() {
             .unwrap_or_default()
             .to_owned()
     };
-    assert!(error(1).contains("orderid"), "{}", error(1));
+    assert!(error(1).contains("missing field"), "{}", error(1));
     assert_eq!(failed_lines[2]["line"], 304);
     assert!(error(2).contains("not valid UTF-8"), "{}", error(2));
     assert_eq!(failed_lines[3]["line"], 305);
