@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chief_config::aws::AwsClients;
 use chief_config::local_stack::{LocalStack, workspace_root};
 use chief_datagen::Generator;
-use chief_pipeline::model::{JobResult, Order, OrderId};
+use chief_pipeline::model::{JobResult, Order};
 use chief_stream::KinesisClient;
 use serde_json::Value;
 
@@ -491,7 +491,7 @@ impl Run {
         }
     }
 
-    /// The number of documents in this run's index of `kind`.
+    /// The number of documents in this run's index of `kind` (0 before it exists).
     pub async fn es_count(&self, kind: &str) -> u64 {
         let transport =
             elasticsearch::http::transport::Transport::single_node(&self.stack.elasticsearch.url)
@@ -503,6 +503,10 @@ impl Run {
             .send()
             .await
             .expect("_count");
+        if response.status_code().as_u16() == 404 {
+            // The executor has not created it yet.
+            return 0;
+        }
         let body: Value = response.json().await.expect("json");
         body["count"].as_u64().expect("count")
     }
@@ -538,7 +542,12 @@ impl Run {
         std::fs::read_to_string(input)
             .expect("read")
             .lines()
-            .filter_map(|l| OrderId::from_json(l.as_bytes()).ok())
+            .filter_map(|l| {
+                Order::parse(l.as_bytes())
+                    .map(|order| order.orderid)
+                    .or_else(|_| JobResult::parse(l.as_bytes()).map(|job| job.orderid))
+                    .ok()
+            })
             .map(|id| id.as_str().to_owned())
             .collect()
     }

@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use chief_config::aws::{AwsClients, AwsConfig};
 use chief_config::database::DatabaseConfig;
 use chief_config::local_stack::ElasticsearchEndpoint;
-use chief_pipeline::model::OrderId;
+use chief_pipeline::model::{JobResult, Order};
 use chief_pipeline::tsv;
 use elasticsearch::http::transport::Transport;
 use elasticsearch::{Elasticsearch, GetParts};
@@ -116,7 +116,11 @@ async fn run(args: &ReconcileArgs) -> anyhow::Result<Report> {
         let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             produced += 1;
-            if let Ok(id) = OrderId::from_json(line) {
+            // Only a valid record (the record contract) is expected in the sinks.
+            if let Ok(id) = Order::parse(line)
+                .map(|order| order.orderid)
+                .or_else(|_| JobResult::parse(line).map(|job| job.orderid))
+            {
                 expected.insert(id.as_str().to_owned());
             }
         }
