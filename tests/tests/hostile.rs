@@ -103,11 +103,10 @@ fn corpus() -> Corpus {
         bytes(&order("h-long", &"L".repeat(200_000))),
     ];
     let orders_multiline = vec![
-        format!(
-            "{{\t\"orderid\" :\"h-ws\",\r\n\"user\":{{\"userid\":\"u\",\"name\":\"raw\\ttab\"}},\n\
-             \"factoryid\":\"f\",\"items\":[],\"timestamp\":\"2024-01-01T00:00:00+09:00\"\n}}"
-        )
-        .into_bytes(),
+        "{\t\"orderid\" :\"h-ws\",\r\n\"user\":{\"userid\":\"u\",\"name\":\"raw\\ttab\"},\n\
+         \"factoryid\":\"f\",\"items\":[],\"timestamp\":\"2024-01-01T00:00:00+09:00\"\n}"
+            .as_bytes()
+            .to_vec(),
     ];
     let mut not_utf8 = bytes(&order("h-bad-utf8", "Ada"));
     let at = not_utf8.windows(3).position(|w| w == b"Ada").expect("name");
@@ -553,16 +552,16 @@ async fn hostile_records_land_byte_for_byte_or_are_refused_with_a_reason_everywh
         db_orders, expected_order_rows,
         "MariaDB orders byte for byte"
     );
-    let rows: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, String)> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT orderid, CAST(userid AS BINARY), CAST(factoryid AS BINARY), \
+    type JobRow = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, String);
+    let rows: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT orderid, CAST(userid AS BINARY), CAST(factoryid AS BINARY), \
              CAST(robotid AS BINARY), CAST(jobstatus AS BINARY), \
              DATE_FORMAT(`timestamp`, '%Y-%m-%d %H:%i:%s') FROM `{}`",
-            run.table("jobresults")
-        )))
-        .fetch_all(&pool)
-        .await
-        .expect("jobresults");
+        run.table("jobresults")
+    )))
+    .fetch_all(&pool)
+    .await
+    .expect("jobresults");
     let mut db_jobs: Vec<Vec<Vec<u8>>> = rows
         .into_iter()
         .map(|(a, b, c, d, e, f)| vec![a, b, c, d, e, f.into_bytes()])

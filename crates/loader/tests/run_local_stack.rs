@@ -705,7 +705,10 @@ async fn a_load_the_server_would_alter_is_rolled_back_and_its_object_held_with_t
     ] {
         assert!(out.contains(&expected), "{expected}\n{out}");
     }
-    assert!(out.contains(&format!("refused: s3://")), "{out}");
+    assert!(
+        out.contains(&format!("/{bad} line ")) && out.contains("refused: s3://"),
+        "{out}"
+    );
     // Rolled back: no row, no history, for the good object either.
     assert!(fx.order_rows().await.is_empty());
     assert!(fx.history(&fx.orders).await.is_empty());
