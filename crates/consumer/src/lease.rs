@@ -84,7 +84,8 @@ pub struct Lease {
     pub pending_checkpoint: Option<ExtendedSequenceNumber>,
     /// The shard's parents (`parentShardId`, SS).
     pub parent_shard_ids: BTreeSet<String>,
-    /// The shard's children, once known (`childShardId`, SS).
+    /// The shard's children, once known (`childShardIds`, SS; the legacy `childShardId` is
+    /// read too).
     pub child_shard_ids: BTreeSet<String>,
     /// First hash key of the shard, decimal (`startingHashKey`, S).
     pub starting_hash_key: Option<String>,

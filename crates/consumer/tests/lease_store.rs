@@ -268,54 +268,280 @@ async fn dynamodb_rows_have_the_kcl_schema() {
         "a released lease has no leaseOwner"
     );
 
-    // A row written by a KCL application reads back.
-    let mut kcl = std::collections::HashMap::new();
-    kcl.insert(
-        "leaseKey".to_owned(),
-        AttributeValue::S("shardId-000000000007".into()),
+    let _ = client.delete_table().table_name(&table).send().await;
+}
+
+type Item = std::collections::HashMap<String, AttributeValue>;
+
+fn attr_s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+
+fn attr_n(v: &str) -> AttributeValue {
+    AttributeValue::N(v.to_owned())
+}
+
+fn attr_ss(v: &[&str]) -> AttributeValue {
+    AttributeValue::Ss(v.iter().map(|s| (*s).to_owned()).collect())
+}
+
+/// A row as KCL's `DynamoDBLeaseSerializer.toDynamoRecord` writes it (KCL 2.3+ names and
+/// types, attribute by attribute): a lease held by a KCL worker with a pending checkpoint.
+fn kcl2_row(key: &str) -> Item {
+    Item::from([
+        ("leaseKey".to_owned(), attr_s(key)),
+        ("leaseCounter".to_owned(), attr_n("41")),
+        ("leaseOwner".to_owned(), attr_s("kcl-worker-1")),
+        ("ownerSwitchesSinceCheckpoint".to_owned(), attr_n("2")),
+        (
+            "checkpoint".to_owned(),
+            attr_s("49590338271490256608559692538361571095921575989136588898"),
+        ),
+        ("checkpointSubSequenceNumber".to_owned(), attr_n("7")),
+        (
+            "parentShardId".to_owned(),
+            attr_ss(&["shardId-000000000000"]),
+        ),
+        (
+            "pendingCheckpoint".to_owned(),
+            attr_s("49590338271490256608559692538361571095921575989136588999"),
+        ),
+        ("pendingCheckpointSubSequenceNumber".to_owned(), attr_n("0")),
+        ("startingHashKey".to_owned(), attr_s("0")),
+        (
+            "endingHashKey".to_owned(),
+            attr_s("170141183460469231731687303715884105727"),
+        ),
+    ])
+}
+
+/// The same with what KCL 3.x adds: `throughputKBps` (N), `checkpointOwner` (S, a hand-off
+/// in progress), `pendingCheckpointState` (B).
+fn kcl3_row(key: &str) -> Item {
+    let mut row = kcl2_row(key);
+    row.insert("throughputKBps".to_owned(), attr_n("12.5"));
+    row.insert("checkpointOwner".to_owned(), attr_s("kcl-worker-2"));
+    row.insert(
+        "pendingCheckpointState".to_owned(),
+        AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(vec![0, 1, 2, 255])),
     );
-    kcl.insert(
-        "leaseOwner".to_owned(),
-        AttributeValue::S("kcl-worker".into()),
-    );
-    kcl.insert("leaseCounter".to_owned(), AttributeValue::N("42".into()));
-    kcl.insert(
-        "checkpoint".to_owned(),
-        AttributeValue::S("SHARD_END".into()),
-    );
-    kcl.insert(
-        "checkpointSubSequenceNumber".to_owned(),
-        AttributeValue::N("0".into()),
-    );
-    kcl.insert(
-        "ownerSwitchesSinceCheckpoint".to_owned(),
-        AttributeValue::N("3".into()),
-    );
-    kcl.insert(
-        "childShardId".to_owned(),
-        AttributeValue::Ss(vec!["shardId-000000000008".into()]),
-    );
+    row
+}
+
+/// A finished parent as KCL writes it: `SHARD_END` and `childShardIds`.
+fn kcl_parent_row(key: &str, children_attr: &str) -> Item {
+    Item::from([
+        ("leaseKey".to_owned(), attr_s(key)),
+        ("leaseCounter".to_owned(), attr_n("9")),
+        ("ownerSwitchesSinceCheckpoint".to_owned(), attr_n("0")),
+        ("checkpoint".to_owned(), attr_s("SHARD_END")),
+        ("checkpointSubSequenceNumber".to_owned(), attr_n("0")),
+        (
+            children_attr.to_owned(),
+            attr_ss(&["shardId-000000000011", "shardId-000000000012"]),
+        ),
+        ("startingHashKey".to_owned(), attr_s("0")),
+        (
+            "endingHashKey".to_owned(),
+            attr_s("340282366920938463463374607431768211455"),
+        ),
+    ])
+}
+
+/// KCL's attribute names and types (`DynamoDBLeaseSerializer`, 2.x and 3.x).
+fn kcl_type(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "leaseKey" | "leaseOwner" | "checkpoint" | "pendingCheckpoint" | "startingHashKey"
+        | "endingHashKey" | "checkpointOwner" => "S",
+        "leaseCounter"
+        | "ownerSwitchesSinceCheckpoint"
+        | "checkpointSubSequenceNumber"
+        | "pendingCheckpointSubSequenceNumber"
+        | "throughputKBps" => "N",
+        "parentShardId" | "childShardIds" => "SS",
+        "pendingCheckpointState" => "B",
+        _ => return None,
+    })
+}
+
+fn type_of(value: &AttributeValue) -> &'static str {
+    match value {
+        AttributeValue::S(_) => "S",
+        AttributeValue::N(_) => "N",
+        AttributeValue::Ss(_) => "SS",
+        AttributeValue::B(_) => "B",
+        _ => "other",
+    }
+}
+
+async fn row(client: &aws_sdk_dynamodb::Client, table: &str, key: &str) -> Item {
     client
-        .put_item()
-        .table_name(&table)
-        .set_item(Some(kcl))
+        .get_item()
+        .table_name(table)
+        .key("leaseKey", attr_s(key))
+        .consistent_read(true)
         .send()
         .await
-        .expect("put");
-    let l = store
-        .get_lease("shardId-000000000007")
-        .await
-        .expect("get")
-        .expect("present");
-    assert_eq!(
-        (
-            l.lease_owner.as_deref(),
-            l.lease_counter,
-            l.owner_switches_since_checkpoint
-        ),
-        (Some("kcl-worker"), 42, 3)
-    );
-    assert!(l.checkpoint.is_shard_end());
-    assert_eq!(l.child_shard_ids.len(), 1);
+        .expect("GetItem")
+        .item
+        .expect("the row")
+}
+
+/// Every attribute has KCL's name and type, and the attributes chief does not use are
+/// exactly as the KCL worker wrote them.
+fn assert_kcl_row(item: &Item, original: &Item, chief_writes: &[&str]) {
+    for (name, value) in item {
+        assert_eq!(kcl_type(name), Some(type_of(value)), "{name}: {value:?}");
+    }
+    for (name, value) in original {
+        if !chief_writes.contains(&name.as_str()) {
+            assert_eq!(
+                item.get(name),
+                Some(value),
+                "{name} is kept as KCL wrote it"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn rows_written_by_kcl_2_and_3_are_taken_renewed_checkpointed_and_released_with_kcl_names() {
+    let (client, table) = dynamodb().await;
+    let store = DynamoDbLeaseStore::new(client.clone(), &table);
+    store.ensure_table().await.expect("ensure_table");
+    for (key, original) in [
+        ("shardId-000000000002", kcl2_row("shardId-000000000002")),
+        ("shardId-000000000003", kcl3_row("shardId-000000000003")),
+    ] {
+        client
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(original.clone()))
+            .send()
+            .await
+            .expect("PutItem");
+        let lease = store.get_lease(key).await.expect("get").expect("present");
+        assert_eq!(lease.lease_owner.as_deref(), Some("kcl-worker-1"));
+        assert_eq!(
+            (lease.lease_counter, lease.owner_switches_since_checkpoint),
+            (41, 2)
+        );
+        assert_eq!(lease.checkpoint.sub_sequence_number, 7);
+        assert_eq!(
+            lease
+                .pending_checkpoint
+                .as_ref()
+                .map(|p| p.sequence_number.as_str()),
+            Some("49590338271490256608559692538361571095921575989136588999")
+        );
+        assert_eq!(lease.parent_shard_ids.len(), 1);
+        assert_eq!(
+            lease.ending_hash_key.as_deref(),
+            Some("170141183460469231731687303715884105727")
+        );
+
+        // Take (the KCL worker's lease expired): owner, counter, one more switch, and
+        // checkpointOwner removed as KCL's take does; the rest untouched.
+        let taken = store
+            .take_lease(&lease, "chief-worker")
+            .await
+            .expect("take");
+        let item = row(&client, &table, key).await;
+        assert_eq!(item["leaseOwner"], attr_s("chief-worker"));
+        assert_eq!(item["leaseCounter"], attr_n("42"));
+        assert_eq!(item["ownerSwitchesSinceCheckpoint"], attr_n("3"));
+        assert!(!item.contains_key("checkpointOwner"), "{item:?}");
+        let taking = [
+            "leaseOwner",
+            "leaseCounter",
+            "ownerSwitchesSinceCheckpoint",
+            "checkpointOwner",
+        ];
+        assert_kcl_row(&item, &original, &taking);
+
+        let renewed = store.renew_lease(&taken).await.expect("renew");
+        assert_eq!(
+            row(&client, &table, key).await["leaseCounter"],
+            attr_n("43")
+        );
+        let checkpointed = store
+            .checkpoint(
+                &renewed,
+                &ExtendedSequenceNumber::new(
+                    "49590338271490256608559692538361571095921575989136589000",
+                    3,
+                ),
+            )
+            .await
+            .expect("checkpoint");
+        let item = row(&client, &table, key).await;
+        assert_eq!(
+            item["checkpoint"],
+            attr_s("49590338271490256608559692538361571095921575989136589000")
+        );
+        assert_eq!(item["checkpointSubSequenceNumber"], attr_n("3"));
+        assert_eq!(item["ownerSwitchesSinceCheckpoint"], attr_n("0"));
+        let checkpointing = [
+            taking.as_slice(),
+            &["checkpoint", "checkpointSubSequenceNumber"],
+        ]
+        .concat();
+        assert_kcl_row(&item, &original, &checkpointing);
+
+        store.release_lease(&checkpointed).await.expect("release");
+        let item = row(&client, &table, key).await;
+        assert!(!item.contains_key("leaseOwner"), "released: no leaseOwner");
+        assert_eq!(item["leaseCounter"], attr_n("45"));
+        assert_kcl_row(&item, &original, &checkpointing);
+    }
+
+    // A finished parent: KCL 2.3+ names its children `childShardIds`; a row written with
+    // the singular `childShardId` (KCL 2.2, chief before) reads the same and is rewritten
+    // with the right name by its next update.
+    for (key, children_attr) in [
+        ("shardId-000000000004", "childShardIds"),
+        ("shardId-000000000005", "childShardId"),
+    ] {
+        client
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(kcl_parent_row(key, children_attr)))
+            .send()
+            .await
+            .expect("PutItem");
+        let lease = store.get_lease(key).await.expect("get").expect("present");
+        assert!(lease.checkpoint.is_shard_end());
+        assert_eq!(
+            lease.child_shard_ids,
+            BTreeSet::from([
+                "shardId-000000000011".to_owned(),
+                "shardId-000000000012".to_owned()
+            ]),
+            "{children_attr}"
+        );
+        let taken = store
+            .take_lease(&lease, "chief-worker")
+            .await
+            .expect("take");
+        store.release_lease(&taken).await.expect("release");
+        let item = row(&client, &table, key).await;
+        assert_eq!(
+            item.get("childShardIds"),
+            Some(&attr_ss(&["shardId-000000000011", "shardId-000000000012"])),
+            "{children_attr}: {item:?}"
+        );
+        assert!(!item.contains_key("childShardId"), "{item:?}");
+        for (name, value) in &item {
+            assert_eq!(kcl_type(name), Some(type_of(value)), "{name}");
+        }
+    }
+
+    // What chief writes itself has only KCL's names and types.
+    let mut lease = new_lease("shardId-000000000006");
+    lease.child_shard_ids = BTreeSet::from(["shardId-000000000013".to_owned()]);
+    store.create_lease_if_absent(&lease).await.expect("create");
+    for (name, value) in &row(&client, &table, "shardId-000000000006").await {
+        assert_eq!(kcl_type(name), Some(type_of(value)), "{name}");
+    }
     let _ = client.delete_table().table_name(&table).send().await;
 }

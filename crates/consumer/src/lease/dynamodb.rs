@@ -33,8 +33,14 @@ pub mod attr {
     pub const PENDING_CHECKPOINT_SUB: &str = "pendingCheckpointSubSequenceNumber";
     /// `parentShardId` (SS).
     pub const PARENT_SHARD_ID: &str = "parentShardId";
-    /// `childShardId` (SS).
-    pub const CHILD_SHARD_ID: &str = "childShardId";
+    /// `childShardIds` (SS, plural: KCL's `CHILD_SHARD_IDS_KEY` since 2.3).
+    pub const CHILD_SHARD_IDS: &str = "childShardIds";
+    /// `childShardId` (SS, singular): what KCL 2.2 and earlier chief builds wrote. Read as
+    /// child shards too, and rewritten as [`CHILD_SHARD_IDS`] by the next update of the row.
+    pub const LEGACY_CHILD_SHARD_ID: &str = "childShardId";
+    /// `checkpointOwner` (S): KCL 3.x's graceful hand-off; a take removes it, as KCL's
+    /// `getDynamoTakeLeaseUpdate` does.
+    pub const CHECKPOINT_OWNER: &str = "checkpointOwner";
     /// `startingHashKey` (S).
     pub const STARTING_HASH_KEY: &str = "startingHashKey";
     /// `endingHashKey` (S).
@@ -92,13 +98,30 @@ impl DynamoDbLeaseStore {
 
     /// A conditional UpdateItem on `seen`: `set` values are written, `remove` attributes
     /// dropped, and the counter bumped, if counter and owner are still those of `seen`.
+    ///
+    /// Every update also rewrites the child shards under their KCL name: a row that has
+    /// them as the legacy `childShardId` gets `childShardIds` and loses the old attribute
+    /// (removing an absent attribute is a no-op), so old rows migrate without an operator.
+    /// Attributes chief does not know (`throughputKBps`, `pendingCheckpointState`, …) are
+    /// never touched.
     async fn conditional_update(
         &self,
         operation: &'static str,
         seen: &Lease,
-        set: Vec<(&'static str, AttributeValue)>,
-        remove: Vec<&'static str>,
+        mut set: Vec<(&'static str, AttributeValue)>,
+        mut remove: Vec<&'static str>,
     ) -> Result<Lease, LeaseError> {
+        let touches_children = |name: &&str| *name == attr::CHILD_SHARD_IDS;
+        if !seen.child_shard_ids.is_empty()
+            && !set.iter().map(|(name, _)| name).any(touches_children)
+            && !remove.iter().any(touches_children)
+        {
+            set.push((
+                attr::CHILD_SHARD_IDS,
+                AttributeValue::Ss(seen.child_shard_ids.iter().cloned().collect()),
+            ));
+        }
+        remove.push(attr::LEGACY_CHILD_SHARD_ID);
         let mut names = HashMap::new();
         let mut values = HashMap::new();
         names.insert("#counter".to_owned(), attr::LEASE_COUNTER.to_owned());
@@ -209,7 +232,10 @@ impl DynamoDbLeaseStore {
             checkpoint,
             pending_checkpoint,
             parent_shard_ids: get_ss(attr::PARENT_SHARD_ID)?,
-            child_shard_ids: get_ss(attr::CHILD_SHARD_ID)?,
+            child_shard_ids: get_ss(attr::CHILD_SHARD_IDS)?
+                .into_iter()
+                .chain(get_ss(attr::LEGACY_CHILD_SHARD_ID)?)
+                .collect(),
             starting_hash_key: get_s(attr::STARTING_HASH_KEY)?,
             ending_hash_key: get_s(attr::ENDING_HASH_KEY)?,
         })
@@ -262,7 +288,7 @@ pub fn to_item(lease: &Lease) -> HashMap<String, AttributeValue> {
     }
     if !lease.child_shard_ids.is_empty() {
         item.insert(
-            attr::CHILD_SHARD_ID.to_owned(),
+            attr::CHILD_SHARD_IDS.to_owned(),
             AttributeValue::Ss(lease.child_shard_ids.iter().cloned().collect()),
         );
     }
@@ -426,7 +452,7 @@ impl LeaseStore for DynamoDbLeaseStore {
                 (attr::LEASE_OWNER, s(new_owner)),
                 (attr::OWNER_SWITCHES, n(switches)),
             ],
-            Vec::new(),
+            vec![attr::CHECKPOINT_OWNER],
         )
         .await
     }
@@ -465,7 +491,7 @@ impl LeaseStore for DynamoDbLeaseStore {
                     "SetChildShards",
                     lease,
                     Vec::new(),
-                    vec![attr::CHILD_SHARD_ID],
+                    vec![attr::CHILD_SHARD_IDS],
                 )
                 .await;
         }
@@ -473,7 +499,7 @@ impl LeaseStore for DynamoDbLeaseStore {
             "SetChildShards",
             lease,
             vec![(
-                attr::CHILD_SHARD_ID,
+                attr::CHILD_SHARD_IDS,
                 AttributeValue::Ss(children.iter().cloned().collect()),
             )],
             Vec::new(),
