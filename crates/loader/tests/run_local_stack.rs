@@ -624,7 +624,8 @@ async fn duplicates_across_files_and_runs_are_ignored_and_counted() {
 #[tokio::test]
 async fn hostile_orderdata_round_trips_byte_exact() {
     let fx = Fixture::new().await;
-    let long = "x".repeat(60_000);
+    // Up to a whole Kinesis record (1 MiB): more than TEXT held, MEDIUMTEXT holds it.
+    let long = "x".repeat(1_048_000);
     let payloads: Vec<Vec<u8>> = vec![
         b"{\"orderid\":\"h-1\",\t\"tab\":\"raw tab before me\"}".to_vec(),
         b"{\"orderid\":\"h-2\",\n\"newline\":true,\r\n\"crlf\":1}".to_vec(),
