@@ -19,6 +19,9 @@ pub const PROCESSING_FAILURES: &str = "ProcessingFailures";
 /// Counter: user records of an aggregate whose hash lies outside the shard's range;
 /// kept and delivered (KCL drops the whole aggregate) (label `stream`).
 pub const RECORDS_OUTSIDE_SHARD_RANGE: &str = "RecordsOutsideShardRange";
+/// Counter: Kinesis records that start with the KPL magic but are not readable
+/// aggregates; handed over unchanged, marked `corrupt` (label `stream`).
+pub const CORRUPT_AGGREGATES: &str = "CorruptAggregates";
 /// Counter: GetRecords calls that were throttled (label `stream`).
 pub const GET_RECORDS_THROTTLED: &str = "GetRecordsThrottled";
 /// Counter: shard iterators that expired and were renewed from the last position read.

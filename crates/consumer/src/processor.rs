@@ -29,6 +29,12 @@ pub struct ConsumedRecord {
     pub data: Bytes,
     /// When Kinesis took the Kinesis record.
     pub approximate_arrival: Option<SystemTime>,
+    /// Set when the Kinesis record starts with the KPL magic but is not a readable
+    /// aggregate (bad MD5, bad protobuf…): why. Such a record is handed over unchanged as
+    /// one user record, as the KCL does, so that the processor can dead-letter it; the
+    /// consumer counts it (`CorruptAggregates`) and logs it with its shard and sequence
+    /// number.
+    pub corrupt: Option<String>,
 }
 
 impl ConsumedRecord {

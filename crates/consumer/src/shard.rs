@@ -376,10 +376,23 @@ impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
                 explicit_hash_key: None,
                 data: r.data.clone(),
             });
+            let mut corrupt = None;
             let aggregated = match records.kind() {
                 chief_aggregation::RecordKind::Aggregate { user_records } => {
                     out.reserve(*user_records);
                     true
+                }
+                chief_aggregation::RecordKind::Corrupt(why) => {
+                    metrics::counter!(m::CORRUPT_AGGREGATES, "stream" => self.config.stream.clone())
+                        .increment(1);
+                    tracing::warn!(
+                        sequence_number = %r.sequence_number,
+                        error = %why,
+                        "corrupt KPL aggregate: handed to the processor unchanged, marked corrupt"
+                    );
+                    corrupt = Some(format!("corrupt KPL aggregate: {why}"));
+                    out.reserve(1);
+                    false
                 }
                 _ => {
                     out.reserve(1);
@@ -405,6 +418,7 @@ impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
                     explicit_hash_key: d.record.explicit_hash_key,
                     data: d.record.data,
                     approximate_arrival: r.approximate_arrival,
+                    corrupt: corrupt.clone(),
                 });
             }
         }

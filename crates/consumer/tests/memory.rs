@@ -166,6 +166,47 @@ async fn aggregate_records_hashing_outside_the_shard_are_kept() {
     w.stop().await;
 }
 
+#[tokio::test]
+async fn a_corrupt_aggregate_is_handed_over_marked_and_the_shard_goes_on() {
+    let m = mem(1);
+    let mut agg = Aggregator::new();
+    for i in 0..3 {
+        assert!(
+            agg.add(UserRecord::new("k", format!("k:{i}")))
+                .expect("add")
+                .is_none()
+        );
+    }
+    let mut corrupt = agg.flush().expect("aggregate").data.to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff; // the MD5 no longer matches
+    let entries = [b"k:0".to_vec(), corrupt.clone(), b"k:1".to_vec()]
+        .into_iter()
+        .map(|data| PutEntry {
+            partition_key: "k".into(),
+            explicit_hash_key: None,
+            data: data.into(),
+        })
+        .collect();
+    let put = m.streams.put_records(STREAM, entries).await.expect("put");
+    assert!(put.iter().all(Result::is_ok));
+    let w = start(&m, fast_config(STREAM, "t", "w"), Checkpointing::EveryBatch);
+    wait_for(30, "the 3 records", || async { w.probe.count() >= 3 }).await;
+    let seen = w.probe.seen();
+    let keys: Vec<&str> = seen.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "k",
+            format!("corrupt ({} bytes): corrupt KPL aggregate: aggregate MD5 does not match its protobuf", corrupt.len()).as_str(),
+            "k"
+        ],
+        "in order, the corrupt one whole and marked"
+    );
+    assert_eq!(seen[1].sub, 0);
+    w.stop().await;
+}
+
 // The same scenarios read through enhanced fan-out (SubscribeToShard) instead of polling.
 
 #[tokio::test]

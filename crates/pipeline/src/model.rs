@@ -1276,6 +1276,22 @@ mod tests {
     }
 
     #[test]
+    fn a_kpl_aggregate_is_never_a_record() {
+        // The KPL magic F3 89 9A C2 is not UTF-8 (C2 where a continuation byte must
+        // be), so a corrupt aggregate the consumer hands over as it is gets dead-lettered.
+        let corrupt = [0xf3, 0x89, 0x9a, 0xc2, b'{', b'}'];
+        for err in [
+            Order::parse(&corrupt).expect_err("order"),
+            JobResult::parse(&corrupt).expect_err("job result"),
+        ] {
+            assert!(
+                matches!(err, ModelError::InvalidUtf8 { offset: 0, .. }),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
     fn only_an_object_is_a_record() {
         for (input, found) in [
             (&br#"["x"]"#[..], "an array"),

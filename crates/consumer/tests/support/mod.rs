@@ -132,6 +132,17 @@ impl RecordProcessor for TestProcessor {
             .records
             .iter()
             .map(|r| {
+                if let Some(why) = &r.corrupt {
+                    // A corrupt aggregate handed over as it is: note why, and its bytes' length.
+                    return Seen {
+                        shard: self.shard.clone(),
+                        key: format!("corrupt ({} bytes): {why}", r.data.len()),
+                        index: u64::MAX,
+                        seq: r.sequence_number.clone(),
+                        sub: r.sub_sequence_number,
+                        worker: self.worker.clone(),
+                    };
+                }
                 let text = String::from_utf8_lossy(&r.data);
                 let index = text
                     .rsplit(':')
