@@ -58,7 +58,8 @@ pub struct RecordSuccess {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FailureReason {
-    /// Its time to live (`record_ttl_ms`) ran out before a successful attempt.
+    /// Its time to live (`record_ttl_ms`), or the retry deadline (`retry.deadline_ms`,
+    /// counted from its first attempt, when not 0), ran out before a successful attempt.
     Expired,
     /// Kinesis refused it for good (for example the stream does not exist).
     Rejected {

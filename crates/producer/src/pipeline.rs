@@ -665,11 +665,11 @@ impl<C: StreamClient> Pipeline<C> {
                         self.fail_entry(entry, FailureReason::Throttled);
                         continue;
                     }
-                    if entry.deadline <= now {
+                    let delay = self.config.retry.jittered(entry.attempts.len() as u32);
+                    if entry.deadline <= now || self.past_retry_deadline(&entry, delay) {
                         self.fail_entry(entry, FailureReason::Expired);
                         continue;
                     }
-                    let delay = self.config.retry.jittered(entry.attempts.len() as u32);
                     entry.not_before = now + delay;
                     entry.waiting_since = now;
                     if throttled
@@ -687,6 +687,17 @@ impl<C: StreamClient> Pipeline<C> {
                 None => self.reroute(entry, now, true),
             }
         }
+    }
+
+    /// Whether a retry `delay` from now would start past `retry.deadline_ms` (when set)
+    /// after the entry's first attempt: then it is not retried, whatever is left of its
+    /// time to live.
+    fn past_retry_deadline(&self, entry: &Entry, delay: Duration) -> bool {
+        entry
+            .attempts
+            .first()
+            .and_then(|first| first.started.elapsed().ok())
+            .is_some_and(|elapsed| !self.config.retry.allows(elapsed + delay))
     }
 
     /// Predicts an entry's records again on the current map (its shard is gone).

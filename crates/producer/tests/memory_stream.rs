@@ -289,6 +289,39 @@ async fn a_stream_that_never_accepts_fails_every_record_back_after_its_ttl() {
 }
 
 #[tokio::test]
+async fn retries_stop_at_the_retry_deadline_before_the_ttl() {
+    let (memory, mut config) = never_accepting(6);
+    config.record_ttl_ms = 30_000;
+    config.retry.deadline_ms = 300;
+    let producer = Producer::start(memory.clone(), STREAM, config)
+        .await
+        .expect("start");
+    let input = records(100, 10);
+    let started = std::time::Instant::now();
+    let outcomes = send_all(&producer, &input).await;
+    let elapsed = started.elapsed();
+    producer.shutdown().await;
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "the 300 ms retry deadline, not the 30 s TTL, ended them: {elapsed:?}"
+    );
+    for o in outcomes {
+        let f = o.expect_err("every record fails");
+        assert_eq!(f.reason, FailureReason::Expired);
+        let first = f.attempts.first().expect("attempted").started;
+        let last = f.attempts.last().expect("attempted").started;
+        let span = last.duration_since(first).unwrap_or_default();
+        assert!(f.attempts.len() >= 2, "retried: {}", f.attempts.len());
+        assert!(
+            // No retry planned past the deadline (100 ms of slack for the scheduler).
+            span < Duration::from_millis(400),
+            "no retry started past the deadline: {span:?}"
+        );
+    }
+    assert_eq!(memory.stats().entries_written, 0);
+}
+
+#[tokio::test]
 async fn a_stalled_stream_keeps_the_buffer_under_its_bound_while_send_waits() {
     let memory = MemoryStreams::new(9);
     memory.create_stream(STREAM, 4);
