@@ -110,6 +110,12 @@ pub enum SendError {
         /// The record.
         record: UserRecord,
     },
+    /// `try_send` only: the buffer is full now.
+    #[error("the producer's buffer is full")]
+    Full {
+        /// The record.
+        record: UserRecord,
+    },
 }
 
 /// `send_batch` refused a batch; every record of it is handed back, in order.
@@ -174,7 +180,9 @@ impl SendError {
     pub fn into_record(self) -> UserRecord {
         match self {
             Self::Invalid(e) => e.into_record(),
-            Self::LargerThanBuffer { record, .. } | Self::Closed { record } => record,
+            Self::LargerThanBuffer { record, .. }
+            | Self::Closed { record }
+            | Self::Full { record } => record,
         }
     }
 }
@@ -242,7 +250,8 @@ pub struct Producer {
     counters: Arc<Counters>,
     bound: usize,
     max_records: usize,
-    task: JoinHandle<()>,
+    /// The producer task, until the first `shutdown` has waited for it.
+    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Producer {
@@ -297,7 +306,7 @@ impl Producer {
             counters,
             bound,
             max_records,
-            task,
+            task: tokio::sync::Mutex::new(Some(task)),
         })
     }
 
@@ -323,6 +332,39 @@ impl Producer {
         if !self.reserve(1, cost as u32).await {
             return Err(SendError::Closed { record });
         }
+        self.submit_one(record, cost)
+    }
+
+    /// As [`send`](Producer::send), but never waits: a record that does not fit the buffer
+    /// now is handed back at once ([`SendError::Full`]), for callers that would rather
+    /// shed or divert load than block.
+    pub fn try_send(&self, record: UserRecord) -> Result<RecordReceipt, SendError> {
+        let record = record.validate()?;
+        let cost = buffer_cost(&record);
+        if cost > self.bound {
+            return Err(SendError::LargerThanBuffer {
+                record,
+                cost,
+                bound: self.bound,
+            });
+        }
+        if self.budget.records.is_closed() {
+            return Err(SendError::Closed { record });
+        }
+        // cost ≤ bound ≤ usize and a single record is ≤ 1 MiB + keys: fits u32.
+        let Ok(records) = self.budget.records.try_acquire_many(1) else {
+            return Err(self.full_or_closed(record));
+        };
+        let Ok(bytes) = self.budget.bytes.try_acquire_many(cost as u32) else {
+            return Err(self.full_or_closed(record));
+        };
+        records.forget();
+        bytes.forget();
+        self.submit_one(record, cost)
+    }
+
+    /// Hands one record whose room is reserved to the producer task.
+    fn submit_one(&self, record: UserRecord, cost: usize) -> Result<RecordReceipt, SendError> {
         let (reply, rx) = oneshot::channel();
         let incoming = Incoming::One {
             record,
@@ -337,6 +379,14 @@ impl Producer {
             unreachable!("the message sent is the one handed back");
         }
         Ok(RecordReceipt { rx })
+    }
+
+    fn full_or_closed(&self, record: UserRecord) -> SendError {
+        if self.budget.records.is_closed() || self.budget.bytes.is_closed() {
+            SendError::Closed { record }
+        } else {
+            SendError::Full { record }
+        }
     }
 
     /// Hands many records to the producer at once: one wait for buffer room and one
@@ -471,15 +521,19 @@ impl Producer {
     }
 
     /// Stops taking records, sends everything buffered (retrying within each record's
-    /// TTL), and returns when every record has its outcome.
-    pub async fn shutdown(self) -> ProducerStats {
+    /// TTL), and returns when every record has its outcome. Callable from a shared handle
+    /// (`Arc<Producer>`), by any number of tasks: each returns once the producer is done.
+    pub async fn shutdown(&self) -> ProducerStats {
         self.budget.records.close();
         self.budget.bytes.close();
         let _ = self.control.send(Control::Shutdown);
-        let Self { task, counters, .. } = self;
-        if let Err(e) = task.await {
+        // Held across the wait: a second caller waits here until the first is done.
+        let mut task = self.task.lock().await;
+        if let Some(handle) = task.take()
+            && let Err(e) = handle.await
+        {
             tracing::error!(error = %e, "producer task ended abnormally");
         }
-        snapshot(&counters)
+        snapshot(&self.counters)
     }
 }

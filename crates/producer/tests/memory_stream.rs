@@ -378,6 +378,61 @@ async fn a_stalled_stream_keeps_the_buffer_under_its_bound_while_send_waits() {
 }
 
 #[tokio::test]
+async fn try_send_hands_a_record_back_at_once_when_the_buffer_is_full_and_shutdown_is_shared() {
+    let memory = MemoryStreams::new(10);
+    memory.create_stream(STREAM, 2);
+    let config = ProducerConfig {
+        buffer_max_records: 100,
+        ..ProducerConfig::default()
+    };
+    let producer = Arc::new(
+        Producer::start(memory.clone(), STREAM, config)
+            .await
+            .expect("start"),
+    );
+    memory.set_faults(Faults {
+        stall: true,
+        ..Faults::default()
+    });
+    let input = records(150, 10);
+    let mut receipts = Vec::new();
+    let mut handed_back = Vec::new();
+    let started = std::time::Instant::now();
+    for r in &input {
+        match producer.try_send(r.clone()) {
+            Ok(receipt) => receipts.push(receipt),
+            Err(SendError::Full { record }) => handed_back.push(record),
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "try_send never waits: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        receipts.len(),
+        100,
+        "exactly the buffer's 100 records taken"
+    );
+    assert_eq!(handed_back, input[100..], "the rest handed back, in order");
+
+    // Two holders of the producer shut it down at once; both see the same end.
+    memory.set_faults(Faults::default());
+    let other = producer.clone();
+    let (a, b) = tokio::join!(producer.shutdown(), other.shutdown());
+    assert_eq!((a.put, a.failed), (100, 0));
+    assert_eq!((b.put, b.failed), (100, 0));
+    for r in receipts {
+        r.await.expect("put");
+    }
+    assert!(matches!(
+        producer.try_send(input[0].clone()),
+        Err(SendError::Closed { .. })
+    ));
+}
+
+#[tokio::test]
 async fn a_split_during_production_loses_nothing_and_later_records_land_on_the_children() {
     let memory = MemoryStreams::new(11);
     memory.create_stream(STREAM, 2);
