@@ -17,12 +17,11 @@ pub struct AwsSection {
     pub aws: AwsConfig,
 }
 
-/// Loads `[aws]` from the config files (none: defaults and the default credential chain).
+/// Loads `[aws]` from the config files, then the `CHIEF__AWS__…` variables (with no file:
+/// the defaults, the variables and the default credential chain).
 pub fn aws_config(config: &[PathBuf]) -> anyhow::Result<AwsConfig> {
-    if config.is_empty() {
-        return Ok(AwsConfig::default());
-    }
-    let section: AwsSection = chief_config::load(config).context("loading the config")?;
+    let section: AwsSection = chief_config::load(config)
+        .context("loading the config (--config files and CHIEF__ variables)")?;
     Ok(section.aws)
 }
 

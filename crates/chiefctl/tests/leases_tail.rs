@@ -76,6 +76,58 @@ async fn leases_prints_one_json_line_per_lease() {
 }
 
 #[tokio::test]
+async fn leases_reads_chief_variables_without_a_config_file_and_fails_in_one_readable_line() {
+    let stack = LocalStack::require();
+    let clients = AwsClients::new(&stack.aws).await;
+    let table = format!("chiefctl-env-{}", uuid::Uuid::new_v4().simple());
+    let store = DynamoDbLeaseStore::new(clients.dynamodb(), &table);
+    store.ensure_table().await.expect("table");
+    let lease = Lease::new("shardId-000000000000", ExtendedSequenceNumber::new("1", 0));
+    store.create_lease_if_absent(&lease).await.expect("create");
+    let endpoint = stack.aws.dynamodb.endpoint.clone().expect("endpoint");
+    let run = |endpoint: &str| {
+        Command::new(env!("CARGO_BIN_EXE_chiefctl"))
+            .args(["leases", "--table", &table])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ACCESS_KEY_ID", "chief-local")
+            .env("AWS_SECRET_ACCESS_KEY", "chief-local")
+            .env("CHIEF__AWS__REGION", "us-east-1")
+            .env("CHIEF__AWS__DYNAMODB__ENDPOINT", endpoint)
+            .output()
+            .expect("run chiefctl")
+    };
+    // No --config: the endpoint comes from CHIEF__AWS__DYNAMODB__ENDPOINT.
+    let out = run(&endpoint);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.contains("shardId-000000000000"), "{stdout}");
+    // Nothing listens there: one line saying what failed, no Debug dump.
+    let out = run("http://127.0.0.1:9");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("chiefctl leases: "), "{stderr}");
+    assert!(stderr.contains(&table), "names the table: {stderr}");
+    assert!(
+        !stderr.contains(" { ") && !stderr.contains("Some("),
+        "no Debug dump: {stderr}"
+    );
+    let _ = clients
+        .dynamodb()
+        .delete_table()
+        .table_name(&table)
+        .send()
+        .await;
+}
+
+#[tokio::test]
 async fn tail_prints_deaggregated_records_from_trim_horizon() {
     let stack = LocalStack::require();
     let clients = AwsClients::new(&stack.aws).await;

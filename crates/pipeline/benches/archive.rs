@@ -1,7 +1,8 @@
 //! Archive path benchmark (`cargo bench -p chief-pipeline`), on one core (a
 //! current-thread runtime): orders/s through parse (`orderid`) → de-duplication window →
 //! `LOAD DATA` encoding → batching into an in-memory object sink, with 10 % duplicates
-//! and orders shaped like `chief-datagen`'s (about 370 bytes of JSON each).
+//! and orders shaped like `chief-datagen`'s (about 370 bytes of JSON each); then the gate
+//! alone: the id-only read against the whole record contract, on the same orders.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,6 +11,7 @@ use chief_pipeline::archive::{
     ArchiveConfig, ArchiveRecord, RecordPosition, RowKind, ShardArchiver,
 };
 use chief_pipeline::dedup::{DedupConfig, DedupWindow};
+use chief_pipeline::model::{Order, OrderId};
 use chief_pipeline::object_sink::MemoryObjectSink;
 use chrono::{DateTime, Utc};
 
@@ -103,4 +105,28 @@ fn main() {
         sink.keys().len()
     );
     assert_eq!(dedup.hits(), ORDERS / 10);
+
+    // The gate alone, same records, same run: reading only `orderid` (what the executors
+    // did before the record contract) against the whole contract (`Order::parse`: UTF-8,
+    // one object, no field twice, the fields and their ranges).
+    let gate = |name: &str, check: &dyn Fn(&[u8]) -> bool| {
+        let started = Instant::now();
+        let valid = records.iter().filter(|r| check(r)).count();
+        let elapsed = started.elapsed();
+        assert_eq!(valid, records.len(), "{name}: every order is valid");
+        let rate = ORDERS as f64 / elapsed.as_secs_f64();
+        println!(
+            "gate {name}, 1 core: {rate:.0} orders/s ({:.2} s)",
+            elapsed.as_secs_f64()
+        );
+        rate
+    };
+    let id_only = gate("OrderId::from_json", &|r| OrderId::from_json(r).is_ok());
+    let contract = gate("Order::parse (the record contract)", &|r| {
+        Order::parse(r).is_ok()
+    });
+    println!(
+        "the contract costs {:.2}x the id-only read per order",
+        id_only / contract
+    );
 }

@@ -115,3 +115,21 @@ impl PutEntryError {
         self.code == Self::THROTTLED || self.code.contains("Throttling")
     }
 }
+
+/// An SDK error and its causes on one readable line (`a: b: c`), for logs and error
+/// messages. `Debug` would spell out connector state or the whole credential chain, and
+/// the SDK's `DisplayErrorContext` appends that `Debug` too.
+pub fn error_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // Some layers repeat their cause in their own message.
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}

@@ -100,17 +100,15 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let stream = stream.to_owned();
+    // One readable line with every cause (a Debug dump would spell out the whole
+    // credential chain or connector state).
+    let context = crate::error_line(&err);
     match err {
         SdkError::TimeoutError(_) => StreamError::Timeout { operation, stream },
-        SdkError::DispatchFailure(e) => StreamError::Transport {
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => StreamError::Transport {
             operation,
             stream,
-            message: format!("{e:?}"),
-        },
-        SdkError::ResponseError(e) => StreamError::Transport {
-            operation,
-            stream,
-            message: format!("{e:?}"),
+            message: context,
         },
         SdkError::ServiceError(e) => {
             let server_fault = e.raw().status().as_u16() >= 500;

@@ -63,28 +63,33 @@ impl DynamoDbLeaseStore {
         }
     }
 
-    fn store_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
-        &self,
-        operation: &'static str,
-        err: &SdkError<E, R>,
-    ) -> LeaseError {
+    fn store_error<E, R>(&self, operation: &'static str, err: &SdkError<E, R>) -> LeaseError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+    {
         LeaseError::Store {
             operation,
             table: self.table.clone(),
             message: match (err.code(), err.message()) {
                 (Some(code), Some(message)) => format!("{code}: {message}"),
                 (Some(code), None) => code.to_owned(),
-                _ => format!("{err:?}"),
+                // One readable line with every cause, not a Debug dump.
+                _ => chief_stream::error_line(err),
             },
         }
     }
 
-    fn classify<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    fn classify<E, R>(
         &self,
         operation: &'static str,
         lease_key: &str,
         err: &SdkError<E, R>,
-    ) -> LeaseError {
+    ) -> LeaseError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+    {
         if err.code() == Some("ConditionalCheckFailedException") {
             LeaseError::Conflict {
                 operation,
