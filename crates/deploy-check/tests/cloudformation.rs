@@ -13,7 +13,7 @@ use chief_deploy_check::userdata;
 use chief_deploy_check::workspace_root;
 use chief_executors::{Executor, ExecutorConfig};
 use chief_loader::LoaderConfig;
-use chief_producer::app::ProducerAppConfig;
+use chief_producer_cli::app::ProducerAppConfig;
 use serde_json::{Value, json};
 use support::*;
 

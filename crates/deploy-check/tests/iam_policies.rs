@@ -335,3 +335,52 @@ fn bootstrap_policies_allow_exactly_the_aws_cli_calls_of_the_user_data() {
         }
     }
 }
+
+#[test]
+fn the_producer_library_links_no_pipeline_model_generator_or_sink() {
+    // A service that adds `chief-producer` to its Cargo.toml gets the producer, the
+    // aggregation format and the stream client, not the executors' model and sinks
+    // (S3 archive, Elasticsearch), the fake-data generator or a command line: those
+    // belong to the `chief-producer` binary (crate `chief-producer-cli`).
+    let root = chief_deploy_check::workspace_root();
+    let ws = Workspace::load(&root).unwrap_or_else(|e| panic!("{e}"));
+    let linked: Vec<&str> = ws
+        .linked_members("chief-producer")
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(
+        linked,
+        [
+            "chief-aggregation",
+            "chief-config",
+            "chief-producer",
+            "chief-stream"
+        ]
+    );
+    let package = ws
+        .package_of("chief-producer")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        package.name, "chief-producer-cli",
+        "the binary is its own crate"
+    );
+    let library = ws
+        .linked_members("chief-producer")
+        .into_iter()
+        .find(|p| p.name == "chief-producer")
+        .expect("the library");
+    for dep in [
+        "fake",
+        "elasticsearch",
+        "clap",
+        "aws-sdk-s3",
+        "chief-pipeline",
+        "chief-datagen",
+    ] {
+        assert!(
+            !library.deps.iter().any(|d| d == dep),
+            "chief-producer depends on {dep}"
+        );
+    }
+}

@@ -27,7 +27,6 @@
 //! takes a later entry of the same shard in that call, the later one lands first. Set
 //! `max_entries_per_shard_per_call = 1` to rule that out too.
 
-pub mod app;
 mod config;
 mod limiter;
 mod outcome;

@@ -179,7 +179,7 @@ pub fn uses(template: &Value, binary: &str) -> Uses {
     let mut uses = Uses::default();
     match binary {
         "chief-producer" => {
-            let config: chief_producer::app::ProducerAppConfig =
+            let config: chief_producer_cli::app::ProducerAppConfig =
                 chief_config::load_str(&text, &settings)
                     .unwrap_or_else(|e| panic!("{binary} with its instance settings: {e}"));
             uses.metrics_namespace = config.metrics.cloudwatch.map(|c| c.namespace);

@@ -18,7 +18,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Producer, ProducerConfig, ProducerError, RecordReceipt, UserRecord};
+use chief_producer::{Producer, ProducerConfig, ProducerError, RecordReceipt, UserRecord};
 
 /// `config/producer.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

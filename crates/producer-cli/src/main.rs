@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chief_config::aws::AwsClients;
-use chief_producer::app::{self, GenerateSpec, ProducerAppConfig, RecordKind, Source};
+use chief_producer_cli::app::{self, GenerateSpec, ProducerAppConfig, RecordKind, Source};
 use chief_stream::KinesisClient;
 use clap::Parser;
 
