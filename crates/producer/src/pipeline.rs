@@ -612,13 +612,16 @@ impl<C: StreamClient> Pipeline<C> {
                 })
                 .collect(),
             Err(e) => {
-                self.metrics.error(e.code());
+                // Counted per Kinesis record below (each failed record once per attempt),
+                // not once more for the call.
                 if !e.is_retryable() {
                     let reason = FailureReason::Rejected {
                         code: e.code().to_owned(),
                         message: e.to_string(),
                     };
                     for mut entry in entries {
+                        self.metrics.error(e.code());
+                        self.metrics.all_errors.increment(1);
                         let a = attempt(
                             &entry,
                             Some(AttemptError {
