@@ -99,7 +99,30 @@ impl<S: LeaseStore> HeldLease<S> {
                 *lease = renewed;
                 *self.last_renewal.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
             }
-            Err(e) if e.is_conflict() => self.lose("renewal conflict"),
+            Err(e) if e.is_conflict() => {
+                // An earlier renewal that timed out may have been written after all: then
+                // the row holds our owner and the counter one past our view (KCL checks
+                // the same before it gives a lease up).
+                let recovered = match self.store.get_lease(&lease.lease_key).await {
+                    Ok(Some(current))
+                        if current.lease_owner.as_deref() == Some(self.worker_id.as_str())
+                            && current.lease_counter == lease.lease_counter + 1 =>
+                    {
+                        Some(current)
+                    }
+                    _ => None,
+                };
+                match recovered {
+                    Some(current) => {
+                        tracing::info!(stream = %self.stream, shard_id = %self.shard_id, lease_owner = %self.worker_id,
+                            "renewal conflict from our own earlier renewal; recovered");
+                        *lease = current;
+                        *self.last_renewal.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Instant::now();
+                    }
+                    None => self.lose("renewal conflict"),
+                }
+            }
             Err(e) => {
                 let since = self
                     .last_renewal
@@ -110,6 +133,30 @@ impl<S: LeaseStore> HeldLease<S> {
                 if since >= failover {
                     self.lose("renewals failed for longer than the failover time");
                 }
+            }
+        }
+    }
+
+    /// [`renew`](Self::renew), given at most `timeout`: a call still unanswered then counts
+    /// as a failed renewal (the lease is lost only after `failover` without a success).
+    pub(crate) async fn renew_within(
+        &self,
+        failover: std::time::Duration,
+        timeout: std::time::Duration,
+    ) {
+        if tokio::time::timeout(timeout, self.renew(failover))
+            .await
+            .is_err()
+        {
+            let since = self
+                .last_renewal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed();
+            tracing::warn!(stream = %self.stream, shard_id = %self.shard_id, lease_owner = %self.worker_id,
+                timeout_ms = timeout.as_millis() as u64, "lease renewal timed out");
+            if since >= failover {
+                self.lose("renewals failed for longer than the failover time");
             }
         }
     }

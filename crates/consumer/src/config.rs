@@ -60,6 +60,12 @@ pub struct ConsumerConfig {
     /// How often held leases are renewed, in milliseconds. Default 0, meaning
     /// `failover_time_ms / 3` as KCL.
     pub lease_renewal_interval_ms: u64,
+    /// The longest one lease renewal call may take, in milliseconds; a call still
+    /// unanswered then counts as failed (the lease is lost only after `failover_time_ms`
+    /// without a successful renewal). Renewals run on their own, concurrently, never
+    /// behind a shard sync, a Scan or a parent check. Default 0, meaning half the
+    /// renewal interval.
+    pub lease_call_timeout_ms: u64,
     /// How often the worker looks for leases to take (expired, released, or one to steal),
     /// in milliseconds. Default 0, meaning `2 × failover_time_ms` as KCL.
     pub lease_taking_interval_ms: u64,
@@ -103,6 +109,7 @@ impl Default for ConsumerConfig {
             fan_out_end_check_ms: 10_000,
             failover_time_ms: 10_000,
             lease_renewal_interval_ms: 0,
+            lease_call_timeout_ms: 0,
             lease_taking_interval_ms: 0,
             max_leases_per_worker: 0,
             shard_sync_interval_ms: 60_000,
@@ -135,6 +142,14 @@ impl ConsumerConfig {
     pub fn renewal_interval(&self) -> Duration {
         match self.lease_renewal_interval_ms {
             0 => self.failover() / 3,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    /// The time one renewal call may take (half the renewal interval unless set).
+    pub fn lease_call_timeout(&self) -> Duration {
+        match self.lease_call_timeout_ms {
+            0 => self.renewal_interval() / 2,
             ms => Duration::from_millis(ms),
         }
     }

@@ -62,6 +62,46 @@ pub struct Scheduler<C, S, F> {
     factory: Arc<F>,
 }
 
+impl<C, S, F> Drop for Worker<C, S, F> {
+    /// A dropped scheduler future (a kill) stops renewing at once, so that its leases
+    /// expire after the failover time as they must.
+    fn drop(&mut self) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+    }
+}
+
+/// The held leases as the renewer task sees them.
+type Registry<S> = Arc<std::sync::Mutex<HashMap<String, Arc<HeldLease<S>>>>>;
+
+/// Renews every lease in `registry` every `every`, all at once, each call bounded by
+/// `timeout`: on its own task, so that a slow shard sync, Scan, take or parent check never
+/// delays a renewal (and never costs a lease).
+async fn renew_forever<S: LeaseStore>(
+    registry: Registry<S>,
+    every: Duration,
+    failover: Duration,
+    timeout: Duration,
+) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let leases: Vec<Arc<HeldLease<S>>> = registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut renewals = JoinSet::new();
+        for held in leases {
+            renewals.spawn(async move { held.renew_within(failover, timeout).await });
+        }
+        while renewals.join_next().await.is_some() {}
+    }
+}
+
 /// What the worker remembers of a lease it does not hold: when its counter last moved.
 #[derive(Debug)]
 struct Seen {
@@ -77,6 +117,10 @@ struct Worker<C, S, F> {
     store: Arc<S>,
     factory: Arc<F>,
     held: HashMap<String, Arc<HeldLease<S>>>,
+    /// The same leases, for the renewer task (kept in step by `hold` / `unhold`).
+    renewing: Registry<S>,
+    /// The renewer task: renews `renewing` on its own schedule.
+    renewer: Option<tokio::task::JoinHandle<()>>,
     running: HashSet<String>,
     /// Which shard each task processes (to clean up after a panicking processor).
     task_shards: HashMap<tokio::task::Id, String>,
@@ -136,6 +180,8 @@ where
             store: self.store,
             factory: self.factory,
             held: HashMap::new(),
+            renewing: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            renewer: None,
             running: HashSet::new(),
             task_shards: HashMap::new(),
             synced: false,
@@ -182,6 +228,15 @@ where
         }
         tracing::info!(table = %table, fetcher = ?self.config.fetcher, "worker starting");
         let renew_every = self.config.renewal_interval();
+        self.renewer = Some(tokio::spawn(
+            renew_forever(
+                self.renewing.clone(),
+                renew_every,
+                self.config.failover(),
+                self.config.lease_call_timeout(),
+            )
+            .in_current_span(),
+        ));
         let take_every = self.config.taking_interval();
         let sync_every = self.config.shard_sync_interval();
         let now = Instant::now();
@@ -191,7 +246,8 @@ where
         while !shutdown.is_cancelled() {
             let now = Instant::now();
             if now >= next_renew {
-                self.renew().await;
+                // The renewer task renews; here lost leases are let go.
+                self.drop_lost();
                 next_renew = now + renew_every;
             }
             if sync_now || now >= next_sync {
@@ -254,14 +310,14 @@ where
                 let shard_id = self.task_shards.remove(&e.id()).unwrap_or_default();
                 tracing::error!(shard_id = %shard_id, error = %e, "shard task failed; releasing its lease");
                 self.running.remove(&shard_id);
-                if let Some(held) = self.held.remove(&shard_id) {
+                if let Some(held) = self.unhold(&shard_id) {
                     held.release(None).await;
                 }
                 return false;
             }
         };
         self.running.remove(&shard_id);
-        let held = self.held.remove(&shard_id);
+        let held = self.unhold(&shard_id);
         match outcome {
             ShardOutcome::Ended(children) => {
                 if let Some(held) = held {
@@ -276,18 +332,30 @@ where
             }
             ShardOutcome::ShutDown => {
                 if let Some(held) = held {
-                    self.held.insert(shard_id, held);
+                    self.hold(shard_id, held);
                 }
                 false
             }
         }
     }
 
-    async fn renew(&mut self) {
-        let failover = self.config.failover();
-        for held in self.held.values() {
-            held.renew(failover).await;
-        }
+    fn hold(&mut self, shard_id: String, held: Arc<HeldLease<S>>) {
+        self.renewing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(shard_id.clone(), held.clone());
+        self.held.insert(shard_id, held);
+    }
+
+    fn unhold(&mut self, shard_id: &str) -> Option<Arc<HeldLease<S>>> {
+        self.renewing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(shard_id);
+        self.held.remove(shard_id)
+    }
+
+    fn drop_lost(&mut self) {
         // A lost lease whose task is not running (waiting for parents) is dropped here;
         // a running one is dropped when its task reports.
         let lost: Vec<String> = self
@@ -297,7 +365,7 @@ where
             .map(|(id, _)| id.clone())
             .collect();
         for id in lost {
-            self.held.remove(&id);
+            self.unhold(&id);
         }
     }
 
@@ -495,7 +563,7 @@ where
                     &self.worker_id,
                     taken,
                 );
-                self.held.insert(lease.lease_key.clone(), Arc::new(held));
+                self.hold(lease.lease_key.clone(), Arc::new(held));
             }
             Err(e) if e.is_conflict() => {
                 tracing::debug!(shard_id = %lease.lease_key, "lease changed before it could be taken");
@@ -617,17 +685,17 @@ where
     async fn stop(&mut self) {
         tracing::info!(leases = self.held.len(), "worker stopping");
         self.stop_shards.cancel();
-        let renew_every = self.config.renewal_interval();
-        let mut next_renew = Instant::now() + renew_every;
-        while !self.tasks.is_empty() {
-            tokio::select! {
-                Some(done) = self.tasks.join_next_with_id() => { self.finished(done).await; }
-                () = tokio::time::sleep_until(next_renew.into()) => {
-                    self.renew().await;
-                    next_renew = Instant::now() + renew_every;
-                }
-            }
+        // The renewer keeps the leases while the processors finish their batches.
+        while let Some(done) = self.tasks.join_next_with_id().await {
+            self.finished(done).await;
         }
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+        self.renewing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         for held in std::mem::take(&mut self.held).into_values() {
             held.release(None).await;
         }
