@@ -69,6 +69,13 @@ pub struct ConsumerConfig {
     /// How often the worker looks for leases to take (expired, released, or one to steal),
     /// in milliseconds. Default 0, meaning `2 × failover_time_ms` as KCL.
     pub lease_taking_interval_ms: u64,
+    /// How often the worker looks for released leases (those a worker gave up on a
+    /// graceful stop, or at a shard's end) to claim them, in milliseconds: each look is
+    /// one Scan of the lease table (eventually consistent reads of every row; with 2,000
+    /// leases about 75 read units), so a fleet of many workers on a large table may want
+    /// it slower. Default 0, meaning 1 s or the renewal interval if shorter: released
+    /// leases are taken within about a second at the defaults.
+    pub lease_claim_interval_ms: u64,
     /// Most leases one worker holds. Default 0, meaning no limit.
     pub max_leases_per_worker: usize,
     /// How often shards and leases are synchronised, in milliseconds (also done when a
@@ -111,6 +118,7 @@ impl Default for ConsumerConfig {
             lease_renewal_interval_ms: 0,
             lease_call_timeout_ms: 0,
             lease_taking_interval_ms: 0,
+            lease_claim_interval_ms: 0,
             max_leases_per_worker: 0,
             shard_sync_interval_ms: 60_000,
             max_records: 10_000,
@@ -150,6 +158,14 @@ impl ConsumerConfig {
     pub fn lease_call_timeout(&self) -> Duration {
         match self.lease_call_timeout_ms {
             0 => self.renewal_interval() / 2,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    /// How often released leases are claimed (`min(1 s, renewal interval)` unless set).
+    pub fn claim_interval(&self) -> Duration {
+        match self.lease_claim_interval_ms {
+            0 => self.renewal_interval().min(Duration::from_secs(1)),
             ms => Duration::from_millis(ms),
         }
     }

@@ -241,7 +241,8 @@ where
         let sync_every = self.config.shard_sync_interval();
         let now = Instant::now();
         let (mut next_renew, mut next_take, mut next_sync) = (now + renew_every, now, now);
-        let mut next_claim = now + renew_every;
+        let claim_every = self.config.claim_interval();
+        let mut next_claim = now + claim_every;
         let mut sync_now = true;
         while !shutdown.is_cancelled() {
             let now = Instant::now();
@@ -268,11 +269,11 @@ where
             if now >= next_take {
                 self.take(true).await;
                 next_take = now + take_every;
-                next_claim = now + renew_every;
+                next_claim = now + claim_every;
             } else if now >= next_claim {
                 // Released leases are taken without waiting for the next taking round.
                 self.take(false).await;
-                next_claim = now + renew_every;
+                next_claim = now + claim_every;
             }
             let waiting = self.start_ready().await;
             metrics::gauge!(m::LEASES_HELD, "stream" => self.config.stream.clone(), "worker" => self.worker_id.clone())
