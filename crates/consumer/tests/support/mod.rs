@@ -542,6 +542,14 @@ pub async fn dead_worker_is_taken_over<B: Backend>(b: &B, table: &str) {
         took >= Duration::from_millis(1_000),
         "taken before the lease could expire: {took:?}"
     );
+    // And no later than the failover time plus a taking interval (plus slack for a
+    // loaded machine and the emulators).
+    let config = b.config(table, "worker-b");
+    let bound = config.failover() + config.taking_interval() + Duration::from_secs(3);
+    assert!(
+        took <= bound,
+        "taken over after {took:?}, more than failover + taking interval + 3 s = {bound:?}"
+    );
     let second = 200;
     write(b.client(), &stream, records(first, second, 20)).await;
     wait_for(60, "every record processed", || async {
