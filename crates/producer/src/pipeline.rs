@@ -218,6 +218,11 @@ pub(crate) struct Pipeline<C> {
     accepting: bool,
     shutting_down: bool,
     map_stale: bool,
+    /// A shard map refresh is running on its own task (ListShards with retries), so that
+    /// intake and dispatch go on meanwhile; its map arrives on `refreshed`.
+    refreshing: bool,
+    refreshed_tx: mpsc::UnboundedSender<Option<ShardMap>>,
+    refreshed: mpsc::UnboundedReceiver<Option<ShardMap>>,
     rr: usize,
     metrics: Metrics,
 }
@@ -239,6 +244,7 @@ impl<C: StreamClient> Pipeline<C> {
         control: mpsc::UnboundedReceiver<Control>,
         map: ShardMap,
     ) -> Self {
+        let (refreshed_tx, refreshed) = mpsc::unbounded_channel();
         let mut me = Self {
             metrics: Metrics::new(&stream),
             client,
@@ -255,6 +261,9 @@ impl<C: StreamClient> Pipeline<C> {
             accepting: true,
             shutting_down: false,
             map_stale: false,
+            refreshing: false,
+            refreshed_tx,
+            refreshed,
             rr: 0,
         };
         me.install_map(map);
@@ -289,10 +298,17 @@ impl<C: StreamClient> Pipeline<C> {
                         self.intake(incoming);
                     }
                 }
+                Some(map) = self.refreshed.recv(), if self.refreshing => {
+                    self.refreshing = false;
+                    if let Some(map) = map {
+                        self.metrics.map_refreshes.increment(1);
+                        self.install_map(map);
+                    }
+                }
                 () = sleep_until(wake) => {}
             }
-            if self.map_stale {
-                self.refresh_map().await;
+            if self.map_stale && !self.refreshing {
+                self.refresh_map();
             }
             let now = Instant::now();
             let draining = self.shutting_down || !self.flush_waiters.is_empty();
@@ -346,32 +362,42 @@ impl<C: StreamClient> Pipeline<C> {
         }
     }
 
-    async fn refresh_map(&mut self) {
+    /// Starts refreshing the shard map on its own task: ListShards, retried up to 20 times
+    /// with the retry policy's back-off. Records keep flowing on the old map meanwhile (a
+    /// wrong prediction lands a record on another open shard: it costs throughput, not
+    /// records); the new map is installed when it arrives.
+    fn refresh_map(&mut self) {
         self.map_stale = false;
-        let mut retry = 0;
-        loop {
-            match self.client.list_shards(&self.stream).await {
-                Ok(shards) => match open_shard_map(&shards) {
-                    Ok(map) => {
-                        tracing::info!(stream = %self.stream, shards = map.len(), "shard map refreshed");
-                        self.metrics.map_refreshes.increment(1);
-                        self.install_map(map);
-                        return;
-                    }
-                    Err(reason) => {
-                        tracing::warn!(stream = %self.stream, %reason, "no usable shard map yet")
-                    }
-                },
-                Err(e) => tracing::warn!(stream = %self.stream, error = %e, "ListShards failed"),
-            }
-            retry += 1;
-            if retry >= 20 {
-                // Keep the old map; a wrong prediction costs throughput, not records.
-                tracing::error!(stream = %self.stream, "giving up refreshing the shard map for now");
-                return;
-            }
-            tokio::time::sleep(self.config.retry.jittered(retry)).await;
-        }
+        self.refreshing = true;
+        let (client, stream, retry_policy) =
+            (self.client.clone(), self.stream.clone(), self.config.retry);
+        let done = self.refreshed_tx.clone();
+        tokio::spawn(async move {
+            let mut retry = 0;
+            let map = loop {
+                match client.list_shards(&stream).await {
+                    Ok(shards) => match open_shard_map(&shards) {
+                        Ok(map) => {
+                            tracing::info!(stream = %stream, shards = map.len(), "shard map refreshed");
+                            break Some(map);
+                        }
+                        Err(reason) => {
+                            tracing::warn!(stream = %stream, %reason, "no usable shard map yet")
+                        }
+                    },
+                    Err(e) => tracing::warn!(stream = %stream, error = %e, "ListShards failed"),
+                }
+                retry += 1;
+                if retry >= 20 {
+                    // Keep the old map; a later wrong-shard result asks again.
+                    tracing::error!(stream = %stream, "giving up refreshing the shard map for now");
+                    break None;
+                }
+                tokio::time::sleep(retry_policy.jittered(retry)).await;
+            };
+            // The pipeline may have ended meanwhile: then nobody needs the map.
+            let _ = done.send(map);
+        });
     }
 
     fn shard_index(&self, record: &UserRecord) -> Option<usize> {

@@ -433,6 +433,49 @@ async fn try_send_hands_a_record_back_at_once_when_the_buffer_is_full_and_shutdo
 }
 
 #[tokio::test]
+async fn a_slow_shard_map_refresh_after_a_split_stalls_neither_intake_nor_puts() {
+    let memory = MemoryStreams::new(12);
+    memory.create_stream(STREAM, 2);
+    let producer = Producer::start(memory.clone(), STREAM, ProducerConfig::default())
+        .await
+        .expect("start");
+    let input = records(6_000, 300);
+    let (first, rest) = input.split_at(2_000);
+    let mut outcomes = send_all(&producer, first).await;
+    // Split a shard and make every ListShards take 3 s: the first record that lands on a
+    // child marks the map stale, and the refresh takes 3 s.
+    let parent = memory.shards(STREAM)[0].clone();
+    let middle = parent.starting_hash_key + (parent.ending_hash_key - parent.starting_hash_key) / 2;
+    memory
+        .split_shard(STREAM, &parent.shard_id, middle)
+        .expect("split");
+    memory.set_faults(Faults {
+        list_shards_delay: Duration::from_secs(3),
+        ..Faults::default()
+    });
+    let started = std::time::Instant::now();
+    outcomes.extend(send_all(&producer, &rest[..2_000]).await);
+    let during = started.elapsed();
+    assert!(
+        during < Duration::from_millis(2_500),
+        "2,000 records sent and put in {during:?}, while the 3 s refresh ran: it must not hold them up"
+    );
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    memory.set_faults(Faults::default());
+    outcomes.extend(send_all(&producer, &rest[2_000..]).await);
+    let stats = producer.shutdown().await;
+    assert_eq!((stats.put, stats.failed), (6_000, 0));
+    assert!(outcomes.iter().all(Result::is_ok));
+    // Exactly once each (records aggregated for the parent may sit on either child).
+    let stored: Vec<UserRecord> = read_back_checked(&memory, false)
+        .await
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(sorted(stored), sorted(input));
+}
+
+#[tokio::test]
 async fn a_split_during_production_loses_nothing_and_later_records_land_on_the_children() {
     let memory = MemoryStreams::new(11);
     memory.create_stream(STREAM, 2);

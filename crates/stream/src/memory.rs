@@ -42,6 +42,8 @@ pub struct Faults {
     pub read_throttle_ratio: f64,
     /// Share of GetRecords calls failing with an expired iterator.
     pub expired_iterator_ratio: f64,
+    /// Added to every ListShards call only (a slow shard listing).
+    pub list_shards_delay: Duration,
 }
 
 /// A record as stored in a shard.
@@ -428,6 +430,10 @@ impl MemoryStreams {
 
 impl StreamClient for MemoryStreams {
     async fn list_shards(&self, stream: &str) -> Result<Vec<Shard>, StreamError> {
+        let delay = self.lock().faults.list_shards_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         self.call_faults("ListShards", stream).await?;
         let mut state = self.lock();
         let s = state.stream_mut("ListShards", stream)?;
