@@ -29,6 +29,21 @@ pub enum FetcherKind {
     FanOut,
 }
 
+/// What the consumer does with a batch whose `process_records` keeps failing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnProcessingFailure {
+    /// Retry the same records with back-off until they succeed: nothing is ever skipped,
+    /// and a batch that fails forever holds its shard (logged and counted per attempt).
+    #[default]
+    Retry,
+    /// Retry until `processing_retry.deadline_ms` has passed since the batch first
+    /// failed, then hand it to the processor's
+    /// [`dead_letter`](crate::RecordProcessor::dead_letter) and move on once that wrote
+    /// it durably (if the processor has no dead-letter sink, keep retrying).
+    DeadLetter,
+}
+
 /// How a consumer reads a stream and shares it with other workers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -97,8 +112,12 @@ pub struct ConsumerConfig {
     /// Back-off of GetRecords and GetShardIterator after throttling or a failed call.
     pub fetch_retry: RetryPolicy,
     /// Back-off between attempts of a `process_records` call that failed (the same records
-    /// are retried, never skipped).
+    /// are retried); with `on_processing_failure = "dead_letter"`, its `deadline_ms` is
+    /// how long a batch is retried before it is dead-lettered.
     pub processing_retry: RetryPolicy,
+    /// `retry` (default: never skip a record) or `dead_letter` (after
+    /// `processing_retry.deadline_ms`, the processor's dead-letter sink takes the batch).
+    pub on_processing_failure: OnProcessingFailure,
     /// Back-off of lease table calls that failed.
     pub lease_retry: RetryPolicy,
 }
@@ -130,6 +149,7 @@ impl Default for ConsumerConfig {
                 max_backoff_ms: 5_000,
                 ..RetryPolicy::default()
             },
+            on_processing_failure: OnProcessingFailure::Retry,
             processing_retry: RetryPolicy {
                 initial_backoff_ms: 100,
                 max_backoff_ms: 10_000,
@@ -219,6 +239,11 @@ impl ConsumerConfig {
                     "consumer_name {name:?} must be 1..=128 characters of a-z, A-Z, 0-9, _ . -"
                 ));
             }
+        }
+        if self.on_processing_failure == OnProcessingFailure::DeadLetter
+            && self.processing_retry.deadline_ms == 0
+        {
+            return Err("on_processing_failure = \"dead_letter\" needs processing_retry.deadline_ms > 0 (how long a batch is retried first)".into());
         }
         if self.renewal_interval() >= self.failover() {
             return Err("the lease renewal interval must be shorter than the failover time".into());

@@ -34,12 +34,12 @@ mod scheduler;
 mod shard;
 
 pub use checkpoint::{CheckpointError, Checkpointer};
-pub use config::{ConsumerConfig, FetcherKind, InitialPosition};
+pub use config::{ConsumerConfig, FetcherKind, InitialPosition, OnProcessingFailure};
 pub use lease::{
     DynamoDbLeaseStore, ExtendedSequenceNumber, Lease, LeaseError, LeaseStore, MemoryLeaseStore,
 };
 pub use processor::{
-    ConsumedRecord, InitializationInput, LeaseLostInput, ProcessRecordsInput, ProcessorError,
-    ProcessorFactory, RecordProcessor, ShardEndedInput, ShutdownRequestedInput,
+    ConsumedRecord, DeadLetterInput, InitializationInput, LeaseLostInput, ProcessRecordsInput,
+    ProcessorError, ProcessorFactory, RecordProcessor, ShardEndedInput, ShutdownRequestedInput,
 };
 pub use scheduler::{ConsumerError, Scheduler};

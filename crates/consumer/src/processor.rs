@@ -68,6 +68,21 @@ pub struct ProcessRecordsInput<'a> {
     pub checkpointer: &'a Checkpointer,
 }
 
+/// Given to [`RecordProcessor::dead_letter`]: a batch whose `process_records` kept failing
+/// past `processing_retry.deadline_ms` (with `on_processing_failure = "dead_letter"`).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct DeadLetterInput<'a> {
+    /// The shard.
+    pub shard_id: &'a str,
+    /// The records of the batch, in shard order.
+    pub records: &'a [ConsumedRecord],
+    /// The last error `process_records` returned.
+    pub error: &'a str,
+    /// How many times `process_records` was called with them.
+    pub attempts: u32,
+}
+
 /// Given to [`RecordProcessor::lease_lost`]: another worker has the shard now; do not
 /// checkpoint (it would be refused).
 #[derive(Debug)]
@@ -119,6 +134,18 @@ pub trait RecordProcessor: Send + 'static {
         &mut self,
         input: ProcessRecordsInput<'_>,
     ) -> impl Future<Output = Result<(), ProcessorError>> + Send;
+
+    /// With `on_processing_failure = "dead_letter"`: writes a batch that kept failing to
+    /// the application's dead-letter sink, durably, before it returns `Ok`; the consumer
+    /// then moves on (the batch counts as delivered, so a later checkpoint covers it).
+    /// Default: no dead-letter sink (an error), so the batch keeps being retried.
+    fn dead_letter(
+        &mut self,
+        input: DeadLetterInput<'_>,
+    ) -> impl Future<Output = Result<(), ProcessorError>> + Send {
+        let shard_id = input.shard_id.to_owned();
+        async move { Err(format!("this processor has no dead-letter sink (shard {shard_id})").into()) }
+    }
 
     /// The lease went to another worker; checkpointing is no longer possible.
     fn lease_lost(&mut self, input: LeaseLostInput<'_>) -> impl Future<Output = ()> + Send {

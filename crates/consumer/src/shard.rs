@@ -16,12 +16,12 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use crate::checkpoint::{Checkpointer, HeldLease};
-use crate::config::ConsumerConfig;
+use crate::config::{ConsumerConfig, OnProcessingFailure};
 use crate::lease::{ExtendedSequenceNumber, LeaseStore};
 use crate::metrics as m;
 use crate::processor::{
-    ConsumedRecord, InitializationInput, LeaseLostInput, ProcessRecordsInput, RecordProcessor,
-    ShardEndedInput, ShutdownRequestedInput,
+    ConsumedRecord, DeadLetterInput, InitializationInput, LeaseLostInput, ProcessRecordsInput,
+    RecordProcessor, ShardEndedInput, ShutdownRequestedInput,
 };
 
 /// How processing of a shard ended.
@@ -442,13 +442,14 @@ impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
         millis_behind_latest: Option<u64>,
     ) -> Option<ShardOutcome> {
         let mut attempt = 0;
+        let mut first_failure: Option<Instant> = None;
         loop {
             // An empty batch delivers nothing new: the last delivered record stays.
             let last = match records.last() {
                 Some(r) => Some(r.position()),
                 None => checkpointer.delivered(),
             };
-            let previous = checkpointer.deliver(last);
+            let previous = checkpointer.deliver(last.clone());
             let result = processor
                 .process_records(ProcessRecordsInput {
                     shard_id: &self.held.shard_id,
@@ -470,6 +471,34 @@ impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
                     metrics::counter!(m::PROCESSING_FAILURES, "stream" => self.config.stream.clone())
                         .increment(1);
                     tracing::warn!(error = %e, attempt, records = records.len(), "process_records failed; retrying the same records");
+                    let failing_for = first_failure.get_or_insert_with(Instant::now).elapsed();
+                    if self.config.on_processing_failure == OnProcessingFailure::DeadLetter
+                        && !self.config.processing_retry.allows(failing_for)
+                    {
+                        let error = e.to_string();
+                        match processor
+                            .dead_letter(DeadLetterInput {
+                                shard_id: &self.held.shard_id,
+                                records,
+                                error: &error,
+                                attempts: attempt,
+                            })
+                            .await
+                        {
+                            Ok(()) => {
+                                checkpointer.deliver(last);
+                                metrics::counter!(m::DEAD_LETTERED_RECORDS, "stream" => self.config.stream.clone())
+                                    .increment(records.len() as u64);
+                                tracing::error!(error = %error, attempts = attempt, records = records.len(),
+                                    first = ?records.first().map(ConsumedRecord::position),
+                                    "batch dead-lettered after the processing deadline; moving on");
+                                return None;
+                            }
+                            Err(dl) => {
+                                tracing::warn!(error = %dl, "dead-lettering the batch failed; retrying it")
+                            }
+                        }
+                    }
                     if let Some(outcome) = self.pause(processor, checkpointer, attempt).await {
                         return Some(outcome);
                     }
