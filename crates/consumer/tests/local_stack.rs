@@ -131,6 +131,13 @@ async fn local_graceful_stop_hands_over_at_once() {
 }
 
 #[tokio::test]
+async fn local_split_and_merge_while_the_producer_sends_lose_nothing() {
+    let l = Local::new(4).await;
+    reshard_while_producing(&l, &l.table.clone()).await;
+    l.clean_up().await;
+}
+
+#[tokio::test]
 async fn local_split_and_merge_mid_run_lose_nothing_and_keep_key_order() {
     let l = Local::new(4).await;
     reshard_mid_run(&l, &l.table.clone()).await;

@@ -72,6 +72,11 @@ async fn memory_split_and_merge_mid_run_lose_nothing_and_keep_key_order() {
 }
 
 #[tokio::test]
+async fn memory_split_and_merge_while_the_producer_sends_lose_nothing() {
+    reshard_while_producing(&mem(4), "t").await;
+}
+
+#[tokio::test]
 async fn memory_restart_replays_only_what_was_not_checkpointed() {
     restart_replays_only_what_was_not_checkpointed(&mem(4), "t").await;
 }
