@@ -115,6 +115,10 @@ pub struct ConsumerConfig {
     /// are retried); with `on_processing_failure = "dead_letter"`, its `deadline_ms` is
     /// how long a batch is retried before it is dead-lettered.
     pub processing_retry: RetryPolicy,
+    /// Delete the lease of a finished shard (`SHARD_END`) once all its children have
+    /// started, as KCL does; a deleted parent is never created or read again (shard sync
+    /// skips a closed shard with a descendant lease). Default true.
+    pub cleanup_leases: bool,
     /// `retry` (default: never skip a record) or `dead_letter` (after
     /// `processing_retry.deadline_ms`, the processor's dead-letter sink takes the batch).
     pub on_processing_failure: OnProcessingFailure,
@@ -150,6 +154,7 @@ impl Default for ConsumerConfig {
                 ..RetryPolicy::default()
             },
             on_processing_failure: OnProcessingFailure::Retry,
+            cleanup_leases: true,
             processing_retry: RetryPolicy {
                 initial_backoff_ms: 100,
                 max_backoff_ms: 10_000,

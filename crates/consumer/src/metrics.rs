@@ -19,6 +19,9 @@ pub const PROCESSING_FAILURES: &str = "ProcessingFailures";
 /// Counter: user records of an aggregate whose hash lies outside the shard's range;
 /// kept and delivered (KCL drops the whole aggregate) (label `stream`).
 pub const RECORDS_OUTSIDE_SHARD_RANGE: &str = "RecordsOutsideShardRange";
+/// Counter: leases of finished shards deleted once all their children started
+/// (label `stream`).
+pub const LEASES_CLEANED_UP: &str = "LeasesCleanedUp";
 /// Counter: user records handed to the processor's dead-letter sink after their batch
 /// kept failing past the processing deadline (label `stream`).
 pub const DEAD_LETTERED_RECORDS: &str = "DeadLetteredRecords";

@@ -72,6 +72,43 @@ impl<C, S, F> Drop for Worker<C, S, F> {
     }
 }
 
+/// Shard → the shards that name it as a parent (ListShards' lineage).
+fn children_of(shards: &[Shard]) -> HashMap<String, Vec<String>> {
+    let mut children: HashMap<String, Vec<String>> = HashMap::new();
+    for shard in shards {
+        for parent in shard
+            .parent_shard_id
+            .iter()
+            .chain(shard.adjacent_parent_shard_id.iter())
+        {
+            children
+                .entry(parent.clone())
+                .or_default()
+                .push(shard.shard_id.clone());
+        }
+    }
+    children
+}
+
+/// Every shard descending from `shard` (children, their children, …).
+fn descendants(shard: &str, children: &HashMap<String, Vec<String>>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![shard.to_owned()];
+    while let Some(s) = stack.pop() {
+        for child in children.get(&s).into_iter().flatten() {
+            if out.insert(child.clone()) {
+                stack.push(child.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Whether a lease's shard has started: checkpointed a record, or its end.
+fn started(lease: &Lease) -> bool {
+    !lease.checkpoint.is_sentinel() || lease.checkpoint.is_shard_end()
+}
+
 /// The held leases as the renewer task sees them.
 type Registry<S> = Arc<std::sync::Mutex<HashMap<String, Arc<HeldLease<S>>>>>;
 
@@ -394,8 +431,18 @@ where
             leases.iter().map(|l| (l.lease_key.clone(), true)).collect();
         // Value `true`: a lease that reads its shard; `false`: created skipped (LATEST).
         let mut created = 0;
+        let children = children_of(&shards);
         for shard in &shards {
             if existing.contains_key(&shard.shard_id) {
+                continue;
+            }
+            // A finished parent whose lease was cleaned up is never created (and read)
+            // again: some descendant of it has a lease.
+            if !shard.is_open()
+                && descendants(&shard.shard_id, &children)
+                    .iter()
+                    .any(|d| existing.contains_key(d.as_str()))
+            {
                 continue;
             }
             let lease = self.new_lease(shard, &existing);
@@ -410,10 +457,46 @@ where
             }
             existing.insert(shard.shard_id.clone(), reads);
         }
+        if self.config.cleanup_leases {
+            self.clean_up(&leases, &children).await;
+        }
         self.shards = shards.into_iter().map(|s| s.shard_id).collect();
         self.synced = true;
         tracing::debug!(created, shards = self.shards.len(), "shard sync done");
         Ok(())
+    }
+
+    /// Deletes the leases of finished shards (`SHARD_END`, released) all of whose children
+    /// have started (checkpointed a record or their own end), as KCL's
+    /// `LeaseCleanupManager` does: they are never needed again, and the table stays the
+    /// size of the open shards.
+    async fn clean_up(&self, leases: &[Lease], children: &HashMap<String, Vec<String>>) {
+        let by_key: HashMap<&str, &Lease> =
+            leases.iter().map(|l| (l.lease_key.as_str(), l)).collect();
+        let started = |key: &str| by_key.get(key).is_some_and(|l| started(l));
+        for lease in leases {
+            if !lease.checkpoint.is_shard_end() || lease.lease_owner.is_some() {
+                continue;
+            }
+            let mut kids: BTreeSet<&str> =
+                lease.child_shard_ids.iter().map(String::as_str).collect();
+            if let Some(listed) = children.get(&lease.lease_key) {
+                kids.extend(listed.iter().map(String::as_str));
+            }
+            if kids.is_empty() || !kids.iter().all(|k| started(k)) {
+                continue;
+            }
+            match self.store.delete_lease(&lease.lease_key).await {
+                Ok(()) => {
+                    metrics::counter!(m::LEASES_CLEANED_UP, "stream" => self.config.stream.clone())
+                        .increment(1);
+                    tracing::info!(shard_id = %lease.lease_key, children = ?kids, "finished shard's lease deleted");
+                }
+                Err(e) => {
+                    tracing::warn!(shard_id = %lease.lease_key, error = %e, "deleting a finished shard's lease failed")
+                }
+            }
+        }
     }
 
     fn new_lease(&self, shard: &Shard, existing: &HashMap<String, bool>) -> Lease {
@@ -671,6 +754,9 @@ where
                 Ok(Some(p)) if p.checkpoint.is_shard_end() => {}
                 Ok(Some(_)) => return false,
                 Ok(None) if !self.shards.contains(parent) => {}
+                // A parent's lease is deleted only once all its children started: a child
+                // that started (a worker took it over) has nothing to wait for.
+                Ok(None) if started(lease) => {}
                 Ok(None) => return false,
                 Err(e) => {
                     tracing::warn!(shard_id = %lease.lease_key, parent = %parent, error = %e, "cannot read parent lease");

@@ -752,26 +752,50 @@ pub async fn reshard_mid_run<B: Backend>(b: &B, table: &str) {
     write(b.client(), &stream, records(per_phase, per_phase, 30)).await;
     b.merge(&shards[2].shard_id, &shards[3].shard_id).await;
     write(b.client(), &stream, records(2 * per_phase, per_phase, 30)).await;
-    let n = 3 * per_phase;
+    // A split of a split: one child of the first split splits again.
+    let child = b
+        .client()
+        .list_shards(&stream)
+        .await
+        .expect("ListShards")
+        .into_iter()
+        .find(|s| s.is_open() && s.parent_shard_id.as_deref() == Some(&shards[0].shard_id))
+        .expect("a child of the first split");
+    b.split(&child.shard_id).await;
+    write(b.client(), &stream, records(3 * per_phase, per_phase, 30)).await;
+    let n = 4 * per_phase;
     wait_for(60, "every record processed", || async {
         probe.count() as u64 >= n
     })
     .await;
-    wait_for(
-        30,
-        "the 3 closed shards checkpointed SHARD_END, 7 leases",
-        || async {
-            let leases = store.list_leases().await.expect("leases");
-            leases
-                .iter()
-                .filter(|l| l.checkpoint.is_shard_end())
-                .count()
-                == 3
-                && leases.len() == 7
-        },
-    )
+    // The 4 closed shards reached SHARD_END and, once their children started, their
+    // leases were deleted (KCL's lease clean-up): 5 leases, the open shards'.
+    let open: BTreeSet<String> = b
+        .client()
+        .list_shards(&stream)
+        .await
+        .expect("ListShards")
+        .into_iter()
+        .filter(|s| s.is_open())
+        .map(|s| s.shard_id)
+        .collect();
+    assert_eq!(open.len(), 5);
+    let lease_keys = || async {
+        store
+            .list_leases()
+            .await
+            .expect("leases")
+            .into_iter()
+            .map(|l| l.lease_key)
+            .collect::<BTreeSet<String>>()
+    };
+    wait_for(30, "the finished parents' leases cleaned up", || async {
+        lease_keys().await == open
+    })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Several shard syncs later, no parent was created (and read) again.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    assert_eq!(lease_keys().await, open, "no finished parent re-created");
     a.stop().await;
     w_b.stop().await;
     let seen = probe.seen();
