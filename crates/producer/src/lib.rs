@@ -318,15 +318,7 @@ impl Producer {
     /// receipt that resolves to the record's outcome. Refuses (and hands back) a record
     /// that breaks a Kinesis limit, and any record once the producer is shutting down.
     pub async fn send(&self, record: UserRecord) -> Result<RecordReceipt, SendError> {
-        let record = record.validate()?;
-        let cost = buffer_cost(&record);
-        if cost > self.bound {
-            return Err(SendError::LargerThanBuffer {
-                record,
-                cost,
-                bound: self.bound,
-            });
-        }
+        let (record, cost) = self.admissible(record)?;
         // cost ≤ bound ≤ usize and a single record is ≤ 1 MiB + keys: fits u32.
         if !self.reserve(1, cost as u32).await {
             return Err(SendError::Closed { record });
@@ -338,15 +330,7 @@ impl Producer {
     /// now is handed back at once ([`SendError::Full`]), for callers that would rather
     /// shed or divert load than block.
     pub fn try_send(&self, record: UserRecord) -> Result<RecordReceipt, SendError> {
-        let record = record.validate()?;
-        let cost = buffer_cost(&record);
-        if cost > self.bound {
-            return Err(SendError::LargerThanBuffer {
-                record,
-                cost,
-                bound: self.bound,
-            });
-        }
+        let (record, cost) = self.admissible(record)?;
         if self.budget.records.is_closed() {
             return Err(SendError::Closed { record });
         }
@@ -360,6 +344,20 @@ impl Producer {
         records.forget();
         bytes.forget();
         self.submit_one(record, cost)
+    }
+
+    /// The record if it keeps Kinesis' limits and fits the buffer at all, with its cost.
+    fn admissible(&self, record: UserRecord) -> Result<(UserRecord, usize), SendError> {
+        let record = record.validate()?;
+        let cost = buffer_cost(&record);
+        if cost > self.bound {
+            return Err(SendError::LargerThanBuffer {
+                record,
+                cost,
+                bound: self.bound,
+            });
+        }
+        Ok((record, cost))
     }
 
     /// Hands one record whose room is reserved to the producer task.

@@ -116,6 +116,27 @@ fn never_accepting(seed: u64) -> (MemoryStreams, ProducerConfig) {
     (memory, config)
 }
 
+/// A producer (shared) on a fresh stream of `shards` shards that is then stalled: no call
+/// returns until the faults are cleared.
+async fn stalled_producer(
+    seed: u64,
+    shards: u32,
+    config: ProducerConfig,
+) -> (MemoryStreams, Arc<Producer>) {
+    let memory = MemoryStreams::new(seed);
+    memory.create_stream(STREAM, shards);
+    let producer = Arc::new(
+        Producer::start(memory.clone(), STREAM, config)
+            .await
+            .expect("start"),
+    );
+    memory.set_faults(Faults {
+        stall: true,
+        ..Faults::default()
+    });
+    (memory, producer)
+}
+
 fn sorted(mut v: Vec<UserRecord>) -> Vec<UserRecord> {
     v.sort_by(|a, b| (&a.partition_key, &a.data).cmp(&(&b.partition_key, &b.data)));
     v
@@ -323,22 +344,16 @@ async fn retries_stop_at_the_retry_deadline_before_the_ttl() {
 
 #[tokio::test]
 async fn a_stalled_stream_keeps_the_buffer_under_its_bound_while_send_waits() {
-    let memory = MemoryStreams::new(9);
-    memory.create_stream(STREAM, 4);
     let bound = 2 * 1024 * 1024;
-    let config = ProducerConfig {
-        buffer_max_bytes: bound,
-        ..ProducerConfig::default()
-    };
-    let producer = Arc::new(
-        Producer::start(memory.clone(), STREAM, config)
-            .await
-            .expect("start"),
-    );
-    memory.set_faults(Faults {
-        stall: true,
-        ..Faults::default()
-    });
+    let (memory, producer) = stalled_producer(
+        9,
+        4,
+        ProducerConfig {
+            buffer_max_bytes: bound,
+            ..ProducerConfig::default()
+        },
+    )
+    .await;
     let input = records(100_000, 1000);
     let per_record = input[0].size() + chief_producer::RECORD_OVERHEAD_BYTES;
     let sender = {
@@ -379,21 +394,15 @@ async fn a_stalled_stream_keeps_the_buffer_under_its_bound_while_send_waits() {
 
 #[tokio::test]
 async fn try_send_hands_a_record_back_at_once_when_the_buffer_is_full_and_shutdown_is_shared() {
-    let memory = MemoryStreams::new(10);
-    memory.create_stream(STREAM, 2);
-    let config = ProducerConfig {
-        buffer_max_records: 100,
-        ..ProducerConfig::default()
-    };
-    let producer = Arc::new(
-        Producer::start(memory.clone(), STREAM, config)
-            .await
-            .expect("start"),
-    );
-    memory.set_faults(Faults {
-        stall: true,
-        ..Faults::default()
-    });
+    let (memory, producer) = stalled_producer(
+        10,
+        2,
+        ProducerConfig {
+            buffer_max_records: 100,
+            ..ProducerConfig::default()
+        },
+    )
+    .await;
     let input = records(150, 10);
     let mut receipts = Vec::new();
     let mut handed_back = Vec::new();
@@ -742,21 +751,15 @@ async fn a_batch_hands_back_invalid_records_in_place_and_a_batch_too_large_whole
 /// with the buffer at most full.
 #[tokio::test]
 async fn a_stalled_stream_makes_send_batch_wait_within_the_bound() {
-    let memory = MemoryStreams::new(17);
-    memory.create_stream(STREAM, 4);
-    let config = ProducerConfig {
-        buffer_max_records: 2_000,
-        ..ProducerConfig::default()
-    };
-    let producer = Arc::new(
-        Producer::start(memory.clone(), STREAM, config)
-            .await
-            .expect("start"),
-    );
-    memory.set_faults(Faults {
-        stall: true,
-        ..Faults::default()
-    });
+    let (memory, producer) = stalled_producer(
+        17,
+        4,
+        ProducerConfig {
+            buffer_max_records: 2_000,
+            ..ProducerConfig::default()
+        },
+    )
+    .await;
     let input = records(20_000, 1000);
     let sender = {
         let producer = producer.clone();

@@ -626,6 +626,39 @@ pub async fn graceful_stop_hands_over<B: Backend>(b: &B, table: &str) -> Duratio
     handover
 }
 
+/// Two workers sharing one probe, balanced to 2 + 2 leases (with `a_first`, worker-a
+/// takes all 4 before worker-b starts).
+async fn two_balanced_workers<B: Backend>(
+    b: &B,
+    table: &str,
+    a_first: bool,
+) -> (Worker, Worker, Arc<Probe>) {
+    let store = b.store();
+    let probe = Arc::new(Probe::default());
+    let worker = |name: &str| {
+        start_with(
+            b,
+            b.config(table, name),
+            Checkpointing::EveryBatch,
+            probe.clone(),
+        )
+    };
+    let a = worker("worker-a");
+    if a_first {
+        wait_for(30, "worker-a holds the 4 leases", || async {
+            owners(&store).await.get("worker-a") == Some(&4)
+        })
+        .await;
+    }
+    let w_b = worker("worker-b");
+    wait_for(30, "leases balance to 2 + 2", || async {
+        let o = owners(&store).await;
+        o.get("worker-a") == Some(&2) && o.get("worker-b") == Some(&2)
+    })
+    .await;
+    (a, w_b, probe)
+}
+
 /// Records of a key seen out of order (a later index before an earlier one).
 pub fn key_order_violations(seen: &[Seen]) -> usize {
     let mut last: HashMap<&str, u64> = HashMap::new();
@@ -645,26 +678,8 @@ pub fn key_order_violations(seen: &[Seen]) -> usize {
 /// whose records were aggregated for the parent on a stale map can land on the sibling
 /// child, read in parallel with its own child: see the README).
 pub async fn reshard_while_producing<B: Backend>(b: &B, table: &str) -> usize {
-    let store = b.store();
     let stream = b.stream();
-    let probe = Arc::new(Probe::default());
-    let a = start_with(
-        b,
-        b.config(table, "worker-a"),
-        Checkpointing::EveryBatch,
-        probe.clone(),
-    );
-    let w_b = start_with(
-        b,
-        b.config(table, "worker-b"),
-        Checkpointing::EveryBatch,
-        probe.clone(),
-    );
-    wait_for(30, "leases balance to 2 + 2", || async {
-        let o = owners(&store).await;
-        o.get("worker-a") == Some(&2) && o.get("worker-b") == Some(&2)
-    })
-    .await;
+    let (a, w_b, probe) = two_balanced_workers(b, table, false).await;
     let n: u64 = 1_500;
     let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let producing = {
@@ -723,28 +738,7 @@ pub async fn reshard_while_producing<B: Backend>(b: &B, table: &str) -> usize {
 pub async fn reshard_mid_run<B: Backend>(b: &B, table: &str) {
     let store = b.store();
     let stream = b.stream();
-    let probe = Arc::new(Probe::default());
-    let a = start_with(
-        b,
-        b.config(table, "worker-a"),
-        Checkpointing::EveryBatch,
-        probe.clone(),
-    );
-    wait_for(30, "worker-a holds the 4 leases", || async {
-        owners(&store).await.get("worker-a") == Some(&4)
-    })
-    .await;
-    let w_b = start_with(
-        b,
-        b.config(table, "worker-b"),
-        Checkpointing::EveryBatch,
-        probe.clone(),
-    );
-    wait_for(30, "leases balance to 2 + 2", || async {
-        let o = owners(&store).await;
-        o.get("worker-a") == Some(&2) && o.get("worker-b") == Some(&2)
-    })
-    .await;
+    let (a, w_b, probe) = two_balanced_workers(b, table, true).await;
     let per_phase = 150;
     write(b.client(), &stream, records(0, per_phase, 30)).await;
     let shards = b.client().list_shards(&stream).await.expect("ListShards");
