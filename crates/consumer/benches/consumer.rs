@@ -7,6 +7,8 @@
 //!    fan-out: on the in-memory stream (the latency our code adds), then on the local
 //!    stack (kinesis-local + moto; needs `make stack-up`).
 //!
+//! 4. with `CHIEF_BENCH_SCALE=1` instead: the fleet simulation ([`scale`]).
+//!
 //! `CHIEF_BENCH_RECORDS` (default 1,000,000), `CHIEF_BENCH_STEADY_SECS` (default 30),
 //! `CHIEF_BENCH_LATENCY_SECS` (default 20), `CHIEF_BENCH_IDLE_MAX_MS` (default: the config's 1,000); `CHIEF_BENCH_SKIP_LOCAL=1` skips figure 3.
 
@@ -375,7 +377,242 @@ fn latency() {
     }
 }
 
+/// One `process_records` call: (shard, worker, start, end).
+type Call = (Arc<str>, Arc<str>, Instant, Instant);
+
+/// Every call of a fleet, shared.
+type Calls = Arc<Mutex<Vec<Call>>>;
+
+/// Records every `process_records` call.
+#[derive(Clone)]
+struct Tracker {
+    worker: Arc<str>,
+    shard: Arc<str>,
+    calls: Calls,
+}
+
+struct TrackerFactory {
+    worker: Arc<str>,
+    calls: Calls,
+}
+
+impl ProcessorFactory for TrackerFactory {
+    type Processor = Tracker;
+    fn create(&self, shard_id: &str) -> Tracker {
+        Tracker {
+            worker: self.worker.clone(),
+            shard: Arc::from(shard_id),
+            calls: self.calls.clone(),
+        }
+    }
+}
+
+impl RecordProcessor for Tracker {
+    async fn process_records(
+        &mut self,
+        input: ProcessRecordsInput<'_>,
+    ) -> Result<(), ProcessorError> {
+        let start = Instant::now();
+        let _ = input;
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).push((
+            self.shard.clone(),
+            self.worker.clone(),
+            start,
+            Instant::now(),
+        ));
+        Ok(())
+    }
+
+    async fn shard_ended(&mut self, input: ShardEndedInput<'_>) -> Result<(), ProcessorError> {
+        input.checkpointer.checkpoint().await?;
+        Ok(())
+    }
+}
+
+/// Figure 4: a fleet on the in-memory stream and lease table, in real time with the lease
+/// timings scaled down 10× (failover 1 s: renewal 333 ms, taking 2 s, claiming 333 ms):
+/// `CHIEF_BENCH_SCALE_SHARDS` (2,000) shards, `CHIEF_BENCH_SCALE_WORKERS` (40) workers
+/// joining one by one, then a kill -9 of a quarter of them. Time until balanced (most − least
+/// leases per worker ≤ 1), lease-table calls per second, the longest time a shard had no
+/// live owner, and every pair of `process_records` calls of one shard by two workers that
+/// overlapped in time.
+fn scale() {
+    let shards = env("CHIEF_BENCH_SCALE_SHARDS", 2_000) as u32;
+    let workers = env("CHIEF_BENCH_SCALE_WORKERS", 40) as usize;
+    let killed = workers / 4;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let streams = MemoryStreams::new(77);
+        streams.create_stream("Scale", shards);
+        let table = MemoryLeaseStore::new("scale");
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let lease_calls = Arc::new(AtomicU64::new(0));
+        let config = |worker: &str| ConsumerConfig {
+            stream: "Scale".to_owned(),
+            table: "scale".to_owned(),
+            worker_id: Some(worker.to_owned()),
+            failover_time_ms: 1_000,
+            shard_sync_interval_ms: 6_000,
+            deliver_empty_batches: true,
+            ..ConsumerConfig::default()
+        };
+        let mut fleet: Vec<(String, CancellationToken, tokio::task::JoinHandle<()>)> = Vec::new();
+        let start = |name: String| {
+            let scheduler = Scheduler::new(
+                config(&name),
+                streams.clone(),
+                Counting {
+                    inner: table.clone(),
+                    calls: lease_calls.clone(),
+                },
+                TrackerFactory {
+                    worker: Arc::from(name.as_str()),
+                    calls: calls.clone(),
+                },
+            )
+            .expect("scheduler");
+            let token = CancellationToken::new();
+            let run = scheduler.run(token.clone());
+            let handle = tokio::spawn(async move {
+                let _ = run.await;
+            });
+            (name, token, handle)
+        };
+        // Who owns what, sampled every 100 ms: balance, and shards without a live owner.
+        let alive: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+        let orphaned_since: Arc<Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
+        let longest_orphan = Arc::new(Mutex::new(Duration::ZERO));
+        let balanced_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let sampler = {
+            let (table, alive, orphaned_since, longest_orphan, balanced_at) = (
+                table.clone(),
+                alive.clone(),
+                orphaned_since.clone(),
+                longest_orphan.clone(),
+                balanced_at.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let leases = table.list_leases().await.unwrap_or_default();
+                    let now = Instant::now();
+                    let alive = alive.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let mut per_worker: std::collections::HashMap<&str, usize> =
+                        alive.iter().map(|w| (w.as_str(), 0)).collect();
+                    let mut orphans = orphaned_since.lock().unwrap_or_else(|p| p.into_inner());
+                    for l in &leases {
+                        let live = l.lease_owner.as_deref().filter(|o| alive.contains(*o));
+                        match live {
+                            Some(owner) => {
+                                *per_worker.entry(owner).or_default() += 1;
+                                if let Some(since) = orphans.remove(&l.lease_key) {
+                                    let mut longest =
+                                        longest_orphan.lock().unwrap_or_else(|p| p.into_inner());
+                                    *longest = (*longest).max(now - since);
+                                }
+                            }
+                            None => {
+                                orphans.entry(l.lease_key.clone()).or_insert(now);
+                            }
+                        }
+                    }
+                    let (most, least) = (
+                        per_worker.values().max().copied().unwrap_or(0),
+                        per_worker.values().min().copied().unwrap_or(0),
+                    );
+                    let mut at = balanced_at.lock().unwrap_or_else(|p| p.into_inner());
+                    if orphans.is_empty() && !per_worker.is_empty() && most - least <= 1 {
+                        at.get_or_insert(now);
+                    } else {
+                        *at = None;
+                    }
+                }
+            })
+        };
+        let wait_balanced = |what: &'static str, since: Instant| {
+            let balanced_at = balanced_at.clone();
+            async move {
+                let deadline = since + Duration::from_secs(600);
+                loop {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let at = *balanced_at.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(at) = at
+                        && at.elapsed() >= Duration::from_secs(3)
+                    {
+                        println!("  {what}: balanced after {:.1} s", (at - since).as_secs_f64());
+                        return at - since;
+                    }
+                    assert!(Instant::now() < deadline, "{what}: not balanced after 600 s");
+                }
+            }
+        };
+        println!("scale: {shards} shards, {workers} workers joining 0.25 s apart (failover 1 s)");
+        let joined = Instant::now();
+        let before = lease_calls.load(Ordering::Relaxed);
+        for i in 0..workers {
+            let name = format!("worker-{i:02}");
+            alive.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone());
+            fleet.push(start(name));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let join_time = wait_balanced("all joined", joined).await;
+        let steady_from = (Instant::now(), lease_calls.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let steady = lease_calls.load(Ordering::Relaxed) - steady_from.1;
+        let steady_rate = steady as f64 / steady_from.0.elapsed().as_secs_f64();
+        println!(
+            "  steady state: {steady_rate:.0} lease-table calls/s in all, {:.1} per worker ({} calls while joining)",
+            steady_rate / workers as f64,
+            steady_from.1 - before
+        );
+        let killed_at = Instant::now();
+        for (name, _, handle) in fleet.drain(..killed) {
+            alive.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+            handle.abort();
+        }
+        let kill_time = wait_balanced("after the kill -9", killed_at).await;
+        sampler.abort();
+        let longest = *longest_orphan.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, token, handle) in fleet {
+            token.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+        }
+        let mut by_shard: std::collections::HashMap<Arc<str>, Vec<Call>> =
+            std::collections::HashMap::new();
+        for call in calls.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            by_shard.entry(call.0.clone()).or_default().push(call);
+        }
+        let (mut overlaps, mut total_calls) = (0u64, 0usize);
+        for list in by_shard.values_mut() {
+            total_calls += list.len();
+            list.sort_by_key(|call| call.2);
+            for pair in list.windows(2) {
+                if pair[0].1 != pair[1].1 && pair[1].2 < pair[0].3 {
+                    overlaps += 1;
+                }
+            }
+        }
+        println!(
+            "  joined in {:.1} s, re-balanced {:.1} s after killing {killed}; longest a shard had no live owner: {:.1} s",
+            join_time.as_secs_f64(),
+            kill_time.as_secs_f64(),
+            longest.as_secs_f64()
+        );
+        println!(
+            "  process_records calls: {total_calls}; calls of one shard by two workers overlapping in time: {overlaps}"
+        );
+    });
+}
+
 fn main() {
+    if std::env::var("CHIEF_BENCH_SCALE").is_ok() {
+        scale();
+        return;
+    }
     throughput();
     steady_state();
     latency_memory();
