@@ -115,16 +115,22 @@ type Registry<S> = Arc<std::sync::Mutex<HashMap<String, Arc<HeldLease<S>>>>>;
 /// Renews every lease in `registry` every `every`, all at once, each call bounded by
 /// `timeout`: on its own task, so that a slow shard sync, Scan, take or parent check never
 /// delays a renewal (and never costs a lease).
+/// Stops between rounds when `stop` fires (a round in flight finishes first, so that no
+/// renewal is cut off with an unknown outcome before the leases are released).
 async fn renew_forever<S: LeaseStore>(
     registry: Registry<S>,
     every: Duration,
     failover: Duration,
     timeout: Duration,
+    stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         let leases: Vec<Arc<HeldLease<S>>> = registry
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -158,6 +164,8 @@ struct Worker<C, S, F> {
     renewing: Registry<S>,
     /// The renewer task: renews `renewing` on its own schedule.
     renewer: Option<tokio::task::JoinHandle<()>>,
+    /// Stops the renewer between rounds (graceful stop).
+    stop_renewing: CancellationToken,
     running: HashSet<String>,
     /// Which shard each task processes (to clean up after a panicking processor).
     task_shards: HashMap<tokio::task::Id, String>,
@@ -219,6 +227,7 @@ where
             held: HashMap::new(),
             renewing: Arc::new(std::sync::Mutex::new(HashMap::new())),
             renewer: None,
+            stop_renewing: CancellationToken::new(),
             running: HashSet::new(),
             task_shards: HashMap::new(),
             synced: false,
@@ -271,6 +280,7 @@ where
                 renew_every,
                 self.config.failover(),
                 self.config.lease_call_timeout(),
+                self.stop_renewing.clone(),
             )
             .in_current_span(),
         ));
@@ -776,8 +786,9 @@ where
         while let Some(done) = self.tasks.join_next_with_id().await {
             self.finished(done).await;
         }
+        self.stop_renewing.cancel();
         if let Some(renewer) = self.renewer.take() {
-            renewer.abort();
+            let _ = renewer.await;
         }
         self.renewing
             .lock()
