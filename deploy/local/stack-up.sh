@@ -128,7 +128,7 @@ start_mariadb() {
     fi
     local mariadbd datadir="$LOCAL/mysql" import="$LOCAL/mysql-import"
     mariadbd=$(find_mariadbd) || die "mariadbd not found after installing mariadb-server"
-    mkdir -p "$import"
+    mkdir -p "$import" "$LOCAL/mysql-tmp"
     if [[ ! -d "$datadir/mysql" ]]; then
         log "initialising MariaDB datadir $datadir"
         mariadb-install-db --no-defaults --datadir="$datadir" --user="$(id -un)" \
@@ -139,7 +139,7 @@ start_mariadb() {
     start mariadb "$LOGS/mariadb.log" "$mariadbd" --no-defaults --datadir="$datadir" \
         --socket="$RUN/mariadb.sock" --pid-file="$RUN/mariadbd.pid" \
         --port="$MARIADB_PORT" --bind-address=127.0.0.1 --user="$(id -un)" \
-        --secure-file-priv="$import" --skip-name-resolve \
+        --secure-file-priv="$import" --skip-name-resolve --tmpdir="$LOCAL/mysql-tmp" \
         --max-allowed-packet=64M --innodb-buffer-pool-size=128M
 }
 

@@ -199,6 +199,8 @@ impl PrivateMariaDb {
             .expect("mariadbd (make stack-up installs mariadb-server)");
         let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
         let log = std::fs::File::create(self.dir.join("mariadbd.log")).expect("log");
+        let tmp = self.dir.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("tmpdir");
         self.child = Some(
             std::process::Command::new(mariadbd)
                 .arg("--no-defaults")
@@ -218,6 +220,9 @@ impl PrivateMariaDb {
                     self.dir.join("import").display()
                 ))
                 .arg(format!("--user={user}"))
+                // Its own temporary directory: internal temporary tables never meet another
+                // server's (or anyone's clean-up) in /tmp.
+                .arg(format!("--tmpdir={}", tmp.display()))
                 .arg("--skip-log-bin")
                 .stdout(log.try_clone().expect("log"))
                 .stderr(log)
