@@ -291,7 +291,21 @@ async fn mariadb_stopped_during_a_load_then_the_loader_re_run_loses_nothing() {
     run.wait_caught_up(&[&orders], &[&jobs], 120);
     Run::stop_all(procs);
 
-    // Stop MariaDB while the loader runs: the run fails, loudly.
+    // Stop MariaDB while the loader is in the middle of its run: a session holds both
+    // tables locked, so the loader's statements wait; once the server shows one of them
+    // waiting, the server is killed. The run fails, loudly.
+    use sqlx::Connection as _;
+    let mut locker = sqlx::mysql::MySqlConnection::connect(&url)
+        .await
+        .expect("MariaDB");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "LOCK TABLES `{}` WRITE, `{}` WRITE",
+        run.table("orders"),
+        run.table("jobresults")
+    )))
+    .execute(&mut locker)
+    .await
+    .expect("LOCK TABLES");
     let loader = {
         std::process::Command::new(chief_e2e::bin("chief-loader"))
             .args(run.loader_args())
@@ -302,8 +316,33 @@ async fn mariadb_stopped_during_a_load_then_the_loader_re_run_loses_nothing() {
             .spawn()
             .expect("loader")
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mut watcher = sqlx::mysql::MySqlConnection::connect(&url)
+        .await
+        .expect("MariaDB");
+    let mut waiting = false;
+    for _ in 0..600 {
+        let states: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT STATE, INFO FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()",
+        )
+        .fetch_all(&mut watcher)
+        .await
+        .expect("PROCESSLIST");
+        waiting = states.iter().any(|(state, info)| {
+            state.as_deref().is_some_and(|s| s.contains("lock"))
+                && info
+                    .as_deref()
+                    .is_some_and(|i| !i.starts_with("LOCK TABLES"))
+        });
+        if waiting {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The fault is proven before the outcome is asserted: the loader is mid-run.
+    assert!(waiting, "the loader never reached the locked tables");
     db.kill();
+    drop(watcher);
+    drop(locker);
     let out = loader.wait_with_output().expect("loader");
     assert!(
         !out.status.success(),
