@@ -28,6 +28,7 @@
 mod checkpoint;
 mod config;
 pub mod lease;
+mod lineage;
 pub mod metrics;
 mod processor;
 mod scheduler;

@@ -13,6 +13,7 @@ use tracing::Instrument;
 use crate::checkpoint::HeldLease;
 use crate::config::{ConsumerConfig, FetcherKind, InitialPosition};
 use crate::lease::{ExtendedSequenceNumber, Lease, LeaseError, LeaseStore};
+use crate::lineage::{children_of, descendants, started};
 use crate::metrics as m;
 use crate::processor::ProcessorFactory;
 use crate::shard::{ShardOutcome, ShardTask, lease_range};
@@ -70,43 +71,6 @@ impl<C, S, F> Drop for Worker<C, S, F> {
             renewer.abort();
         }
     }
-}
-
-/// Shard → the shards that name it as a parent (ListShards' lineage).
-fn children_of(shards: &[Shard]) -> HashMap<String, Vec<String>> {
-    let mut children: HashMap<String, Vec<String>> = HashMap::new();
-    for shard in shards {
-        for parent in shard
-            .parent_shard_id
-            .iter()
-            .chain(shard.adjacent_parent_shard_id.iter())
-        {
-            children
-                .entry(parent.clone())
-                .or_default()
-                .push(shard.shard_id.clone());
-        }
-    }
-    children
-}
-
-/// Every shard descending from `shard` (children, their children, …).
-fn descendants(shard: &str, children: &HashMap<String, Vec<String>>) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![shard.to_owned()];
-    while let Some(s) = stack.pop() {
-        for child in children.get(&s).into_iter().flatten() {
-            if out.insert(child.clone()) {
-                stack.push(child.clone());
-            }
-        }
-    }
-    out
-}
-
-/// Whether a lease's shard has started: checkpointed a record, or its end.
-fn started(lease: &Lease) -> bool {
-    !lease.checkpoint.is_sentinel() || lease.checkpoint.is_shard_end()
 }
 
 /// The held leases as the renewer task sees them.
