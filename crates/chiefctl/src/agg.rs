@@ -13,6 +13,7 @@
 //! Blank lines are skipped. A corrupt aggregate is passed through as one user record, as
 //! the KCL does, with a warning naming its line on stderr.
 
+use std::borrow::Cow;
 use std::io::{self, BufRead, BufWriter, Write};
 use std::process::ExitCode;
 
@@ -23,7 +24,7 @@ use chief_aggregation::{
     Aggregator, Bytes, DeaggregationStats, KinesisRecord, RecordKind, UserRecord, deaggregate,
 };
 use clap::Subcommand;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// The `agg` subcommands.
 #[derive(Subcommand, Debug)]
@@ -39,10 +40,14 @@ pub enum AggCommand {
     Unpack,
 }
 
+/// Input and output buffers: large, so that a process spends its time on records, not
+/// on system calls.
+const IO_BUFFER: usize = 1 << 20;
+
 /// Runs an `agg` subcommand on stdin and stdout.
 pub fn main(command: AggCommand) -> ExitCode {
-    let stdin = io::stdin().lock();
-    let stdout = BufWriter::new(io::stdout().lock());
+    let stdin = io::BufReader::with_capacity(IO_BUFFER, io::stdin());
+    let stdout = BufWriter::with_capacity(IO_BUFFER, io::stdout().lock());
     let result = match command {
         AggCommand::Pack { max_bytes } => pack(max_bytes, stdin, stdout),
         AggCommand::Unpack => unpack(stdin, stdout, &mut io::stderr()),
@@ -75,55 +80,68 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-/// A user record as `pack` reads it.
+/// A record as both commands read it: a user record for `pack`, a Kinesis record for
+/// `unpack` (extra fields ignored). Strings are borrowed from the line where no escape
+/// forces a copy.
 #[derive(Deserialize)]
-struct UserRecordIn {
-    partition_key: String,
-    #[serde(default)]
-    explicit_hash_key: Option<String>,
-    data: String,
+struct RecordIn<'a> {
+    #[serde(borrow)]
+    partition_key: Cow<'a, str>,
+    #[serde(default, borrow)]
+    explicit_hash_key: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: Cow<'a, str>,
 }
 
-/// A Kinesis record as `pack` writes it and `unpack` reads it.
-#[derive(Serialize, Deserialize)]
-struct KinesisRecordLine {
-    partition_key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    explicit_hash_key: Option<String>,
-    data: String,
-    #[serde(default, skip_deserializing)]
-    user_records: usize,
+/// Reads the input line by line into one reused buffer: the non-blank lines with their
+/// 1-based numbers; a line that is not UTF-8 is bad input.
+struct Lines<R> {
+    input: R,
+    buffer: Vec<u8>,
+    number: usize,
 }
 
-/// A user record as `unpack` writes it.
-#[derive(Serialize)]
-struct UserRecordOut<'a> {
-    partition_key: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    explicit_hash_key: Option<&'a str>,
-    data: String,
-    sub_sequence_number: u64,
-}
+impl<R: BufRead> Lines<R> {
+    fn new(input: R) -> Self {
+        Lines {
+            input,
+            buffer: Vec::with_capacity(4096),
+            number: 0,
+        }
+    }
 
-/// Non-blank input lines with their 1-based numbers; a line that is not UTF-8 is bad input.
-fn numbered_lines(input: impl BufRead) -> impl Iterator<Item = Result<(usize, String), Failure>> {
-    input
-        .split(b'\n')
-        .enumerate()
-        .map(|(i, line)| {
-            let number = i + 1;
-            let mut line = line.context("reading stdin")?;
-            if line.last() == Some(&b'\r') {
-                line.pop();
+    /// The next non-blank line, or `None` at the end of the input.
+    fn next_line(&mut self) -> Result<Option<(usize, &str)>, Failure> {
+        loop {
+            self.buffer.clear();
+            let read = self
+                .input
+                .read_until(b'\n', &mut self.buffer)
+                .context("reading stdin")?;
+            if read == 0 {
+                return Ok(None);
             }
-            let line = String::from_utf8(line)
+            self.number += 1;
+            let mut end = self.buffer.len();
+            for ending in [b'\n', b'\r'] {
+                if end > 0 && self.buffer[end - 1] == ending {
+                    end -= 1;
+                }
+            }
+            let number = self.number;
+            let blank = std::str::from_utf8(&self.buffer[..end])
+                .map_err(|e| Failure::BadInput(format!("line {number}: not UTF-8: {e}")))?
+                .trim()
+                .is_empty();
+            if blank {
+                continue;
+            }
+            // Checked above: this cannot fail, and borrows for the caller's lifetime.
+            let line = std::str::from_utf8(&self.buffer[..end])
                 .map_err(|e| Failure::BadInput(format!("line {number}: not UTF-8: {e}")))?;
-            Ok((number, line))
-        })
-        .filter(|item| {
-            item.as_ref()
-                .map_or(true, |(_, line)| !line.trim().is_empty())
-        })
+            return Ok(Some((number, line)));
+        }
+    }
 }
 
 fn parse_line<'a, T: Deserialize<'a>>(number: usize, line: &'a str) -> Result<T, Failure> {
@@ -137,57 +155,157 @@ fn decode_data(number: usize, data: &str) -> Result<Bytes, Failure> {
         .map_err(|e| Failure::BadInput(format!("line {number}: \"data\" is not valid base64: {e}")))
 }
 
-fn write_kinesis_record(out: &mut impl Write, record: KinesisRecord) -> Result<(), Failure> {
-    let line = KinesisRecordLine {
-        data: BASE64.encode(&record.data),
-        partition_key: record.partition_key,
-        explicit_hash_key: record.explicit_hash_key,
-        user_records: record.user_records,
-    };
-    serde_json::to_writer(&mut *out, &line).context("writing stdout")?;
-    out.write_all(b"\n").context("writing stdout")?;
+/// Writes `"name":` and the JSON string `value`.
+fn write_field(out: &mut impl Write, name: &str, value: &str) -> Result<(), Failure> {
+    out.write_all(b"\"").context("writing stdout")?;
+    out.write_all(name.as_bytes()).context("writing stdout")?;
+    out.write_all(b"\":").context("writing stdout")?;
+    serde_json::to_writer(&mut *out, value).context("writing stdout")?;
     Ok(())
 }
 
-fn pack(max_bytes: usize, input: impl BufRead, mut out: impl Write) -> Result<(), Failure> {
+/// Writes `"data":"<base64>"`, encoding through the reused `scratch`.
+fn write_data(out: &mut impl Write, data: &[u8], scratch: &mut String) -> Result<(), Failure> {
+    scratch.clear();
+    BASE64.encode_string(data, scratch);
+    out.write_all(b"\"data\":\"").context("writing stdout")?;
+    out.write_all(scratch.as_bytes())
+        .context("writing stdout")?;
+    out.write_all(b"\"").context("writing stdout")?;
+    Ok(())
+}
+
+/// One output line:
+/// `{"partition_key", "explicit_hash_key" (or absent), "data", "<count_name>": count}`.
+fn write_line(
+    out: &mut impl Write,
+    partition_key: &str,
+    explicit_hash_key: Option<&str>,
+    data: &[u8],
+    (count_name, count): (&str, u64),
+    scratch: &mut String,
+) -> Result<(), Failure> {
+    out.write_all(b"{").context("writing stdout")?;
+    write_field(out, "partition_key", partition_key)?;
+    if let Some(key) = explicit_hash_key {
+        out.write_all(b",").context("writing stdout")?;
+        write_field(out, "explicit_hash_key", key)?;
+    }
+    out.write_all(b",").context("writing stdout")?;
+    write_data(out, data, scratch)?;
+    writeln!(out, ",\"{count_name}\":{count}}}").context("writing stdout")?;
+    Ok(())
+}
+
+fn write_kinesis_record(
+    out: &mut impl Write,
+    record: &KinesisRecord,
+    scratch: &mut String,
+) -> Result<(), Failure> {
+    write_line(
+        out,
+        &record.partition_key,
+        record.explicit_hash_key.as_deref(),
+        &record.data,
+        ("user_records", record.user_records as u64),
+        scratch,
+    )
+}
+
+/// How many parsed records travel between the two threads at a time.
+const BATCH: usize = 1024;
+
+/// Reads and parses the input on a thread of its own (JSON and base64 are half the work)
+/// while `consume` handles the parsed records, in input order, on the calling thread. A
+/// bad line stops both after every line before it was consumed, as a single thread would.
+fn parse_in_background<R, T>(
+    input: R,
+    parse: fn(usize, &str) -> Result<T, Failure>,
+    mut consume: impl FnMut(usize, T) -> Result<(), Failure>,
+) -> Result<(), Failure>
+where
+    R: BufRead + Send,
+    T: Send,
+{
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<Vec<(usize, T)>, Failure>>(8);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut lines = Lines::new(input);
+            let mut batch = Vec::with_capacity(BATCH);
+            loop {
+                let next = lines
+                    .next_line()
+                    .and_then(|line| line.map(|(n, l)| parse(n, l).map(|t| (n, t))).transpose());
+                match next {
+                    Ok(Some(item)) => {
+                        batch.push(item);
+                        if batch.len() == BATCH
+                            && sender
+                                .send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))))
+                                .is_err()
+                        {
+                            return; // the consumer stopped
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = sender.send(Ok(batch));
+                        return;
+                    }
+                    Err(failure) => {
+                        let _ = sender.send(Ok(batch));
+                        let _ = sender.send(Err(failure));
+                        return;
+                    }
+                }
+            }
+        });
+        // Dropping the receiver on an early return stops the parser at its next batch.
+        for batch in receiver {
+            for (number, item) in batch? {
+                consume(number, item)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn parse_record(number: usize, line: &str) -> Result<UserRecord, Failure> {
+    let parsed: RecordIn = parse_line(number, line)?;
+    Ok(UserRecord {
+        data: decode_data(number, &parsed.data)?,
+        partition_key: parsed.partition_key.into_owned(),
+        explicit_hash_key: parsed.explicit_hash_key.map(Cow::into_owned),
+    })
+}
+
+fn pack(max_bytes: usize, input: impl BufRead + Send, mut out: impl Write) -> Result<(), Failure> {
     let mut aggregator = Aggregator::with_max_bytes(max_bytes)
         .map_err(|e| Failure::BadInput(format!("--max-bytes: {e}")))?;
-    for item in numbered_lines(input) {
-        let (number, line) = item?;
-        let parsed: UserRecordIn = parse_line(number, &line)?;
-        let record = UserRecord {
-            data: decode_data(number, &parsed.data)?,
-            partition_key: parsed.partition_key,
-            explicit_hash_key: parsed.explicit_hash_key,
-        };
+    let mut scratch = String::new();
+    parse_in_background(input, parse_record, |number, record| {
         let closed = aggregator
             .add(record)
             .map_err(|e| Failure::BadInput(format!("line {number}: {e}")))?;
         if let Some(closed) = closed {
-            write_kinesis_record(&mut out, closed)?;
+            write_kinesis_record(&mut out, &closed, &mut scratch)?;
         }
-    }
+        Ok(())
+    })?;
     if let Some(last) = aggregator.flush() {
-        write_kinesis_record(&mut out, last)?;
+        write_kinesis_record(&mut out, &last, &mut scratch)?;
     }
     out.flush().context("writing stdout")?;
     Ok(())
 }
 
 fn unpack(
-    input: impl BufRead,
+    input: impl BufRead + Send,
     mut out: impl Write,
     warnings: &mut impl Write,
 ) -> Result<(), Failure> {
     let mut stats = DeaggregationStats::default();
-    for item in numbered_lines(input) {
-        let (number, line) = item?;
-        let parsed: KinesisRecordLine = parse_line(number, &line)?;
-        let received = UserRecord {
-            data: decode_data(number, &parsed.data)?,
-            partition_key: parsed.partition_key,
-            explicit_hash_key: parsed.explicit_hash_key,
-        };
+    let mut scratch = String::new();
+    parse_in_background(input, parse_record, |number, received| {
         let unpacked = deaggregate(received);
         stats.observe(&unpacked);
         if let RecordKind::Corrupt(why) = unpacked.kind() {
@@ -198,16 +316,17 @@ fn unpack(
             .context("writing stderr")?;
         }
         for sub in unpacked {
-            let line = UserRecordOut {
-                partition_key: &sub.record.partition_key,
-                explicit_hash_key: sub.record.explicit_hash_key.as_deref(),
-                data: BASE64.encode(&sub.record.data),
-                sub_sequence_number: sub.sub_sequence_number,
-            };
-            serde_json::to_writer(&mut out, &line).context("writing stdout")?;
-            out.write_all(b"\n").context("writing stdout")?;
+            write_line(
+                &mut out,
+                &sub.record.partition_key,
+                sub.record.explicit_hash_key.as_deref(),
+                &sub.record.data,
+                ("sub_sequence_number", sub.sub_sequence_number),
+                &mut scratch,
+            )?;
         }
-    }
+        Ok(())
+    })?;
     out.flush().context("writing stdout")?;
     if stats.corrupt_aggregates > 0 {
         writeln!(
