@@ -424,4 +424,36 @@ mod tests {
         );
         assert!(bad_input(run_unpack("{\"partition_key\":\"a\"}")).starts_with("line 1: "));
     }
+
+    #[test]
+    fn a_bad_line_stops_after_every_line_before_it_across_batches() {
+        // 3 × BATCH good lines, then a bad one: the parser thread hands over full batches,
+        // a partial one and the error; every record before the error is packed and written.
+        let mut input = String::new();
+        for i in 0..3 * BATCH {
+            input.push_str(&format!(
+                "{{\"partition_key\":\"k{i}\",\"data\":\"eA==\"}}\n"
+            ));
+        }
+        input.push_str("{\"partition_key\":\"k\",\"data\":\"!\"}\n");
+        let mut out = Vec::new();
+        // 9 bytes hold one record ("k…" + 1 byte of data): every record closes the last.
+        let message = bad_input(pack(9, input.as_bytes(), &mut out));
+        assert!(
+            message.starts_with(&format!(
+                "line {}: \"data\" is not valid base64",
+                3 * BATCH + 1
+            )),
+            "{message}"
+        );
+        let written = String::from_utf8(out).expect("UTF-8");
+        // The last good record is still in the aggregator when the error stops the run.
+        assert_eq!(written.lines().count(), 3 * BATCH - 1);
+        assert!(
+            written
+                .lines()
+                .last()
+                .is_some_and(|l| l.contains(&format!("\"partition_key\":\"k{}\"", 3 * BATCH - 2)))
+        );
+    }
 }
