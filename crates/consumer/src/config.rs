@@ -44,6 +44,26 @@ pub enum OnProcessingFailure {
     DeadLetter,
 }
 
+/// What the consumer does with the user records of a KPL aggregate whose hash key lies
+/// outside the hash key range of the shard the aggregate was read from.
+///
+/// They exist after a reshard: a producer aggregated them for a parent shard on an
+/// out-of-date map and Kinesis put the aggregate on one child. The KPL (and chief's
+/// producer) then sends those records again, to the shard that owns them, so the copy in
+/// the aggregate is a duplicate read out of order with its key's other records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutOfRangeRecords {
+    /// Skip them (counted as `RecordsOutsideShardRange`, logged with the shard and the
+    /// sequence number): their copy is read from the shard that owns them, in order. The
+    /// KCL skips them too (it skips the whole aggregate).
+    #[default]
+    Drop,
+    /// Deliver them: for streams written by aggregators that do not send such records
+    /// again (e.g. the `kinesis-aggregation` libraries used on their own).
+    Deliver,
+}
+
 /// How a consumer reads a stream and shares it with other workers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -122,6 +142,9 @@ pub struct ConsumerConfig {
     /// `retry` (default: never skip a record) or `dead_letter` (after
     /// `processing_retry.deadline_ms`, the processor's dead-letter sink takes the batch).
     pub on_processing_failure: OnProcessingFailure,
+    /// `drop` (default) or `deliver` the user records of an aggregate that hash outside
+    /// the shard it was read from; see [`OutOfRangeRecords`].
+    pub out_of_range_records: OutOfRangeRecords,
     /// Back-off of lease table calls that failed.
     pub lease_retry: RetryPolicy,
 }
@@ -154,6 +177,7 @@ impl Default for ConsumerConfig {
                 ..RetryPolicy::default()
             },
             on_processing_failure: OnProcessingFailure::Retry,
+            out_of_range_records: OutOfRangeRecords::Drop,
             cleanup_leases: true,
             processing_retry: RetryPolicy {
                 initial_backoff_ms: 100,

@@ -35,7 +35,9 @@ mod scheduler;
 mod shard;
 
 pub use checkpoint::{CheckpointError, Checkpointer};
-pub use config::{ConsumerConfig, FetcherKind, InitialPosition, OnProcessingFailure};
+pub use config::{
+    ConsumerConfig, FetcherKind, InitialPosition, OnProcessingFailure, OutOfRangeRecords,
+};
 pub use lease::{
     DynamoDbLeaseStore, ExtendedSequenceNumber, Lease, LeaseError, LeaseStore, MemoryLeaseStore,
 };

@@ -16,8 +16,9 @@ pub const LEASES_LOST: &str = "LeasesLost";
 pub const CHECKPOINT_FAILURES: &str = "CheckpointFailures";
 /// Counter: failed `process_records` calls, retried (label `stream`).
 pub const PROCESSING_FAILURES: &str = "ProcessingFailures";
-/// Counter: user records of an aggregate whose hash lies outside the shard's range;
-/// kept and delivered (KCL drops the whole aggregate) (label `stream`).
+/// Counter: user records of an aggregate whose hash lies outside the shard's range
+/// (written on an out-of-date shard map and sent again by the producer); skipped, or
+/// delivered with `out_of_range_records = "deliver"` (label `stream`).
 pub const RECORDS_OUTSIDE_SHARD_RANGE: &str = "RecordsOutsideShardRange";
 /// Counter: leases of finished shards deleted once all their children started
 /// (label `stream`).

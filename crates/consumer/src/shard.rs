@@ -16,7 +16,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use crate::checkpoint::{Checkpointer, HeldLease};
-use crate::config::{ConsumerConfig, OnProcessingFailure};
+use crate::config::{ConsumerConfig, OnProcessingFailure, OutOfRangeRecords};
 use crate::lease::{ExtendedSequenceNumber, LeaseStore};
 use crate::metrics as m;
 use crate::processor::{
@@ -360,7 +360,6 @@ impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
         resume: &mut Option<ExtendedSequenceNumber>,
     ) -> Vec<ConsumedRecord> {
         let mut out = Vec::new();
-        let mut outside = 0u64;
         for r in &batch.records {
             let mut skip_through = None;
             if let Some(at) = resume.as_ref() {
@@ -402,13 +401,19 @@ impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
             if let Some(sub) = skip_through {
                 records = records.resume_after(sub);
             }
+            let drop_strays =
+                aggregated && self.config.out_of_range_records == OutOfRangeRecords::Drop;
+            let mut strays = 0u64;
             for d in records {
                 if aggregated
                     && let Some((start, end)) = self.range
                     && let Ok(hash) = d.record.hash_key()
                     && !(start..=end).contains(&hash)
                 {
-                    outside += 1;
+                    strays += 1;
+                    if drop_strays {
+                        continue;
+                    }
                 }
                 out.push(ConsumedRecord {
                     sequence_number: r.sequence_number.clone(),
@@ -421,14 +426,16 @@ impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
                     corrupt: corrupt.clone(),
                 });
             }
-        }
-        if outside > 0 {
-            metrics::counter!(m::RECORDS_OUTSIDE_SHARD_RANGE, "stream" => self.config.stream.clone())
-                .increment(outside);
-            tracing::warn!(
-                records = outside,
-                "user records of aggregates hash outside the shard's range (written before a reshard); kept and delivered"
-            );
+            if strays > 0 {
+                metrics::counter!(m::RECORDS_OUTSIDE_SHARD_RANGE, "stream" => self.config.stream.clone())
+                    .increment(strays);
+                tracing::info!(
+                    sequence_number = %r.sequence_number,
+                    records = strays,
+                    delivered = !drop_strays,
+                    "user records of an aggregate hash outside the shard's range (aggregated on an out-of-date shard map; the producer sent them again to their shard)"
+                );
+            }
         }
         out
     }

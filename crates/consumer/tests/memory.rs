@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chief_aggregation::{Aggregator, UserRecord};
-use chief_consumer::MemoryLeaseStore;
+use chief_consumer::{ConsumerConfig, MemoryLeaseStore, OutOfRangeRecords};
 use chief_stream::{Faults, MemoryStreams, PutEntry, StreamClient};
 use support::*;
 
@@ -129,23 +129,33 @@ async fn expired_iterators_and_throttled_reads_lose_and_repeat_nothing() {
     w.stop().await;
 }
 
-#[tokio::test]
-async fn aggregate_records_hashing_outside_the_shard_are_kept() {
-    let m = mem(2);
-    // One aggregate of 50 user records whose keys hash all over the space, routed to the
-    // first shard by its explicit hash key (as a producer with a stale map would).
+/// One aggregate of 50 user records whose keys hash all over the space, put on a child of
+/// a split by its explicit hash key (as a producer with a map from before the split does):
+/// the user records `(partition key, shard)` the consumer delivers.
+async fn deliver_an_aggregate_on_a_split_child(
+    out_of_range: OutOfRangeRecords,
+) -> (Vec<Seen>, Vec<String>, String) {
+    let m = mem(1);
+    let parent = m.streams.shards(STREAM)[0].clone();
+    let middle = parent.starting_hash_key + (parent.ending_hash_key - parent.starting_hash_key) / 2;
+    m.streams
+        .split_shard(STREAM, &parent.shard_id, middle)
+        .expect("split");
+    let child = m
+        .streams
+        .shards(STREAM)
+        .into_iter()
+        .find(|s| s.is_open() && s.starting_hash_key == parent.starting_hash_key)
+        .expect("the lower child");
     let mut agg = Aggregator::new();
-    for i in 0..50 {
+    let keys: Vec<String> = (0..50).map(|i| format!("key-{i:03}")).collect();
+    for (i, key) in keys.iter().enumerate() {
         assert!(
-            agg.add(UserRecord::new(
-                format!("key-{i:03}"),
-                format!("key-{i:03}:{i}")
-            ))
-            .expect("add")
-            .is_none()
+            agg.add(UserRecord::new(key.clone(), format!("{key}:{i}")))
+                .expect("add")
+                .is_none()
         );
     }
-    let kr = agg.flush().expect("aggregate");
     let put = m
         .streams
         .put_records(
@@ -153,22 +163,57 @@ async fn aggregate_records_hashing_outside_the_shard_are_kept() {
             vec![PutEntry {
                 partition_key: "a".into(),
                 explicit_hash_key: Some("1".into()),
-                data: kr.data,
+                data: agg.flush().expect("aggregate").data,
             }],
         )
         .await
         .expect("put");
-    assert!(put[0].is_ok());
-    let w = start(&m, fast_config(STREAM, "t", "w"), Checkpointing::EveryBatch);
-    wait_for(30, "the 50 user records", || async {
-        w.probe.count() >= 50
+    assert_eq!(
+        put[0].as_ref().expect("put").shard_id,
+        child.shard_id,
+        "the aggregate is on the lower child"
+    );
+    // Computed here, independently of the consumer: the keys the lower child owns.
+    let owned: Vec<String> = keys
+        .into_iter()
+        .filter(|k| child.contains(chief_aggregation::partition_key_hash(k)))
+        .collect();
+    assert!(
+        !owned.is_empty() && owned.len() < 50,
+        "keys on both sides of the split"
+    );
+    let config = ConsumerConfig {
+        out_of_range_records: out_of_range,
+        ..fast_config(STREAM, "t", "w")
+    };
+    let w = start(&m, config, Checkpointing::EveryBatch);
+    let expected = match out_of_range {
+        OutOfRangeRecords::Drop => owned.len(),
+        OutOfRangeRecords::Deliver => 50,
+    };
+    wait_for(30, "the user records", || async {
+        w.probe.count() >= expected
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let seen = w.probe.seen();
-    assert_exactly_once(&seen, 50);
-    assert!(seen.iter().all(|s| s.shard == "shardId-000000000000"));
     w.stop().await;
+    (seen, owned, child.shard_id)
+}
+
+#[tokio::test]
+async fn aggregate_records_hashing_outside_a_split_child_are_skipped_by_default() {
+    let (seen, owned, child) = deliver_an_aggregate_on_a_split_child(OutOfRangeRecords::Drop).await;
+    let keys: Vec<&str> = seen.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(keys, owned, "exactly the keys the child owns, in order");
+    assert!(seen.iter().all(|s| s.shard == child));
+}
+
+#[tokio::test]
+async fn aggregate_records_hashing_outside_a_split_child_are_delivered_when_configured() {
+    let (seen, _, child) = deliver_an_aggregate_on_a_split_child(OutOfRangeRecords::Deliver).await;
+    assert_exactly_once(&seen, 50);
+    assert!(seen.iter().all(|s| s.shard == child));
 }
 
 #[tokio::test]

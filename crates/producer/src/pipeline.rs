@@ -116,6 +116,21 @@ impl Entry {
     }
 }
 
+/// An aggregate that Kinesis put on another shard than predicted (the map was out of
+/// date: a reshard), waiting for the new map to tell which of its user records that
+/// shard owns.
+struct Parked {
+    entry: Entry,
+    shard_id: Arc<str>,
+    sequence_number: Arc<str>,
+    /// New maps installed that did not know `shard_id` yet.
+    maps_without_shard: u32,
+}
+
+/// How many new maps may come back without the shard a parked aggregate landed on
+/// (ListShards can lag a reshard) before its records are all sent again.
+const MAPS_WITHOUT_SHARD: u32 = 10;
+
 struct ShardState {
     range: ShardRange,
     id: Arc<str>,
@@ -125,6 +140,10 @@ struct ShardState {
     ready: VecDeque<Entry>,
     /// A call carrying this shard's entries is in flight.
     busy: bool,
+    /// A record predicted for this shard landed on another: nothing more is sent for it
+    /// until the new map arrives (records sent on the old map would land, out of order,
+    /// ahead of the ones the new map sends again).
+    stale: bool,
     limiter: TokenBucket,
     backoff_until: Option<Instant>,
 }
@@ -223,6 +242,11 @@ pub(crate) struct Pipeline<C> {
     refreshing: bool,
     refreshed_tx: mpsc::UnboundedSender<Option<ShardMap>>,
     refreshed: mpsc::UnboundedReceiver<Option<ShardMap>>,
+    /// Aggregates put on another shard than predicted, waiting for the new map.
+    parked: Vec<Parked>,
+    /// Refreshes in a row that brought a map without a parked aggregate's shard: the next
+    /// one waits a back-off first.
+    refresh_round: u32,
     rr: usize,
     metrics: Metrics,
 }
@@ -264,6 +288,8 @@ impl<C: StreamClient> Pipeline<C> {
             refreshing: false,
             refreshed_tx,
             refreshed,
+            parked: Vec::new(),
+            refresh_round: 0,
             rr: 0,
         };
         me.install_map(map);
@@ -300,9 +326,19 @@ impl<C: StreamClient> Pipeline<C> {
                 }
                 Some(map) = self.refreshed.recv(), if self.refreshing => {
                     self.refreshing = false;
-                    if let Some(map) = map {
-                        self.metrics.map_refreshes.increment(1);
-                        self.install_map(map);
+                    match map {
+                        Some(map) => {
+                            self.metrics.map_refreshes.increment(1);
+                            self.install_map(map);
+                        }
+                        // No new map: settle on the old one (their strays are sent again
+                        // and, landing elsewhere again, wait for the next refresh).
+                        None => {
+                            for shard in &mut self.shards {
+                                shard.stale = false;
+                            }
+                            self.settle_parked(Instant::now());
+                        }
                     }
                 }
                 () = sleep_until(wake) => {}
@@ -345,6 +381,7 @@ impl<C: StreamClient> Pipeline<C> {
                     open_since: None,
                     ready: VecDeque::new(),
                     busy: false,
+                    stale: false,
                     limiter: TokenBucket::for_shard(self.config.rate_limit_percent, now),
                     backoff_until: None,
                 });
@@ -352,6 +389,29 @@ impl<C: StreamClient> Pipeline<C> {
         }
         orphans.append(&mut old);
         self.map = map;
+        // Aggregates that landed elsewhere were sent before anything still buffered for
+        // the gone shards: their strays go first. Those whose shard this map does not
+        // know yet (ListShards lagging the reshard) wait for the next one, and so does
+        // sending for the shards they were predicted for.
+        let (known, waiting): (Vec<Parked>, Vec<Parked>) =
+            std::mem::take(&mut self.parked).into_iter().partition(|p| {
+                p.maps_without_shard >= MAPS_WITHOUT_SHARD
+                    || self.map.ranges().iter().any(|r| *r.shard_id == *p.shard_id)
+            });
+        self.parked = waiting;
+        for shard in &mut self.shards {
+            shard.stale = self.parked.iter().any(|p| p.entry.shard == shard.id);
+        }
+        for p in &mut self.parked {
+            p.maps_without_shard += 1;
+        }
+        if !self.parked.is_empty() {
+            self.map_stale = true;
+            self.refresh_round += 1;
+        } else {
+            self.refresh_round = 0;
+        }
+        self.settle(known, now);
         // Records buffered for shards that are gone (split or merged away) are predicted
         // again on the new map, in their order.
         for mut shard in orphans {
@@ -372,7 +432,12 @@ impl<C: StreamClient> Pipeline<C> {
         let (client, stream, retry_policy) =
             (self.client.clone(), self.stream.clone(), self.config.retry);
         let done = self.refreshed_tx.clone();
+        let wait_first = match self.refresh_round {
+            0 => Duration::ZERO,
+            round => retry_policy.jittered(round.min(20)),
+        };
         tokio::spawn(async move {
+            tokio::time::sleep(wait_first).await;
             let mut retry = 0;
             let map = loop {
                 match client.list_shards(&stream).await {
@@ -529,6 +594,7 @@ impl<C: StreamClient> Pipeline<C> {
                 let i = (self.rr + k) % n;
                 let shard = &mut self.shards[i];
                 if shard.busy
+                    || shard.stale
                     || shard.ready.is_empty()
                     || shard.backoff_until.is_some_and(|t| t > now)
                 {
@@ -676,13 +742,40 @@ impl<C: StreamClient> Pipeline<C> {
         for (mut entry, outcome) in entries.into_iter().zip(results) {
             match outcome {
                 Ok((shard_id, sequence_number)) => {
+                    let a = attempt(&entry, None);
+                    entry.attempts.push(a);
                     if *shard_id != *entry.shard {
                         // Landed elsewhere: the map is out of date (a reshard).
                         self.metrics.wrong_shard.increment(1);
                         self.map_stale = true;
+                        if let Some(predicted) =
+                            self.shards.iter_mut().find(|s| s.id == entry.shard)
+                        {
+                            predicted.stale = true;
+                        }
+                        if entry.members.len() > 1 {
+                            // Kinesis routed the aggregate by one hash key; its other user
+                            // records may belong to another shard. Decided on the map that
+                            // knows the shard it landed on (the KPL's "Wrong Shard" retry).
+                            let parked = Parked {
+                                entry,
+                                shard_id,
+                                sequence_number,
+                                maps_without_shard: 0,
+                            };
+                            if self
+                                .map
+                                .ranges()
+                                .iter()
+                                .any(|r| *r.shard_id == *parked.shard_id)
+                            {
+                                self.settle(vec![parked], now);
+                            } else {
+                                self.parked.push(parked);
+                            }
+                            continue;
+                        }
                     }
-                    let a = attempt(&entry, None);
-                    entry.attempts.push(a);
                     self.succeed(entry, shard_id, sequence_number);
                 }
                 Err((err, throttled)) => {
@@ -732,10 +825,21 @@ impl<C: StreamClient> Pipeline<C> {
     /// Predicts an entry's records again on the current map (its shard is gone).
     fn reroute(&mut self, entry: Entry, now: Instant, front: bool) {
         let records = entry.user_records();
-        let attempts = entry.attempts;
+        self.reroute_records(records, entry.members, entry.attempts, now, front);
+    }
+
+    /// Predicts user records again on the current map, with their attempts so far.
+    fn reroute_records(
+        &mut self,
+        records: Vec<UserRecord>,
+        members: Vec<Member>,
+        attempts: Vec<Attempt>,
+        now: Instant,
+        front: bool,
+    ) {
         let mut per_shard: Vec<(usize, Vec<(UserRecord, Member)>)> = Vec::new();
         let mut unroutable = (Vec::new(), Vec::new());
-        for (record, member) in records.into_iter().zip(entry.members) {
+        for (record, member) in records.into_iter().zip(members) {
             match self.shard_index(&record) {
                 Some(i) => match per_shard.iter_mut().find(|(j, _)| *j == i) {
                     Some((_, v)) => v.push((record, member)),
@@ -804,35 +908,129 @@ impl<C: StreamClient> Pipeline<C> {
     }
 
     fn succeed(&mut self, entry: Entry, shard_id: Arc<str>, sequence_number: Arc<str>) {
-        let attempts: Arc<[Attempt]> = Arc::from(entry.attempts);
-        let n = entry.members.len();
-        let m = &self.metrics;
-        m.kinesis_records_put.increment(1);
-        m.kinesis_records_data_put
+        self.metrics.kinesis_records_put.increment(1);
+        self.metrics
+            .kinesis_records_data_put
             .increment(entry.record.data.len() as u64);
+        let members = entry
+            .members
+            .into_iter()
+            .enumerate()
+            .map(|(i, member)| (i as u64, member))
+            .collect();
+        self.succeed_members(members, entry.attempts, shard_id, sequence_number);
+    }
+
+    /// Reports user records put at `shard_id`/`sequence_number`, each with its
+    /// sub-sequence number (its place in the aggregate).
+    fn succeed_members(
+        &mut self,
+        members: Vec<(u64, Member)>,
+        attempts: Vec<Attempt>,
+        shard_id: Arc<str>,
+        sequence_number: Arc<str>,
+    ) {
+        let attempts: Arc<[Attempt]> = Arc::from(attempts);
+        let n = members.len();
+        let m = &self.metrics;
         m.user_records_put.increment(n as u64);
         m.user_records_per_kinesis_record.record(n as f64);
         m.retries_per_record
             .record(attempts.len().saturating_sub(1) as f64);
         let mut cost = 0;
-        let data = entry
-            .members
+        let data = members
             .iter()
-            .map(|m| m.cost - crate::RECORD_OVERHEAD_BYTES)
+            .map(|(_, m)| m.cost - crate::RECORD_OVERHEAD_BYTES)
             .sum::<usize>();
         m.user_records_data_put.increment(data as u64);
-        deliver(entry.members.into_iter().enumerate().map(|(i, member)| {
+        deliver(members.into_iter().map(|(sub_sequence_number, member)| {
             cost += member.cost;
             let outcome = Ok(RecordSuccess {
                 shard_id: shard_id.clone(),
                 sequence_number: sequence_number.clone(),
-                sub_sequence_number: i as u64,
+                sub_sequence_number,
                 attempts: attempts.clone(),
             });
             (member.reply, outcome)
         }));
         self.counters.put.fetch_add(n as u64, Ordering::Relaxed);
         self.budget.release(n, cost);
+    }
+
+    /// Settles every parked aggregate on the current map.
+    fn settle_parked(&mut self, now: Instant) {
+        let parked = std::mem::take(&mut self.parked);
+        self.settle(parked, now);
+    }
+
+    /// Settles aggregates that landed on another shard than predicted, as the KPL does:
+    /// the user records whose hash key that shard owns are put (they are read there, in
+    /// order); the others ("strays", which a KCL consumer drops as outside the shard's
+    /// range) are predicted again on the current map and sent again, ahead of newer
+    /// records of their shards. A shard the map does not know makes every record a stray.
+    fn settle(&mut self, parked: Vec<Parked>, now: Instant) {
+        let mut strays = Vec::new();
+        for p in parked {
+            self.metrics.kinesis_records_put.increment(1);
+            self.metrics
+                .kinesis_records_data_put
+                .increment(p.entry.record.data.len() as u64);
+            let range = self
+                .map
+                .ranges()
+                .iter()
+                .find(|r| *r.shard_id == *p.shard_id)
+                .cloned();
+            let records = p.entry.user_records();
+            let (mut fit, mut stray_records, mut stray_members) =
+                (Vec::new(), Vec::new(), Vec::new());
+            for (i, (record, member)) in records.into_iter().zip(p.entry.members).enumerate() {
+                let owned = range
+                    .as_ref()
+                    .is_some_and(|r| record.hash_key().is_ok_and(|h| r.contains(h)));
+                if owned {
+                    fit.push((i as u64, member));
+                } else {
+                    stray_records.push(record);
+                    stray_members.push(member);
+                }
+            }
+            let mut attempts = p.entry.attempts;
+            if !fit.is_empty() {
+                self.succeed_members(
+                    fit,
+                    attempts.clone(),
+                    p.shard_id.clone(),
+                    p.sequence_number.clone(),
+                );
+            }
+            if stray_members.is_empty() {
+                continue;
+            }
+            let error = AttemptError {
+                code: "WrongShard".to_owned(),
+                message: format!(
+                    "put on {} in an aggregate, outside that shard's hash key range (the shard map was out of date)",
+                    p.shard_id
+                ),
+            };
+            self.metrics.error(&error.code);
+            self.metrics.all_errors.increment(1);
+            if let Some(last) = attempts.last_mut() {
+                last.error = Some(error);
+            }
+            tracing::info!(
+                stream = %self.stream,
+                shard = %p.shard_id,
+                records = stray_members.len(),
+                "user records of an aggregate put on an unpredicted shard are sent again"
+            );
+            strays.push((stray_records, stray_members, attempts));
+        }
+        // Each reroute goes to the front of its shards' queues: the last first keeps order.
+        for (records, members, attempts) in strays.into_iter().rev() {
+            self.reroute_records(records, members, attempts, now, true);
+        }
     }
 
     /// Fails a record the aggregator refused (it breaks a Kinesis limit).

@@ -181,12 +181,48 @@ async fn a_split_in_the_middle_loses_nothing_and_later_records_land_on_the_child
 
     let mut all: Vec<UserRecord> = first.clone();
     all.extend(second.iter().cloned());
-    let users: Vec<UserRecord> = read_all(&k, &stream)
-        .await
-        .into_iter()
-        .flat_map(|r| r.users)
-        .collect();
+    // Read as a KCL reads: shard after shard (the parent before its children), skipping
+    // the user records of aggregates that hash outside their shard (put on a child on the
+    // producer's old map; the producer sent those again to the child that owns them).
+    let mut skipped = 0;
+    let mut users: Vec<UserRecord> = Vec::new();
+    for read in read_all(&k, &stream).await {
+        let (lo, hi) = read.outer_hash_range;
+        for user in read.users {
+            if (lo..=hi).contains(&user.hash_key().expect("hash")) {
+                users.push(user);
+            } else {
+                skipped += 1;
+            }
+        }
+    }
+    assert!(
+        skipped > 0,
+        "aggregates of both children were put on the old map (else this test proves nothing)"
+    );
     assert_eq!(users.len(), 20_000, "exact count, no duplicates");
+    // Per-key order, parent then child: kept except for records that shared the first
+    // PutRecords call on the old map with an earlier record of their key (the KPL's
+    // "Wrong Shard" retry has the same window; see the README). Reported, not asserted.
+    let index_of: HashMap<&[u8], usize> = all
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.data.as_ref(), i))
+        .collect();
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    let mut violations = 0;
+    for user in &users {
+        let index = *index_of.get(user.data.as_ref()).expect("a sent record");
+        if last
+            .insert(&user.partition_key, index)
+            .is_some_and(|prev| prev > index)
+        {
+            violations += 1;
+        }
+    }
+    eprintln!(
+        "split mid-production: {skipped} user records outside their shard skipped, {violations} per-key order violations"
+    );
     assert_eq!(sorted(users), sorted(all));
     k.delete_stream()
         .stream_name(&stream)

@@ -75,6 +75,43 @@ async fn read_back_checked(
         .collect()
 }
 
+/// Every user record as a KCL reads the stream: shard by shard in id order (a parent
+/// before its children), each in sequence order, skipping the user records of aggregates
+/// that hash outside their shard (copies the producer sent again to their own shard).
+/// Also returns how many were skipped.
+fn read_back_as_kcl(memory: &MemoryStreams) -> (Vec<(String, UserRecord)>, usize) {
+    let mut skipped = 0;
+    let mut kept = Vec::new();
+    for (shard, _, _, record) in stored_user_records(memory) {
+        if shard.contains(record.hash_key().expect("hash")) {
+            kept.push((shard.shard_id, record));
+        } else {
+            skipped += 1;
+        }
+    }
+    (kept, skipped)
+}
+
+/// For every key, the records' indices increase in the order a KCL reads them: one
+/// shard after another, parents before children (`read_back_as_kcl`'s order).
+fn assert_key_order_across_shards(stream: &[(String, UserRecord)]) -> usize {
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    let mut violations = 0;
+    for (_, r) in stream {
+        let index: u64 = String::from_utf8_lossy(&r.data)
+            .split(':')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("index");
+        if let Some(prev) = last.insert(&r.partition_key, index)
+            && prev > index
+        {
+            violations += 1;
+        }
+    }
+    violations
+}
+
 /// Back-off for the fault tests: from `initial_ms` up to `max_ms`.
 fn retry(initial_ms: u64, max_ms: u64) -> chief_config::retry::RetryPolicy {
     chief_config::retry::RetryPolicy {
@@ -442,7 +479,7 @@ async fn try_send_hands_a_record_back_at_once_when_the_buffer_is_full_and_shutdo
 }
 
 #[tokio::test]
-async fn a_slow_shard_map_refresh_after_a_split_stalls_neither_intake_nor_puts() {
+async fn a_slow_shard_map_refresh_after_a_split_stalls_neither_intake_nor_other_shards() {
     let memory = MemoryStreams::new(12);
     memory.create_stream(STREAM, 2);
     let producer = Producer::start(memory.clone(), STREAM, ProducerConfig::default())
@@ -453,7 +490,8 @@ async fn a_slow_shard_map_refresh_after_a_split_stalls_neither_intake_nor_puts()
     let mut outcomes = send_all(&producer, first).await;
     // Split a shard and make every ListShards take 3 s: the first record that lands on a
     // child marks the map stale, and the refresh takes 3 s.
-    let parent = memory.shards(STREAM)[0].clone();
+    let shards = memory.shards(STREAM);
+    let (parent, other) = (shards[0].clone(), shards[1].clone());
     let middle = parent.starting_hash_key + (parent.ending_hash_key - parent.starting_hash_key) / 2;
     memory
         .split_shard(STREAM, &parent.shard_id, middle)
@@ -463,29 +501,54 @@ async fn a_slow_shard_map_refresh_after_a_split_stalls_neither_intake_nor_puts()
         ..Faults::default()
     });
     let started = std::time::Instant::now();
-    outcomes.extend(send_all(&producer, &rest[..2_000]).await);
-    let during = started.elapsed();
+    let mut receipts = Vec::new();
+    for r in &rest[..2_000] {
+        receipts.push((r.clone(), producer.send(r.clone()).await.expect("send")));
+    }
+    let intake = started.elapsed();
     assert!(
-        during < Duration::from_millis(2_500),
-        "2,000 records sent and put in {during:?}, while the 3 s refresh ran: it must not hold them up"
+        intake < Duration::from_millis(1_000),
+        "2,000 records taken in {intake:?} while the 3 s refresh ran: intake must not wait for it"
     );
-    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    // The untouched shard's records are put meanwhile; the parent's wait for the new map
+    // (sent on the old one, they would land ahead of the records it sends again).
+    let (mut on_other, mut on_parent) = (Vec::new(), Vec::new());
+    for (record, receipt) in receipts {
+        if other.contains(record.hash_key().expect("hash")) {
+            on_other.push(receipt);
+        } else {
+            on_parent.push(receipt);
+        }
+    }
+    assert!(!on_other.is_empty() && !on_parent.is_empty());
+    for receipt in on_other {
+        outcomes.push(receipt.await);
+    }
+    let other_put = started.elapsed();
+    assert!(
+        other_put < Duration::from_millis(2_500),
+        "the other shard's records put after {other_put:?}: the 3 s refresh must not hold them up"
+    );
+    for receipt in on_parent {
+        outcomes.push(receipt.await);
+    }
     memory.set_faults(Faults::default());
     outcomes.extend(send_all(&producer, &rest[2_000..]).await);
     let stats = producer.shutdown().await;
     assert_eq!((stats.put, stats.failed), (6_000, 0));
     assert!(outcomes.iter().all(Result::is_ok));
-    // Exactly once each (records aggregated for the parent may sit on either child).
-    let stored: Vec<UserRecord> = read_back_checked(&memory, false)
-        .await
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect();
-    assert_eq!(sorted(stored), sorted(input));
+    // Exactly once each, as a KCL reads them; per key in order.
+    let (stored, _) = read_back_as_kcl(&memory);
+    assert_eq!(assert_key_order_across_shards(&stored), 0, "per-key order");
+    assert_eq!(
+        sorted(stored.into_iter().map(|(_, r)| r).collect()),
+        sorted(input)
+    );
 }
 
 #[tokio::test]
-async fn a_split_during_production_loses_nothing_and_later_records_land_on_the_children() {
+async fn a_split_during_production_loses_nothing_keeps_key_order_and_later_records_land_on_the_children()
+ {
     let memory = MemoryStreams::new(11);
     memory.create_stream(STREAM, 2);
     let producer = Producer::start(memory.clone(), STREAM, ProducerConfig::default())
@@ -512,7 +575,30 @@ async fn a_split_during_production_loses_nothing_and_later_records_land_on_the_c
         !after.contains(&parent.shard_id.as_str()),
         "no record lands on the closed parent"
     );
-    let back = read_back_checked(&memory, false).await;
+    // Every outcome names a shard that owns the record's hash key: the user records of
+    // aggregates put on the other child were sent again (the KPL's "Wrong Shard" retry).
+    let shards = memory.shards(STREAM);
+    for (record, outcome) in input.iter().zip(&outcomes) {
+        let put = outcome.as_ref().expect("put");
+        let shard = shards
+            .iter()
+            .find(|s| *s.shard_id == *put.shard_id)
+            .expect("a known shard");
+        assert!(
+            shard.contains(record.hash_key().expect("hash")),
+            "{:?} reported on {}, which does not own its hash key",
+            record.partition_key,
+            shard.shard_id
+        );
+    }
+    // Read as a KCL reads (the copies outside their shard's range skipped): every record
+    // exactly once, each key in order from the parent through its child.
+    let (back, skipped) = read_back_as_kcl(&memory);
+    assert!(
+        skipped > 0,
+        "the split caught aggregates of both children on the old map (else this test proves nothing)"
+    );
+    assert_eq!(assert_key_order_across_shards(&back), 0, "per-key order");
     assert_eq!(
         sorted(back.iter().map(|(_, r)| r.clone()).collect()),
         sorted(input)

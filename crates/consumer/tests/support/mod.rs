@@ -674,9 +674,11 @@ pub fn key_order_violations(seen: &[Seen]) -> usize {
 }
 
 /// A split and a merge while the producer is sending and two workers are reading: every
-/// record is delivered exactly once. Returns the per-key order violations seen (a key
-/// whose records were aggregated for the parent on a stale map can land on the sibling
-/// child, read in parallel with its own child: see the README).
+/// record is delivered exactly once (user records aggregated for the parent on the
+/// producer's old map and put on the sibling child are sent again by the producer to
+/// their own child, and skipped by the consumer where they hash outside the shard).
+/// Returns the per-key order violations (records that shared the first PutRecords call
+/// on the old map with an earlier record of their key: see the README).
 pub async fn reshard_while_producing<B: Backend>(b: &B, table: &str) -> usize {
     let stream = b.stream();
     let (a, w_b, probe) = two_balanced_workers(b, table, false).await;
