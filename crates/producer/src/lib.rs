@@ -8,6 +8,9 @@
 //! batch's outcomes. Inside, one task:
 //! - predicts each record's shard from a shard map (ListShards), refreshed when a record
 //!   lands on another shard than predicted (a reshard), re-predicting buffered records;
+//!   the user records of an aggregate put on a shard that does not own them are sent
+//!   again to the shard that does (the KPL's "Wrong Shard" retry; consumers skip the
+//!   copies, as the KCL does), and the stale shard sends nothing until the new map;
 //! - aggregates records per predicted shard in the KPL wire format (optional);
 //! - collects entries into PutRecords calls (≤ 500 entries, ≤ 5 MiB), at most one call in
 //!   flight per shard so that per-partition-key order holds, and at most
@@ -24,8 +27,10 @@
 //! **Order:** records of one partition key reach Kinesis in `send` order, because a shard
 //! has one call in flight at a time and a failed entry is retried before anything newer of
 //! its shard. One case remains, as in the KPL: if Kinesis refuses an entry of a call but
-//! takes a later entry of the same shard in that call, the later one lands first. Set
-//! `max_entries_per_shard_per_call = 1` to rule that out too.
+//! takes a later entry of the same shard in that call, the later one lands first; and
+//! after a split, a record of the call that first hit the old map can land ahead of an
+//! earlier record of its key that is sent again. Set `max_entries_per_shard_per_call = 1`
+//! to rule both out.
 
 mod config;
 mod limiter;
