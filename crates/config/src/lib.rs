@@ -15,6 +15,7 @@
 pub mod aws;
 pub mod cloudwatch;
 pub mod database;
+pub mod health;
 pub mod local_stack;
 pub mod retry;
 mod sources;

@@ -3,6 +3,9 @@
 //! `PutMetricData`), and the shutdown signal.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusRecorder;
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -12,6 +15,7 @@ use crate::aws::{AwsClients, AwsConfig};
 use crate::cloudwatch::{
     CloudWatchConfig, CloudWatchError, CloudWatchExporter, CloudWatchRecorder,
 };
+use crate::health::Health;
 
 /// The `[log]` section: how a binary writes its logs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,8 +66,9 @@ pub fn init(config: &LogConfig) {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// `host:port` of the Prometheus scrape endpoint (`GET /metrics`), e.g. `127.0.0.1:9101`.
-    /// Default: none (no endpoint).
+    /// `host:port` of the endpoint serving `GET /metrics` (Prometheus), `/healthz` and
+    /// `/readyz`, e.g. `127.0.0.1:9101` (`:0` picks a free port, logged at start). Default:
+    /// none (no endpoint); every shipped config of a service binary sets one.
     pub listen: Option<String>,
     /// Publish to CloudWatch: `cloudwatch = { namespace = "chief-order-es-s3",
     /// interval_ms = 60000 }` (see [`crate::cloudwatch`]; the client is built from the
@@ -101,28 +106,54 @@ pub enum MetricsError {
     RecorderAlreadySet,
 }
 
-/// Installs the Prometheus exporter as the global `metrics` recorder, serving on
-/// `config.listen`. Must run inside a tokio runtime. Does nothing without `listen`.
-/// Refuses a config with `cloudwatch` set ([`MetricsError::CloudWatchNeedsAws`]): that
-/// needs [`Metrics::install`].
-pub fn install_metrics(config: &MetricsConfig) -> Result<Option<SocketAddr>, MetricsError> {
+/// The Prometheus recorder, and the endpoint serving it on `listen` with `/healthz` and
+/// `/readyz` from `health`.
+fn prometheus_endpoint(
+    listen: &str,
+    health: &Health,
+) -> Result<(PrometheusRecorder, SocketAddr), MetricsError> {
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|_| MetricsError::Address(listen.to_owned()))?;
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        // Histograms are drained into their summaries here (the builder's own listener
+        // does this; ours must).
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let endpoint = crate::health::serve(addr, health.clone(), Arc::new(move || handle.render()))
+        .map_err(|e| MetricsError::Install {
+            addr,
+            reason: e.source.to_string(),
+        })?;
+    let addr = endpoint.addr();
+    tracing::info!(%addr, "health and metrics on http://{addr}/healthz, /readyz, /metrics");
+    Ok((recorder, addr))
+}
+
+/// Installs the Prometheus exporter as the global `metrics` recorder and serves it on
+/// `config.listen` (`/metrics`), with `/healthz` and `/readyz` from `health`. Returns the
+/// address (the real port when `:0` was asked for). Must run inside a tokio runtime. Does
+/// nothing without `listen`. Refuses a config with `cloudwatch` set
+/// ([`MetricsError::CloudWatchNeedsAws`]): that needs [`Metrics::install`].
+pub fn install_metrics(
+    config: &MetricsConfig,
+    health: &Health,
+) -> Result<Option<SocketAddr>, MetricsError> {
     if config.cloudwatch.is_some() {
         return Err(MetricsError::CloudWatchNeedsAws);
     }
     let Some(listen) = &config.listen else {
         return Ok(None);
     };
-    let addr: SocketAddr = listen
-        .parse()
-        .map_err(|_| MetricsError::Address(listen.clone()))?;
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .map_err(|e| MetricsError::Install {
-            addr,
-            reason: e.to_string(),
-        })?;
-    tracing::info!(%addr, "Prometheus metrics on http://{addr}/metrics");
+    let (recorder, addr) = prometheus_endpoint(listen, health)?;
+    metrics::set_global_recorder(recorder).map_err(|_| MetricsError::RecorderAlreadySet)?;
     Ok(Some(addr))
 }
 
@@ -139,10 +170,14 @@ impl Metrics {
     /// publishing every `cloudwatch.interval_ms`, both or neither. Must run inside a tokio
     /// runtime. Call [`Metrics::shutdown`] before exiting so that the last interval's values
     /// reach CloudWatch.
-    pub async fn install(config: &MetricsConfig, aws: &AwsConfig) -> Result<Self, MetricsError> {
+    pub async fn install(
+        config: &MetricsConfig,
+        aws: &AwsConfig,
+        health: &Health,
+    ) -> Result<Self, MetricsError> {
         let Some(cw) = &config.cloudwatch else {
             return Ok(Self {
-                prometheus: install_metrics(config)?,
+                prometheus: install_metrics(config, health)?,
                 cloudwatch: None,
             });
         };
@@ -157,21 +192,7 @@ impl Metrics {
         let installed = match &config.listen {
             None => metrics::set_global_recorder(recorder).is_ok(),
             Some(listen) => {
-                let addr: SocketAddr = listen
-                    .parse()
-                    .map_err(|_| MetricsError::Address(listen.clone()))?;
-                let (prom, serve) = metrics_exporter_prometheus::PrometheusBuilder::new()
-                    .with_http_listener(addr)
-                    .build()
-                    .map_err(|e| MetricsError::Install {
-                        addr,
-                        reason: e.to_string(),
-                    })?;
-                tokio::spawn(async move {
-                    if let Err(e) = serve.await {
-                        tracing::error!(error = ?e, "Prometheus endpoint stopped");
-                    }
-                });
+                let (prom, addr) = prometheus_endpoint(listen, health)?;
                 prometheus = Some(addr);
                 metrics::set_global_recorder(
                     metrics_util::layers::FanoutBuilder::default()
@@ -184,9 +205,6 @@ impl Metrics {
         };
         if !installed {
             return Err(MetricsError::RecorderAlreadySet);
-        }
-        if let Some(addr) = prometheus {
-            tracing::info!(%addr, "Prometheus metrics on http://{addr}/metrics");
         }
         tracing::info!(
             namespace = %cw.namespace,

@@ -9,6 +9,7 @@ use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
 use chief_config::aws::AwsClients;
 use chief_config::cloudwatch::CloudWatchConfig;
+use chief_config::health::Health;
 use chief_config::local_stack::LocalStack;
 use chief_config::telemetry::{self, Metrics, MetricsConfig, MetricsError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,11 +43,11 @@ async fn prometheus_and_cloudwatch_see_the_same_metrics_and_shutdown_publishes()
     };
     // The binaries' old entry point refuses a CloudWatch config instead of ignoring it.
     assert!(matches!(
-        telemetry::install_metrics(&config),
+        telemetry::install_metrics(&config, &Health::new()),
         Err(MetricsError::CloudWatchNeedsAws)
     ));
 
-    let metrics = Metrics::install(&config, &stack.aws)
+    let metrics = Metrics::install(&config, &stack.aws, &Health::new())
         .await
         .expect("install");
     let addr = metrics.prometheus_addr().expect("prometheus on");
@@ -84,7 +85,7 @@ async fn prometheus_and_cloudwatch_see_the_same_metrics_and_shutdown_publishes()
     assert_eq!(sum, 42.0, "{out:?}");
 
     // A second global recorder is refused with a clear error.
-    let again = Metrics::install(&config, &stack.aws).await;
+    let again = Metrics::install(&config, &stack.aws, &Health::new()).await;
     assert!(
         matches!(
             again,

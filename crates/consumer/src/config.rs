@@ -145,6 +145,13 @@ pub struct ConsumerConfig {
     /// `drop` (default) or `deliver` the user records of an aggregate that hash outside
     /// the shard it was read from; see [`OutOfRangeRecords`].
     pub out_of_range_records: OutOfRangeRecords,
+    /// Readiness (`/readyz`, with [`Scheduler::with_health`](crate::Scheduler::with_health)):
+    /// a shard whose `process_records` has kept failing this long makes the worker not
+    /// ready (its sink is down; the records are kept and retried). Default 60,000.
+    pub unready_after_failing_ms: u64,
+    /// Readiness: a shard more than this far behind the tip (`MillisBehindLatest`) makes
+    /// the worker not ready; 0 turns the check off. Default 600,000 (10 minutes).
+    pub unready_millis_behind: u64,
     /// Back-off of lease table calls that failed.
     pub lease_retry: RetryPolicy,
 }
@@ -178,6 +185,8 @@ impl Default for ConsumerConfig {
             },
             on_processing_failure: OnProcessingFailure::Retry,
             out_of_range_records: OutOfRangeRecords::Drop,
+            unready_after_failing_ms: 60_000,
+            unready_millis_behind: 600_000,
             cleanup_leases: true,
             processing_retry: RetryPolicy {
                 initial_backoff_ms: 100,

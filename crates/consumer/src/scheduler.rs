@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chief_config::health::Health;
 use chief_stream::{Shard, StreamClient, StreamError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +54,11 @@ pub enum ConsumerError {
     },
 }
 
+/// Readiness check: the worker runs and its first shard sync succeeded.
+const CHECK_WORKER: &str = "consumer";
+/// Readiness check: the lease table answers.
+const CHECK_LEASE_TABLE: &str = "lease table";
+
 /// Runs a consumer application's share of a stream for one worker.
 #[derive(Debug)]
 pub struct Scheduler<C, S, F> {
@@ -61,6 +67,7 @@ pub struct Scheduler<C, S, F> {
     client: C,
     store: Arc<S>,
     factory: Arc<F>,
+    health: Health,
 }
 
 impl<C, S, F> Drop for Worker<C, S, F> {
@@ -142,6 +149,7 @@ struct Worker<C, S, F> {
     stop_shards: CancellationToken,
     /// With enhanced fan-out: the registered stream consumer's ARN.
     consumer_arn: Option<String>,
+    health: Health,
 }
 
 impl<C, S, F> Scheduler<C, S, F>
@@ -168,7 +176,19 @@ where
             client,
             store: Arc::new(store),
             factory: Arc::new(factory),
+            health: Health::new(),
         })
+    }
+
+    /// Reports this worker's readiness into `health` (served as `/readyz` by the binary):
+    /// not ready until the lease table answered and the first shard sync succeeded, while
+    /// lease table calls fail, while a shard's `process_records` has failed for
+    /// `unready_after_failing_ms`, while a shard is more than `unready_millis_behind`
+    /// behind, and once stopping. Holding no lease (all taken by other workers) is ready.
+    #[must_use]
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.health = health;
+        self
     }
 
     /// This worker's id (the `leaseOwner` it writes).
@@ -200,8 +220,14 @@ where
             tasks: JoinSet::new(),
             stop_shards: CancellationToken::new(),
             consumer_arn: None,
+            health: self.health,
         };
-        worker.run(shutdown).instrument(span).await
+        worker
+            .health
+            .fail(CHECK_WORKER, "starting: no shard sync yet");
+        let result = worker.run(shutdown).instrument(span).await;
+        worker.health.fail(CHECK_WORKER, "stopped");
+        result
     }
 }
 
@@ -222,6 +248,7 @@ where
                 }
                 Err(e) => {
                     attempt += 1;
+                    self.health.fail(CHECK_LEASE_TABLE, format!("{table}: {e}"));
                     tracing::warn!(table = %table, error = %e, "lease table not ready; retrying");
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
@@ -265,12 +292,16 @@ where
             if sync_now || now >= next_sync {
                 match self.sync_shards().await {
                     Ok(()) => {
+                        self.health.pass(CHECK_LEASE_TABLE);
+                        self.health.pass(CHECK_WORKER);
                         sync_now = false;
                         next_sync = now + sync_every;
                         // New leases (children) are unowned: take them now.
                         next_take = now;
                     }
                     Err(e) => {
+                        self.health
+                            .fail(CHECK_LEASE_TABLE, format!("shard sync failed: {e}"));
                         tracing::warn!(error = %e, "shard sync failed; retrying");
                         next_sync = now + renew_every;
                         sync_now = false;
@@ -303,6 +334,7 @@ where
                 () = tokio::time::sleep_until(wake.into()) => {}
             }
         }
+        self.health.fail(CHECK_WORKER, "stopping");
         self.stop().await;
         Ok(())
     }
@@ -698,6 +730,7 @@ where
                 // Only a shard made by a split can receive aggregates holding records of
                 // another shard (a producer's map from before the split); elsewhere the
                 // check would cost an MD5 per user record for nothing.
+                health: self.health.clone(),
                 range: if lease.parent_shard_ids.is_empty() {
                     None
                 } else {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chief_aggregation::{UserRecord, deaggregate, parse_hash_key};
+use chief_config::health::Health;
 use chief_stream::{
     GetRecordsOutput, IteratorPosition, StreamClient, StreamError, compare_sequence_numbers,
 };
@@ -269,13 +270,19 @@ pub(crate) struct ShardTask<C, S> {
     pub(crate) range: Option<(u128, u128)>,
     /// With enhanced fan-out: the registered stream consumer; `None` means polling.
     pub(crate) consumer_arn: Option<String>,
+    /// Where the shard reports failing processing and lag (readiness).
+    pub(crate) health: Health,
 }
 
 impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
     /// Runs a processor over the shard until its end, lease loss, or shutdown.
     pub(crate) async fn run<P: RecordProcessor>(self, processor: P) -> ShardOutcome {
         let span = tracing::info_span!("shard", stream = %self.config.stream, shard_id = %self.held.shard_id, lease_owner = %self.held.worker_id);
-        self.run_inner(processor).instrument(span).await
+        let (health, checks) = (self.health.clone(), self.check_prefix());
+        let outcome = self.run_inner(processor).instrument(span).await;
+        // The shard is no longer this task's: its checks go with it.
+        health.pass_all(&checks);
+        outcome
     }
 
     async fn run_inner<P: RecordProcessor>(self, mut processor: P) -> ShardOutcome {
@@ -331,6 +338,7 @@ impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
                 return self.lost(&mut processor).await;
             };
             let records = self.deaggregate(&batch, &mut resume);
+            self.check_lag(batch.millis_behind_latest);
             if (!records.is_empty() || self.config.deliver_empty_batches)
                 && let Some(outcome) = self
                     .process(
@@ -469,6 +477,9 @@ impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
                 Ok(()) => {
                     metrics::counter!(m::RECORDS_PROCESSED, "stream" => self.config.stream.clone())
                         .increment(records.len() as u64);
+                    if first_failure.is_some() {
+                        self.health.pass(&self.check("processing"));
+                    }
                     return None;
                 }
                 Err(e) => {
@@ -479,6 +490,15 @@ impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
                         .increment(1);
                     tracing::warn!(error = %e, attempt, records = records.len(), "process_records failed; retrying the same records");
                     let failing_for = first_failure.get_or_insert_with(Instant::now).elapsed();
+                    if failing_for >= Duration::from_millis(self.config.unready_after_failing_ms) {
+                        self.health.fail(
+                            self.check("processing"),
+                            format!(
+                                "process_records failing for {} s ({attempt} attempts): {e}",
+                                failing_for.as_secs()
+                            ),
+                        );
+                    }
                     if self.config.on_processing_failure == OnProcessingFailure::DeadLetter
                         && !self.config.processing_retry.allows(failing_for)
                     {
@@ -511,6 +531,32 @@ impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
                     }
                 }
             }
+        }
+    }
+
+    /// The prefix of this shard's readiness checks.
+    fn check_prefix(&self) -> String {
+        format!("shard {} ", self.held.shard_id)
+    }
+
+    /// The name of one of this shard's readiness checks.
+    fn check(&self, what: &str) -> String {
+        format!("{}{what}", self.check_prefix())
+    }
+
+    /// Not ready while the shard is more than `unready_millis_behind` behind the tip.
+    fn check_lag(&self, millis_behind_latest: Option<u64>) {
+        let bound = self.config.unready_millis_behind;
+        let Some(behind) = millis_behind_latest else {
+            return;
+        };
+        if bound > 0 && behind > bound {
+            self.health.fail(
+                self.check("lag"),
+                format!("{behind} ms behind the tip (bound {bound} ms)"),
+            );
+        } else {
+            self.health.pass(&self.check("lag"));
         }
     }
 

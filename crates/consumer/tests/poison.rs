@@ -8,6 +8,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chief_config::health::Health;
 use chief_config::retry::RetryPolicy;
 use chief_consumer::{
     ConsumerConfig, DeadLetterInput, LeaseStore, MemoryLeaseStore, OnProcessingFailure,
@@ -118,8 +119,19 @@ fn run(
     store: &MemoryLeaseStore,
     log: &Arc<Log>,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    run_reporting(config, streams, store, log, Health::new())
+}
+
+fn run_reporting(
+    config: ConsumerConfig,
+    streams: &MemoryStreams,
+    store: &MemoryLeaseStore,
+    log: &Arc<Log>,
+    health: Health,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let scheduler = Scheduler::new(config, streams.clone(), store.clone(), Factory(log.clone()))
-        .expect("scheduler");
+        .expect("scheduler")
+        .with_health(health);
     let token = CancellationToken::new();
     let run = scheduler.run(token.clone());
     (
@@ -177,14 +189,19 @@ async fn dead_letter_mode_hands_the_failing_batch_over_after_the_deadline_and_mo
 }
 
 #[tokio::test]
-async fn retry_mode_never_skips_the_failing_batch() {
+async fn retry_mode_never_skips_the_failing_batch_and_reports_not_ready() {
     let (streams, store) = setup().await;
     let log = Arc::new(Log::default());
-    let (token, handle) = run(
-        config(OnProcessingFailure::Retry, 500),
+    let health = Health::new();
+    let (token, handle) = run_reporting(
+        ConsumerConfig {
+            unready_after_failing_ms: 1_000,
+            ..config(OnProcessingFailure::Retry, 500)
+        },
         &streams,
         &store,
         &log,
+        health.clone(),
     );
     // Well past the 500 ms deadline: still retrying, nothing after the poison delivered.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -198,8 +215,22 @@ async fn retry_mode_never_skips_the_failing_batch() {
         processed.iter().all(|i| *i < POISON),
         "nothing past the poison: {processed:?}"
     );
+    // Failing for over a second: the worker says it is not ready, and why.
+    let failing = health.failing();
+    assert_eq!(failing.len(), 1, "{failing:?}");
+    assert_eq!(failing[0].0, "shard shardId-000000000000 processing");
+    assert!(
+        failing[0].1.starts_with("process_records failing for ")
+            && failing[0].1.contains("record 50 cannot be processed"),
+        "{failing:?}"
+    );
     token.cancel();
     handle.await.expect("join");
+    // Stopped: the shard's checks went with its task; the worker reports it stopped.
+    assert_eq!(
+        health.failing(),
+        vec![("consumer".to_owned(), "stopped".to_owned())]
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chief_config::health::Health;
 use chief_config::telemetry::{MetricsConfig, install_metrics};
 use chief_consumer::{MemoryLeaseStore, Scheduler};
 use chief_producer::{Producer, ProducerConfig};
@@ -69,11 +70,17 @@ async fn producer_and_consumer_metrics_are_served_with_the_kpl_and_kcl_names_and
         .expect("a free port")
         .port();
     let addr = format!("127.0.0.1:{port}");
-    install_metrics(&MetricsConfig {
-        listen: Some(addr.clone()),
-        cloudwatch: None,
-    })
+    let health = Health::new();
+    install_metrics(
+        &MetricsConfig {
+            listen: Some(addr.clone()),
+            cloudwatch: None,
+        },
+        &health,
+    )
     .expect("Prometheus endpoint");
+    assert_eq!(get(&addr, "/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(get(&addr, "/nope").await.0, 404);
 
     // The producer: one user record per Kinesis record (no aggregation), so the failed
     // attempts in the outcomes are the failed Kinesis records; a third throttled, a tenth
@@ -144,7 +151,8 @@ async fn producer_and_consumer_metrics_are_served_with_the_kpl_and_kcl_names_and
         MemoryLeaseStore::new("metrics-leases"),
         factory,
     )
-    .expect("scheduler");
+    .expect("scheduler")
+    .with_health(health.clone());
     let token = CancellationToken::new();
     let handle = tokio::spawn(scheduler.run(token.clone()));
     wait_for(30, "every record processed", || async {
@@ -161,6 +169,37 @@ async fn producer_and_consumer_metrics_are_served_with_the_kpl_and_kcl_names_and
         Some(&0.0),
         "both shards read to the tip: {m:?}"
     );
+    // Ready while it holds its leases and keeps up; not ready once stopped.
+    assert_eq!(get(&addr, "/readyz").await, (200, "ready\n".to_owned()));
     token.cancel();
     handle.await.expect("join").expect("scheduler");
+    assert_eq!(
+        get(&addr, "/readyz").await,
+        (503, "consumer: stopped\n".to_owned())
+    );
+    assert_eq!(get(&addr, "/healthz").await.0, 200);
+}
+
+/// `GET path`: the status and the body.
+async fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

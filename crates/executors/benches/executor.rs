@@ -188,6 +188,7 @@ async fn memory_phase() {
         leases: leases.clone(),
         objects: Arc::clone(&sink),
         index: None,
+        health: chief_config::health::Health::new(),
     };
     let elapsed = drain(config(STREAM, "bench"), parts, leases, &tips).await;
     let written = rows(&sink).await;
@@ -238,6 +239,7 @@ async fn local_phase() {
         leases: leases.clone(),
         objects: sink.clone(),
         index: None,
+        health: chief_config::health::Health::new(),
     };
     let elapsed = drain(config, parts, leases, &tips).await;
     let written = rows(&sink).await;

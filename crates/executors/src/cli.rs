@@ -76,8 +76,9 @@ async fn run(executor: Executor, cli: Cli) -> anyhow::Result<()> {
     }
     config.validate(executor)?;
     chief_config::telemetry::init(&config.log);
-    chief_config::telemetry::install_metrics(&config.metrics)?;
+    let health = chief_config::health::Health::new();
+    chief_config::telemetry::install_metrics(&config.metrics, &health)?;
     let shutdown = chief_config::telemetry::shutdown_on_signals();
-    crate::run(executor, config, shutdown).await?;
+    crate::run(executor, config, shutdown, health).await?;
     Ok(())
 }

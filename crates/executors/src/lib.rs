@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chief_config::aws::{AwsClients, AwsConfig};
+use chief_config::health::Health;
 use chief_config::telemetry::{LogConfig, MetricsConfig};
 use chief_consumer::{ConsumerConfig, ConsumerError, DynamoDbLeaseStore, LeaseStore, Scheduler};
 use chief_pipeline::archive::{ArchiveConfig, RowKind};
@@ -186,6 +187,8 @@ pub struct Parts<C, L, O, I> {
     pub objects: O,
     /// The search index, for executors that write to one.
     pub index: Option<Arc<I>>,
+    /// Where the executor reports its readiness (`/readyz`).
+    pub health: Health,
 }
 
 /// Runs `executor` with the AWS clients and Elasticsearch cluster of `config` until
@@ -198,6 +201,7 @@ pub async fn run(
     executor: Executor,
     config: ExecutorConfig,
     shutdown: CancellationToken,
+    health: Health,
 ) -> Result<(), ExecutorError> {
     config.validate(executor)?;
     let clients = AwsClients::new(&config.aws).await;
@@ -213,6 +217,7 @@ pub async fn run(
         leases: DynamoDbLeaseStore::new(clients.dynamodb(), &config.consumer.table),
         objects: S3ObjectSink::new(clients.s3(), config.archive.bucket.clone()),
         index,
+        health,
     };
     run_with(executor, config, parts, shutdown).await
 }
@@ -238,7 +243,15 @@ where
     config.consumer.deliver_empty_batches = true;
     let index = match (executor.writes_search(), parts.index) {
         (true, Some(index)) => {
-            if !ensure_index(executor, index.as_ref(), &config.elasticsearch, &shutdown).await {
+            if !ensure_index(
+                executor,
+                index.as_ref(),
+                &config.elasticsearch,
+                &shutdown,
+                &parts.health,
+            )
+            .await
+            {
                 return Ok(());
             }
             Some(index)
@@ -259,7 +272,8 @@ where
         index,
     );
     let scheduler = Scheduler::new(config.consumer, parts.stream, parts.leases, factory)
-        .map_err(|source| ExecutorError::Consumer { executor, source })?;
+        .map_err(|source| ExecutorError::Consumer { executor, source })?
+        .with_health(parts.health);
     tracing::info!(executor = %executor, worker_id = %scheduler.worker_id(), "executor starting");
     scheduler
         .run(shutdown)
@@ -276,16 +290,22 @@ async fn ensure_index<I: SearchIndex>(
     index: &I,
     config: &SearchConfig,
     shutdown: &CancellationToken,
+    health: &Health,
 ) -> bool {
     let mut attempt = 0;
     loop {
         match index.ensure_index().await {
             Ok(created) => {
+                health.pass("elasticsearch");
                 tracing::info!(executor = %executor, index = %config.index, created, "index ready");
                 return true;
             }
             Err(error) => {
                 attempt += 1;
+                health.fail(
+                    "elasticsearch",
+                    format!("cannot create or find index {}: {error}", config.index),
+                );
                 let delay = config
                     .retry
                     .jittered(attempt)

@@ -156,7 +156,12 @@ impl Env {
         let mut config = self.config(executor);
         config.consumer.worker_id = Some(worker.to_owned());
         let token = CancellationToken::new();
-        let handle = tokio::spawn(chief_executors::run(executor, config, token.clone()));
+        let handle = tokio::spawn(chief_executors::run(
+            executor,
+            config,
+            token.clone(),
+            chief_config::health::Health::new(),
+        ));
         Running { token, handle }
     }
 

@@ -112,7 +112,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     chief_config::telemetry::init(&config.log);
-    chief_config::telemetry::install_metrics(&config.metrics)?;
+    // The producer is ready while it runs: a failed record is handed back (to the failed
+    // file), not a reason to stop taking input.
+    let health = chief_config::health::Health::new();
+    chief_config::telemetry::install_metrics(&config.metrics, &health)?;
     if !(0.0..1.0).contains(&cli.duplicate_ratio) {
         bail!("--duplicate-ratio must be in [0, 1)");
     }
