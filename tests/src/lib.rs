@@ -329,6 +329,11 @@ impl Run {
 
     /// Starts a worker of `executor` (e.g. `order-factory-s3`) named `worker`.
     pub fn executor(&self, executor: &str, worker: &str) -> Proc {
+        self.executor_with_env(executor, worker, &[])
+    }
+
+    /// [`Run::executor`] with extra environment variables.
+    pub fn executor_with_env(&self, executor: &str, worker: &str, env: &[(&str, &str)]) -> Proc {
         let args = vec![
             "--config".into(),
             format!("config/{executor}.toml"),
@@ -342,7 +347,7 @@ impl Run {
             "--worker-id".into(),
             format!("{worker}-{}", self.id),
         ];
-        self.spawn(worker, &bin(&format!("chief-{executor}")), &args, &[])
+        self.spawn(worker, &bin(&format!("chief-{executor}")), &args, env)
     }
 
     /// Starts the four executors, two workers of order-factory-s3 (`ofs-a`, `ofs-b`).

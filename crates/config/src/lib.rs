@@ -19,6 +19,7 @@ pub mod health;
 pub mod local_stack;
 pub mod retry;
 mod sources;
+pub mod systemd;
 pub mod telemetry;
 
 pub use sources::{ConfigError, ENV_PREFIX, load, load_str, to_toml};

@@ -79,6 +79,7 @@ async fn run(executor: Executor, cli: Cli) -> anyhow::Result<()> {
     let health = chief_config::health::Health::new();
     chief_config::telemetry::install_metrics(&config.metrics, &health)?;
     let shutdown = chief_config::telemetry::shutdown_on_signals();
+    chief_config::systemd::ready(&shutdown);
     crate::run(executor, config, shutdown, health).await?;
     Ok(())
 }

@@ -133,7 +133,6 @@ fn systemd_units_pass_systemd_analyze_verify() {
             "User=chief",
             "NoNewPrivileges=yes",
             "ProtectSystem=strict",
-            "TimeoutStopSec=330",
         ] {
             assert!(unit.contains(needed), "{name} lacks {needed}");
         }
@@ -155,4 +154,89 @@ fn systemd_units_pass_systemd_analyze_verify() {
             "{name}: {complaints}"
         );
     }
+}
+
+/// `key=value` settings of a unit file (the last one wins).
+fn unit_setting(unit: &str, key: &str) -> Option<String> {
+    unit.lines()
+        .rev()
+        .filter_map(|l| l.trim().split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim().to_owned())
+}
+
+#[test]
+fn units_notify_systemd_keep_a_watchdog_and_wait_out_the_worst_flush() {
+    for executor in Executor::ALL {
+        let name = short(executor);
+        let unit = std::fs::read_to_string(
+            workspace_root().join(format!("deploy/systemd/chief-{name}.service")),
+        )
+        .expect("unit");
+        assert_eq!(
+            unit_setting(&unit, "Type").as_deref(),
+            Some("notify"),
+            "{name}"
+        );
+        assert_eq!(
+            unit_setting(&unit, "NotifyAccess").as_deref(),
+            Some("main"),
+            "{name}"
+        );
+        let watchdog: u64 = unit_setting(&unit, "WatchdogSec")
+            .and_then(|v| v.parse().ok())
+            .expect("WatchdogSec in seconds");
+        assert!(
+            (10..=120).contains(&watchdog),
+            "{name}: WatchdogSec={watchdog}"
+        );
+        // A graceful stop flushes every sink the executor writes, one after the other,
+        // each retrying up to its deadline; then it checkpoints and releases.
+        let config: ExecutorConfig = chief_config::load_str(
+            &std::fs::read_to_string(workspace_root().join(format!("config/{name}.toml")))
+                .expect("config"),
+            &[],
+        )
+        .expect("parse");
+        let mut worst_ms = 0;
+        if executor.writes_archive() {
+            worst_ms += config.archive.retry.deadline_ms;
+        }
+        if executor.writes_search() {
+            worst_ms += config.elasticsearch.retry.deadline_ms;
+        }
+        let stop: u64 = unit_setting(&unit, "TimeoutStopSec")
+            .and_then(|v| v.parse().ok())
+            .expect("TimeoutStopSec in seconds");
+        assert!(
+            stop * 1000 >= worst_ms + 30_000,
+            "{name}: TimeoutStopSec={stop} s but the sinks may retry for {worst_ms} ms"
+        );
+    }
+}
+
+#[test]
+fn each_config_serves_health_on_its_own_localhost_port() {
+    let mut ports = Vec::new();
+    for executor in Executor::ALL {
+        let name = short(executor);
+        let config: ExecutorConfig = chief_config::load_str(
+            &std::fs::read_to_string(workspace_root().join(format!("config/{name}.toml")))
+                .expect("config"),
+            &[],
+        )
+        .expect("parse");
+        let listen = config.metrics.listen.expect("[metrics] listen is on");
+        let addr: std::net::SocketAddr = listen.parse().expect("host:port");
+        assert!(addr.ip().is_loopback(), "{name}: {addr} is not localhost");
+        ports.push(addr.port());
+    }
+    let mut unique = ports.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        ports.len(),
+        "one port per executor: {ports:?}"
+    );
 }

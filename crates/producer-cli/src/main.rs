@@ -155,6 +155,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{}-failed.jsonl", cli.stream)));
     let shutdown = chief_config::telemetry::shutdown_on_signals();
+    chief_config::systemd::ready(&shutdown);
     let clients = AwsClients::new(&config.aws).await;
     let progress = (cli.progress > 0).then(|| Duration::from_secs(cli.progress));
     let summary = app::run(
