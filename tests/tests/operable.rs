@@ -113,3 +113,240 @@ async fn an_executor_notifies_systemd_pings_its_watchdog_and_serves_health_and_m
         "STOPPING=1 on SIGTERM: {states:?}"
     );
 }
+
+/// A free localhost port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Waits at most `secs` for `proc` to exit by itself: its status and its log.
+fn exits_within(mut proc: chief_e2e::Proc, secs: u64) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = proc.child.try_wait().expect("wait") {
+            let log = std::fs::read_to_string(&proc.log).unwrap_or_default();
+            return (status, log);
+        }
+        if Instant::now() >= deadline {
+            let log = std::fs::read_to_string(&proc.log).unwrap_or_default();
+            proc.kill();
+            panic!("still running {secs} s after the fault; it must exit: {log}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The line the binary printed on its way out (its last line on stderr).
+fn last_line(log: &str) -> &str {
+    log.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+}
+
+/// Every lease of `table` with its checkpoint.
+async fn checkpoints(run: &Run, table: &str) -> Vec<(String, String)> {
+    use chief_consumer::LeaseStore;
+    let store = chief_consumer::DynamoDbLeaseStore::new(run.clients.dynamodb(), table);
+    let mut leases: Vec<(String, String)> = store
+        .list_leases()
+        .await
+        .expect("leases")
+        .into_iter()
+        .map(|l| (l.lease_key, l.checkpoint.sequence_number))
+        .collect();
+    leases.sort();
+    leases
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_elasticsearch_credentials_stop_the_executor_with_one_line() {
+    let run = Run::new("es-401").await;
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    // A cluster with security on: only chief:right gets in.
+    let mut standin = std::process::Command::new(chief_e2e::bin("chief-es-standin"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--basic-auth",
+            "chief:right",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chief-es-standin");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the stand-in did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = Instant::now();
+    let wrong = run.executor_with_env(
+        "jobresult-es",
+        "jes-wrong",
+        &[
+            ("CHIEF__ELASTICSEARCH__URL", url.as_str()),
+            ("CHIEF__ELASTICSEARCH__USERNAME", "chief"),
+            ("CHIEF__ELASTICSEARCH__PASSWORD", "wrong"),
+        ],
+    );
+    let (status, log) = exits_within(wrong, 30);
+    let took = started.elapsed();
+    assert!(
+        !status.success(),
+        "a wrong password must fail the process: {log}"
+    );
+    let line = last_line(&log);
+    assert!(
+        line.starts_with("chief-jobresult-es: ")
+            && line.contains(&run.index("jobresults"))
+            && line.contains("HTTP 401"),
+        "one line naming the index and the 401: {line}"
+    );
+    assert!(took < Duration::from_secs(20), "exited after {took:?}");
+    // The control: the right password gets the same executor ready.
+    let health = format!("127.0.0.1:{}", free_port());
+    let right = run.executor_with_env(
+        "jobresult-es",
+        "jes-right",
+        &[
+            ("CHIEF__ELASTICSEARCH__URL", url.as_str()),
+            ("CHIEF__ELASTICSEARCH__USERNAME", "chief"),
+            ("CHIEF__ELASTICSEARCH__PASSWORD", "right"),
+            ("CHIEF__METRICS__LISTEN", health.as_str()),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(stream) = std::net::TcpStream::connect(&health) {
+            drop(stream);
+            if get(&health, "/readyz").0 == 200 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready with the right password (log {})",
+            right.log.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(right.terminate().success());
+    let _ = standin.kill();
+    let _ = standin.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_stops_the_executor_and_checkpoints_nothing() {
+    use chief_stream::{KinesisClient, PutEntry, StreamClient};
+    let run = Run::new("no-bucket").await;
+    let missing = format!("e2e-missing-{}", run.id);
+    // The fault is real: the bucket does not exist.
+    assert!(
+        run.clients
+            .s3()
+            .head_bucket()
+            .bucket(&missing)
+            .send()
+            .await
+            .is_err()
+    );
+    let entries: Vec<PutEntry> = (0..40)
+        .map(|i| PutEntry {
+            partition_key: format!("k-{i}"),
+            explicit_hash_key: None,
+            data: bytes::Bytes::from(
+                serde_json::to_vec(&serde_json::json!({
+                    "orderid": format!("order-{i}"),
+                    "user": {"userid": "user-1", "name": "A"},
+                    "factoryid": "factory-1",
+                    "items": [{"sku": "S", "product": "P", "quantity": 1, "unit_price_cents": 1}],
+                    "timestamp": "2024-01-02T03:04:05Z"
+                }))
+                .expect("json"),
+            ),
+        })
+        .collect();
+    let put = KinesisClient::new(run.clients.kinesis())
+        .put_records(&run.orders, entries)
+        .await
+        .expect("PutRecords");
+    assert!(put.iter().all(Result::is_ok));
+    let proc = run.executor_with_env(
+        "order-factory-s3",
+        "ofs",
+        &[("CHIEF__ARCHIVE__BUCKET", missing.as_str())],
+    );
+    let (status, log) = exits_within(proc, 60);
+    assert!(!status.success(), "{log}");
+    let line = last_line(&log);
+    assert!(
+        line.starts_with("chief-order-factory-s3: ")
+            && line.contains(&missing)
+            && line.contains("NoSuchBucket"),
+        "one line naming the bucket and the error: {line}"
+    );
+    // Nothing reached a sink, so nothing was checkpointed.
+    let table = format!("e2e-order-factory-s3-{}", run.id);
+    let leases = checkpoints(&run, &table).await;
+    assert_eq!(leases.len(), 4, "{leases:?}");
+    assert!(
+        leases.iter().all(|(_, c)| c == "TRIM_HORIZON"),
+        "no checkpoint past unsunk data: {leases:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_lease_table_stops_the_executor_within_seconds() {
+    let run = Run::new("no-table").await;
+    let health = format!("127.0.0.1:{}", free_port());
+    let proc = run.executor_with_env(
+        "order-factory-s3",
+        "ofs",
+        &[("CHIEF__METRICS__LISTEN", health.as_str())],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if std::net::TcpStream::connect(&health).is_ok() && get(&health, "/readyz").0 == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready (log {})",
+            proc.log.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let table = format!("e2e-order-factory-s3-{}", run.id);
+    assert_eq!(
+        checkpoints(&run, &table).await.len(),
+        4,
+        "it held the leases"
+    );
+    run.clients
+        .dynamodb()
+        .delete_table()
+        .table_name(&table)
+        .send()
+        .await
+        .expect("DeleteTable");
+    let deleted = Instant::now();
+    let (status, log) = exits_within(proc, 30);
+    let took = deleted.elapsed();
+    assert!(!status.success(), "{log}");
+    let line = last_line(&log);
+    assert!(
+        line.starts_with("chief-order-factory-s3: ")
+            && line.contains(&table)
+            && line.contains("ResourceNotFoundException"),
+        "one line naming the table and the error: {line}"
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "exited {took:?} after the delete"
+    );
+}

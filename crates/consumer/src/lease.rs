@@ -152,6 +152,9 @@ pub enum LeaseError {
         table: String,
         /// What happened.
         message: String,
+        /// No retry can fix it: the table is gone, or the credentials are refused or not
+        /// allowed the call.
+        fatal: bool,
     },
     /// A row of the table does not have the KCL schema.
     #[error("lease table {table}: malformed lease {lease_key}: {message}")]
@@ -169,6 +172,11 @@ impl LeaseError {
     /// Whether the lease was lost to a concurrent write (as opposed to a failed call).
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::Conflict { .. })
+    }
+
+    /// Whether the process cannot go on (the table is gone, access is denied).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Self::Store { fatal: true, .. })
     }
 }
 

@@ -42,7 +42,8 @@ pub use lease::{
     DynamoDbLeaseStore, ExtendedSequenceNumber, Lease, LeaseError, LeaseStore, MemoryLeaseStore,
 };
 pub use processor::{
-    ConsumedRecord, DeadLetterInput, InitializationInput, LeaseLostInput, ProcessRecordsInput,
-    ProcessorError, ProcessorFactory, RecordProcessor, ShardEndedInput, ShutdownRequestedInput,
+    ConsumedRecord, DeadLetterInput, Fatal, InitializationInput, LeaseLostInput,
+    ProcessRecordsInput, ProcessorError, ProcessorFactory, RecordProcessor, ShardEndedInput,
+    ShutdownRequestedInput,
 };
 pub use scheduler::{ConsumerError, Scheduler};

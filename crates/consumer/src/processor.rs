@@ -12,6 +12,23 @@ use crate::lease::ExtendedSequenceNumber;
 /// The error a processor returns; the consumer logs it and retries.
 pub type ProcessorError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A processor error no retry can fix (a sink refuses the credentials, a bucket is gone):
+/// returned from `process_records` as `Err(Fatal::new(e).into())`, it stops the worker
+/// instead of retrying the batch. The batch is not checkpointed; the other shards stop
+/// gracefully (flush, checkpoint what their sinks hold, release their leases) and
+/// [`Scheduler::run`](crate::Scheduler::run) returns [`ConsumerError::Fatal`](crate::ConsumerError::Fatal)
+/// so that the binary exits non-zero and its supervisor sees it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Fatal(pub ProcessorError);
+
+impl Fatal {
+    /// Marks `error` fatal.
+    pub fn new(error: impl Into<ProcessorError>) -> Self {
+        Self(error.into())
+    }
+}
+
 /// One user record, deaggregated, with its identity (sequence, sub-sequence number).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedRecord {

@@ -52,6 +52,24 @@ pub enum ConsumerError {
         /// The error.
         source: StreamError,
     },
+    /// Something no retry can fix stopped the worker (the stream or lease table is gone,
+    /// access is denied, a processor returned [`Fatal`](crate::Fatal)). Nothing was
+    /// checkpointed past what the processors made durable.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl ConsumerError {
+    /// Whether no retry can fix it.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            Self::LeaseTable { source, .. } => source.is_fatal(),
+            Self::ListShards { source, .. } => source.is_fatal(),
+            Self::RegisterConsumer { source, .. } => source.is_fatal(),
+            Self::Fatal(_) => true,
+            Self::Config(_) => false,
+        }
+    }
 }
 
 /// Readiness check: the worker runs and its first shard sync succeeded.
@@ -150,6 +168,8 @@ struct Worker<C, S, F> {
     /// With enhanced fan-out: the registered stream consumer's ARN.
     consumer_arn: Option<String>,
     health: Health,
+    /// Set when something no retry can fix happened: the worker stops and says why.
+    fatal: Option<String>,
 }
 
 impl<C, S, F> Scheduler<C, S, F>
@@ -221,6 +241,7 @@ where
             stop_shards: CancellationToken::new(),
             consumer_arn: None,
             health: self.health,
+            fatal: None,
         };
         worker
             .health
@@ -282,7 +303,7 @@ where
         let claim_every = self.config.claim_interval();
         let mut next_claim = now + claim_every;
         let mut sync_now = true;
-        while !shutdown.is_cancelled() {
+        while !shutdown.is_cancelled() && self.fatal.is_none() {
             let now = Instant::now();
             if now >= next_renew {
                 // The renewer task renews; here lost leases are let go.
@@ -298,6 +319,9 @@ where
                         next_sync = now + sync_every;
                         // New leases (children) are unowned: take them now.
                         next_take = now;
+                    }
+                    Err(e) if e.is_fatal() => {
+                        self.fatal = Some(e.to_string());
                     }
                     Err(e) => {
                         self.health
@@ -335,8 +359,14 @@ where
             }
         }
         self.health.fail(CHECK_WORKER, "stopping");
+        if let Some(why) = &self.fatal {
+            tracing::error!(error = %why, "stopping the worker: no retry can fix this");
+        }
         self.stop().await;
-        Ok(())
+        match self.fatal.take() {
+            Some(why) => Err(ConsumerError::Fatal(why)),
+            None => Ok(()),
+        }
     }
 
     /// Handles a finished shard task; `true` if a shard ended (sync now).
@@ -378,6 +408,15 @@ where
                 if let Some(held) = held {
                     self.hold(shard_id, held);
                 }
+                false
+            }
+            ShardOutcome::Fatal(why) => {
+                // Held until the worker stops, then released like the others: its
+                // checkpoint stays where the processor's sinks left it.
+                if let Some(held) = held {
+                    self.hold(shard_id.clone(), held);
+                }
+                self.fatal = Some(format!("shard {shard_id}: {why}"));
                 false
             }
         }
@@ -543,8 +582,16 @@ where
     /// `steal`) at most one lease from the most loaded worker.
     async fn take(&mut self, steal: bool) {
         let leases = match self.store.list_leases().await {
-            Ok(leases) => leases,
+            Ok(leases) => {
+                self.health.pass(CHECK_LEASE_TABLE);
+                leases
+            }
             Err(e) => {
+                if e.is_fatal() {
+                    self.fatal = Some(e.to_string());
+                }
+                self.health
+                    .fail(CHECK_LEASE_TABLE, format!("cannot list leases: {e}"));
                 tracing::warn!(error = %e, "cannot list leases");
                 return;
             }

@@ -34,6 +34,8 @@ pub(crate) enum ShardOutcome {
     Lost,
     /// The worker is shutting down; the processor was told.
     ShutDown,
+    /// The processor returned a [`Fatal`](crate::Fatal) error: the worker must stop.
+    Fatal(String),
 }
 
 /// Where to start reading a shard from its checkpoint, and the sub-records to skip.
@@ -485,6 +487,10 @@ impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
                 Err(e) => {
                     // The batch is not done: checkpoint() must not cover it.
                     checkpointer.deliver(previous);
+                    if e.is::<crate::Fatal>() {
+                        tracing::error!(error = %e, records = records.len(), "process_records failed for good; stopping the worker");
+                        return Some(ShardOutcome::Fatal(e.to_string()));
+                    }
                     attempt += 1;
                     metrics::counter!(m::PROCESSING_FAILURES, "stream" => self.config.stream.clone())
                         .increment(1);

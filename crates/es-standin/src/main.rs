@@ -23,6 +23,10 @@ struct Args {
     /// Largest request body accepted, in bytes (larger ones get 413).
     #[arg(long, default_value_t = StandinConfig::default().max_body_bytes)]
     max_body_bytes: usize,
+    /// `user:password`: require HTTP basic auth on every request (401 otherwise), as a
+    /// cluster with security on. Default: no authentication.
+    #[arg(long, env = "CHIEF_ES_STANDIN_BASIC_AUTH")]
+    basic_auth: Option<String>,
     /// Log filter (`RUST_LOG` wins when set); `debug` logs every request.
     #[arg(long, default_value = "info")]
     log_filter: String,
@@ -53,8 +57,18 @@ async fn main() -> anyhow::Result<()> {
         "chief-es-standin (dev-only in-memory Elasticsearch stand-in) listening on http://{addr}"
     );
     let shutdown = telemetry::shutdown_on_signals();
+    let basic_auth = match &args.basic_auth {
+        None => None,
+        Some(pair) => {
+            let (user, password) = pair
+                .split_once(':')
+                .context("--basic-auth is user:password")?;
+            Some((user.to_owned(), password.to_owned()))
+        }
+    };
     let standin = Standin::new(StandinConfig {
         max_body_bytes: args.max_body_bytes,
+        basic_auth,
     });
     serve(listener, standin, shutdown).await;
     tracing::info!("stopped");

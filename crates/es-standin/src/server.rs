@@ -97,17 +97,31 @@ async fn handle(standin: &Standin, request: Request<Incoming>) -> Response<Full<
     standin.record_request(AuthScheme::of(
         parts.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes),
     ));
-    let reply = match read_body(standin, &parts.headers, body).await {
-        Ok(body) => rest::route(
-            standin,
-            RestRequest {
-                method: &parts.method,
-                path: parts.uri.path(),
-                query: parts.uri.query(),
-                body,
-            },
-        ),
-        Err(reply) => reply,
+    let authorization = parts.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
+    let reply = if !standin.config().authenticates(authorization) {
+        Reply::error(
+            401,
+            ErrorCause::new(
+                "security_exception",
+                format!(
+                    "unable to authenticate user for REST request [{}]",
+                    parts.uri.path()
+                ),
+            ),
+        )
+    } else {
+        match read_body(standin, &parts.headers, body).await {
+            Ok(body) => rest::route(
+                standin,
+                RestRequest {
+                    method: &parts.method,
+                    path: parts.uri.path(),
+                    query: parts.uri.query(),
+                    body,
+                },
+            ),
+            Err(reply) => reply,
+        }
     };
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;

@@ -25,13 +25,33 @@ pub struct StandinConfig {
     /// The largest request body accepted (Elasticsearch's `http.max_content_length`);
     /// larger ones get 413. Default 100 MiB, as in Elasticsearch.
     pub max_body_bytes: usize,
+    /// `(user, password)`: every request must carry them as HTTP basic auth, else it gets
+    /// Elasticsearch's 401 `security_exception` (as a cluster with security on). Default:
+    /// none (no authentication, as the local stack runs it).
+    pub basic_auth: Option<(String, String)>,
 }
 
 impl Default for StandinConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 100 * 1024 * 1024,
+            basic_auth: None,
         }
+    }
+}
+
+impl StandinConfig {
+    /// Whether a request with this `Authorization` header may pass.
+    pub(crate) fn authenticates(&self, header: Option<&[u8]>) -> bool {
+        let Some((user, password)) = &self.basic_auth else {
+            return true;
+        };
+        use base64::Engine;
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        header == Some(expected.as_bytes())
     }
 }
 

@@ -165,6 +165,18 @@ pub enum ExecutorError {
         #[source]
         source: SearchError,
     },
+    /// The index could not be created or found, for a reason no retry can fix
+    /// (credentials refused, no permission, a mapping the cluster refuses).
+    #[error("Elasticsearch index `{index}` unusable")]
+    Index {
+        /// The executor.
+        executor: Executor,
+        /// The index.
+        index: String,
+        /// The error.
+        #[source]
+        source: SearchError,
+    },
     /// The consumer failed.
     #[error("consumer failed")]
     Consumer {
@@ -243,7 +255,7 @@ where
     config.consumer.deliver_empty_batches = true;
     let index = match (executor.writes_search(), parts.index) {
         (true, Some(index)) => {
-            if !ensure_index(
+            let ready = ensure_index(
                 executor,
                 index.as_ref(),
                 &config.elasticsearch,
@@ -251,7 +263,12 @@ where
                 &parts.health,
             )
             .await
-            {
+            .map_err(|source| ExecutorError::Index {
+                executor,
+                index: config.elasticsearch.index.clone(),
+                source,
+            })?;
+            if !ready {
                 return Ok(());
             }
             Some(index)
@@ -283,23 +300,25 @@ where
     Ok(())
 }
 
-/// Creates the index if it is missing, retrying while the cluster is unreachable;
-/// false if `shutdown` fired first.
+/// Creates the index if it is missing, retrying while the cluster is unreachable or
+/// overloaded; false if `shutdown` fired first; an error no retry can fix (401, 403, a
+/// refused mapping) at once.
 async fn ensure_index<I: SearchIndex>(
     executor: Executor,
     index: &I,
     config: &SearchConfig,
     shutdown: &CancellationToken,
     health: &Health,
-) -> bool {
+) -> Result<bool, SearchError> {
     let mut attempt = 0;
     loop {
         match index.ensure_index().await {
             Ok(created) => {
                 health.pass("elasticsearch");
                 tracing::info!(executor = %executor, index = %config.index, created, "index ready");
-                return true;
+                return Ok(true);
             }
+            Err(error) if !error.is_retryable() => return Err(error),
             Err(error) => {
                 attempt += 1;
                 health.fail(
@@ -319,7 +338,7 @@ async fn ensure_index<I: SearchIndex>(
                     "cannot create or find the index yet; retrying"
                 );
                 tokio::select! {
-                    () = shutdown.cancelled() => return false,
+                    () = shutdown.cancelled() => return Ok(false),
                     () = tokio::time::sleep(delay) => {}
                 }
             }

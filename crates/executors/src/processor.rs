@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use chief_consumer::{
-    ConsumedRecord, ExtendedSequenceNumber, LeaseLostInput, ProcessRecordsInput, ProcessorError,
-    ProcessorFactory, RecordProcessor, ShardEndedInput, ShutdownRequestedInput,
+    ConsumedRecord, ExtendedSequenceNumber, Fatal, LeaseLostInput, ProcessRecordsInput,
+    ProcessorError, ProcessorFactory, RecordProcessor, ShardEndedInput, ShutdownRequestedInput,
 };
 use chief_pipeline::archive::{
-    ArchiveConfig, ArchiveRecord, Disposition, RecordPosition, ShardArchiver,
+    ArchiveConfig, ArchiveError, ArchiveRecord, Disposition, RecordPosition, ShardArchiver,
 };
 use chief_pipeline::dedup::{DedupConfig, DedupWindow};
-use chief_pipeline::indexer::{ShardIndexer, record_id};
+use chief_pipeline::indexer::{IndexerError, ShardIndexer, record_id};
 use chief_pipeline::object_sink::ObjectSink;
 use chief_pipeline::search::{SearchConfig, SearchIndex};
 use chief_stream::compare_sequence_numbers;
@@ -119,6 +119,26 @@ fn arrival(record: &ConsumedRecord) -> DateTime<Utc> {
     )
 }
 
+/// A sink error as the consumer sees it: one that no retry can fix (credentials refused,
+/// bucket or index gone, a request the service will always refuse) stops the executor
+/// with [`Fatal`] instead of being retried forever; the others are retried.
+fn archive_error(error: ArchiveError) -> ProcessorError {
+    if error.is_retryable() {
+        error.into()
+    } else {
+        Fatal::new(error).into()
+    }
+}
+
+/// As [`archive_error`], for the index.
+fn index_error(error: IndexerError) -> ProcessorError {
+    if error.is_retryable() {
+        error.into()
+    } else {
+        Fatal::new(error).into()
+    }
+}
+
 impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> ExecutorProcessor<O, I> {
     /// Offers one record to every sink that has not handled it yet.
     async fn offer(&mut self, record: &ConsumedRecord, now: Instant) -> Result<(), ProcessorError> {
@@ -139,7 +159,10 @@ impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> ExecutorProcesso
         if let Some(archiver) = self.archiver.as_mut()
             && !handled(&position, archiver.accepted())
         {
-            let processed = archiver.process(input, dedup.take(), now).await?;
+            let processed = archiver
+                .process(input, dedup.take(), now)
+                .await
+                .map_err(archive_error)?;
             dead_lettered = Some(processed.disposition == Disposition::DeadLettered);
         } else if self.archiver.is_some() {
             dedup = None;
@@ -154,7 +177,10 @@ impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> ExecutorProcesso
                 // One dead letter per executor: the archive wrote it.
                 indexer.pass(&position);
             } else {
-                indexer.process(input, dedup.take(), now).await?;
+                indexer
+                    .process(input, dedup.take(), now)
+                    .await
+                    .map_err(index_error)?;
             }
         }
         Ok(())
@@ -163,10 +189,10 @@ impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> ExecutorProcesso
     /// Writes batches that reached their age.
     async fn flush_due(&mut self, now: Instant) -> Result<(), ProcessorError> {
         if let Some(archiver) = self.archiver.as_mut() {
-            archiver.flush_if_due(now).await?;
+            archiver.flush_if_due(now).await.map_err(archive_error)?;
         }
         if let Some(indexer) = self.indexer.as_mut() {
-            indexer.flush_if_due(now).await?;
+            indexer.flush_if_due(now).await.map_err(index_error)?;
         }
         Ok(())
     }
@@ -174,10 +200,10 @@ impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> ExecutorProcesso
     /// Writes every open batch.
     async fn flush(&mut self) -> Result<(), ProcessorError> {
         if let Some(archiver) = self.archiver.as_mut() {
-            archiver.flush().await?;
+            archiver.flush().await.map_err(archive_error)?;
         }
         if let Some(indexer) = self.indexer.as_mut() {
-            indexer.flush().await?;
+            indexer.flush().await.map_err(index_error)?;
         }
         Ok(())
     }

@@ -73,6 +73,16 @@ pub enum StreamError {
 }
 
 impl StreamError {
+    /// Whether the process cannot go on: the stream is gone, or the credentials are
+    /// refused or not allowed the call. Retrying does not help; an operator must act.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            Self::StreamNotFound { .. } => true,
+            Self::Service { code, .. } => is_fatal_code(code),
+            _ => false,
+        }
+    }
+
     /// Whether the same call may succeed later.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -132,4 +142,25 @@ pub fn error_line(err: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     line
+}
+
+/// AWS error codes no retry can fix: missing resources, refused or insufficient
+/// credentials (the same codes across Kinesis, DynamoDB and S3).
+pub fn is_fatal_code(code: &str) -> bool {
+    matches!(
+        code,
+        "ResourceNotFoundException"
+            | "AccessDeniedException"
+            | "AccessDenied"
+            | "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "SignatureDoesNotMatch"
+            | "InvalidAccessKeyId"
+            | "ExpiredTokenException"
+            | "ExpiredToken"
+            | "NoSuchBucket"
+            | "KMSAccessDeniedException"
+            | "KMSDisabledException"
+            | "KMSNotFoundException"
+    )
 }

@@ -20,7 +20,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-pub use error::{PutEntryError, StreamError, error_line};
+pub use error::{PutEntryError, StreamError, error_line, is_fatal_code};
 pub use kinesis::KinesisClient;
 pub use memory::{Faults, MemoryStats, MemoryStreams, StoredRecord};
 pub use read::{

@@ -71,6 +71,7 @@ impl DynamoDbLeaseStore {
         LeaseError::Store {
             operation,
             table: self.table.clone(),
+            fatal: err.code().is_some_and(chief_stream::is_fatal_code),
             message: match (err.code(), err.message()) {
                 (Some(code), Some(message)) => format!("{code}: {message}"),
                 (Some(code), None) => code.to_owned(),
@@ -328,6 +329,7 @@ impl LeaseStore for DynamoDbLeaseStore {
                 operation: "CreateTable",
                 table: self.table.clone(),
                 message: format!("bad key schema: {t}"),
+                fatal: true,
             };
             let created = self
                 .client
@@ -374,6 +376,7 @@ impl LeaseStore for DynamoDbLeaseStore {
             operation: "DescribeTable",
             table: self.table.clone(),
             message: "the table did not become ACTIVE within 60 s".to_owned(),
+            fatal: false,
         })
     }
 
