@@ -29,6 +29,8 @@ step() { printf '\n== %s\n' "$*"; }
 step "streams and bucket (chiefctl setup)"
 "$BIN/chiefctl" setup --config config/chiefctl.toml --config "$LOCAL_CONFIG"
 
+dead_before=$("$BIN/chiefctl" reconcile --config "$LOCAL_CONFIG" --input /dev/null \
+    --dead-letter-prefix errors 2>/dev/null | { grep -o '"dead_letters":[0-9]*' || true; } | cut -d: -f2)
 step "database schema (chief-loader migrate)"
 "$BIN/chief-loader" migrate --config config/loader.toml --config "$LOCAL_CONFIG"
 
@@ -102,7 +104,7 @@ wait_caught_up() { # label orders-inputs... (jobresults input is fixed)
         local o_s3 o_es j_s3 j_es want_o want_j
         want_o=$(cat "$@" | grep -o '"orderid":"[^"]*"' | sort -u | wc -l)
         want_j=$jobs_unique
-        o_s3=$(reconcile "${order_inputs[@]}" --s3-prefix ChiefOrderS3 | field in_s3_unique)
+        o_s3=$(reconcile "${order_inputs[@]}" --s3-prefix ChiefOrderS3 --s3-prefix ChiefOrderEsS3 | field in_s3_unique)
         j_s3=$(reconcile --input "$WORK/jobresults.jsonl" --s3-prefix ChiefJobResultNotifyS3 | field in_s3_unique)
         o_es=0; j_es=0
         # Elasticsearch is looked up id by id (the indices hold earlier runs too), so only
@@ -149,13 +151,16 @@ step "load S3 into MariaDB (chief-loader run --mode local)"
     | tee "$WORK/loader.txt" || echo "chief-loader run failed" >&2
 
 step "reconcile every sink with what was produced (chiefctl reconcile)"
+# Every sink of every executor: both executors that archive orders, the table, the index.
 orders_report=$(reconcile --input "$WORK/orders.jsonl" --input "$WORK/probe-orders.jsonl" \
-    --s3-prefix ChiefOrderS3 --table orders --index orders)
+    --s3-prefix ChiefOrderS3 --s3-prefix ChiefOrderEsS3 --table orders --index orders)
 jobs_report=$(reconcile --input "$WORK/jobresults.jsonl" \
     --s3-prefix ChiefJobResultNotifyS3 --table jobresults --index jobresults)
 echo "orders:     $orders_report"
 echo "jobresults: $jobs_report"
-dead_letters=$({ grep -h 'dead-lettered' "$WORK"/order-*.log "$WORK"/jobresult-*.log || true; } | wc -l)
+# Dead letters are objects in S3 (errors/<executor>/…): this run's are the ones added.
+dead_after=$(reconcile --input /dev/null --dead-letter-prefix errors | field dead_letters)
+dead_letters=$(( ${dead_after:-0} - ${dead_before:-0} ))
 seconds=$(($(date +%s) - started))
 get() { echo "$1" | field "$2"; }
 o_prod=$(get "$orders_report" produced); o_uniq=$(get "$orders_report" unique)

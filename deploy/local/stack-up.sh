@@ -6,7 +6,9 @@
 # records pids under .local/run so stack-down stops only what this script started.
 # Idempotent: when everything already answers it returns at once.
 #
-# Ports: KINESIS_PORT (4568), MOTO_PORT (5000), MARIADB_PORT (3307), ES_PORT (9200).
+# Ports: KINESIS_PORT (4568), KINESIS_TLS_PORT (kinesis-local also serves TLS; default
+# KINESIS_PORT - 1, so moving KINESIS_PORT moves both), MOTO_PORT (5000), MARIADB_PORT
+# (3307), ES_PORT (9200). A run that fails stops what it had started itself.
 # ES_STANDIN_BIN overrides the stand-in binary (default target/debug/chief-es-standin,
 # under CARGO_TARGET_DIR when that is set).
 set -euo pipefail
@@ -16,7 +18,7 @@ LOCAL="$ROOT/.local"
 RUN="$LOCAL/run"
 LOGS="$LOCAL/logs"
 KINESIS_PORT="${KINESIS_PORT:-4568}"
-KINESIS_TLS_PORT="${KINESIS_TLS_PORT:-4567}"
+KINESIS_TLS_PORT="${KINESIS_TLS_PORT:-$((KINESIS_PORT - 1))}"
 MOTO_PORT="${MOTO_PORT:-5000}"
 MARIADB_PORT="${MARIADB_PORT:-3307}"
 ES_PORT="${ES_PORT:-9200}"
@@ -50,12 +52,26 @@ wait_for() { # name port seconds logfile
     die "$name did not answer on port $port within ${seconds}s (log: $logfile)"
 }
 
+STARTED=()   # what this run started, stopped again if it fails
 start() { # name logfile command...
     local name=$1 logfile=$2
     shift 2
     setsid "$@" >"$logfile" 2>&1 </dev/null &
     echo $! >"$RUN/$name.pid"
+    STARTED+=("$name")
 }
+
+stop_started() { # on failure: stop what this run started, nothing else
+    local name pid
+    for name in "${STARTED[@]}"; do
+        [[ -f "$RUN/$name.pid" ]] || continue
+        pid=$(cat "$RUN/$name.pid")
+        log "stopping $name (pid $pid): this stack-up failed"
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+        rm -f "$RUN/$name.pid"
+    done
+}
+trap 'status=$?; if [[ $status -ne 0 ]]; then stop_started; fi' EXIT
 
 as_root() {
     if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi

@@ -3,7 +3,7 @@
 //! MariaDB tables, runs the real binaries (`target/debug/…`, built by `cargo test
 //! --workspace`) as child processes, and checks the sinks with `chiefctl reconcile`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -431,10 +431,11 @@ impl Run {
         table: bool,
         env: &[(&str, &str)],
     ) -> Reconciled {
-        let prefix = if kind == "orders" {
-            "ChiefOrderS3"
+        // Every executor that archives the stream: each prefix must hold every id.
+        let prefixes: &[&str] = if kind == "orders" {
+            &["ChiefOrderS3", "ChiefOrderEsS3"]
         } else {
-            "ChiefJobResultNotifyS3"
+            &["ChiefJobResultNotifyS3"]
         };
         let mut args: Vec<String> = vec![
             "reconcile".into(),
@@ -442,11 +443,13 @@ impl Run {
             "config/local.toml".into(),
             "--bucket".into(),
             self.bucket.clone(),
-            "--s3-prefix".into(),
-            prefix.into(),
             "--index".into(),
             self.index(kind),
         ];
+        for prefix in prefixes {
+            args.push("--s3-prefix".into());
+            args.push((*prefix).into());
+        }
         for path in input {
             args.push("--input".into());
             args.push(path.display().to_string());
@@ -540,6 +543,80 @@ impl Run {
                 .expect("faults");
             assert!(response.status_code().is_success(), "{path}");
         }
+    }
+
+    /// The stand-in's counters of the index of `kind` (`GET /_standin/stats/{index}`):
+    /// what Elasticsearch did, seen from the server side.
+    pub async fn es_stats(&self, kind: &str) -> Value {
+        let transport =
+            elasticsearch::http::transport::Transport::single_node(&self.stack.elasticsearch.url)
+                .expect("transport");
+        let path = format!("/_standin/stats/{}", self.index(kind));
+        let response = transport
+            .send(
+                elasticsearch::http::Method::Get,
+                &path,
+                elasticsearch::http::headers::HeaderMap::new(),
+                None::<&()>,
+                None::<Vec<u8>>,
+                None,
+            )
+            .await
+            .expect("stats");
+        assert!(response.status_code().is_success(), "{path}");
+        response.json().await.expect("json")
+    }
+
+    /// The lease owners of `executor`'s lease table: owner → leases held.
+    pub async fn lease_owners(&self, executor: &str) -> BTreeMap<String, usize> {
+        use chief_consumer::LeaseStore;
+        let table = format!("e2e-{executor}-{}", self.id);
+        let store = chief_consumer::DynamoDbLeaseStore::new(self.clients.dynamodb(), &table);
+        let mut owners = BTreeMap::new();
+        for lease in store.list_leases().await.unwrap_or_default() {
+            if let Some(owner) = lease.lease_owner {
+                *owners.entry(owner).or_insert(0) += 1;
+            }
+        }
+        owners
+    }
+
+    /// How many Kinesis records `stream` holds now (every shard from TRIM_HORIZON).
+    pub async fn stream_records(&self, stream: &str) -> usize {
+        let client = self.clients.kinesis();
+        let shards = client
+            .list_shards()
+            .stream_name(stream)
+            .send()
+            .await
+            .expect("ListShards");
+        let mut count = 0;
+        for shard in shards.shards() {
+            let mut iterator = client
+                .get_shard_iterator()
+                .stream_name(stream)
+                .shard_id(shard.shard_id())
+                .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .expect("GetShardIterator")
+                .shard_iterator;
+            while let Some(it) = iterator {
+                let page = client
+                    .get_records()
+                    .shard_iterator(it)
+                    .limit(10_000)
+                    .send()
+                    .await
+                    .expect("GetRecords");
+                count += page.records().len();
+                if page.records().is_empty() {
+                    break;
+                }
+                iterator = page.next_shard_iterator;
+            }
+        }
+        count
     }
 
     /// The unique ids of a JSON-lines input.

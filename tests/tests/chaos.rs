@@ -22,8 +22,41 @@ async fn kill_9_of_one_of_two_workers_mid_run_loses_nothing() {
     assert!(producer.wait().success());
     // Let the first batches flow, then kill worker a without a goodbye: its leases
     // expire after the failover time and worker b takes them from the last checkpoint.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The kill must hit a lease holder (both workers balanced 2 + 2 first).
+    let a = format!("ofs-a-{}", run.id);
+    let b = format!("ofs-b-{}", run.id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let held = loop {
+        let owners = run.lease_owners("order-factory-s3").await;
+        let held = owners.get(&a).copied().unwrap_or(0);
+        if held > 0 && owners.get(&b).copied().unwrap_or(0) > 0 {
+            break held;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the two workers never shared the leases: {owners:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     procs.remove(0).kill();
+    let killed = std::time::Instant::now();
+    // Taken by the survivor within failover (3 s in the e2e overlay) + a taking round
+    // (0.5 s) + slack.
+    loop {
+        let owners = run.lease_owners("order-factory-s3").await;
+        if owners.get(&b) == Some(&4) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "worker b did not take the {held} leases of the killed worker within 10 s: {owners:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "kill -9 of a worker holding {held} leases: taken over in {:?}",
+        killed.elapsed()
+    );
     run.wait_caught_up(&[&orders], &[&jobs], 120);
     Run::stop_all(procs);
     run.assert_exact(&[&orders], &[&jobs]).await;
@@ -130,6 +163,15 @@ async fn elasticsearch_refusing_a_fifth_of_items_for_a_while_loses_nothing() {
     run.produce("producer-jobs", &run.jobs, &jobs);
     tokio::time::sleep(Duration::from_secs(4)).await;
     run.es_faults(None).await;
+    // The fault happened: the server refused items with 429 while it was on.
+    let refused: u64 = [
+        run.es_stats("orders").await,
+        run.es_stats("jobresults").await,
+    ]
+    .iter()
+    .map(|s| s["stats"]["rejected_429"].as_u64().expect("rejected_429"))
+    .sum();
+    assert!(refused > 0, "the stand-in refused no item with 429");
     run.wait_caught_up(&[&orders], &[&jobs], 120);
     Run::stop_all(procs);
     run.assert_exact(&[&orders], &[&jobs]).await;
@@ -143,8 +185,19 @@ async fn a_producer_killed_and_re_run_on_the_same_input_loses_nothing() {
     let (orders, jobs) = run.inputs(RECORDS * 2, 105);
     let procs = run.executors();
     let first = run.producer("producer-orders-killed", &run.orders, &orders);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Killed once it has put records, so that the re-run makes real duplicates.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while run.stream_records(&run.orders).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first producer put nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     first.kill();
+    let before = run.stream_records(&run.orders).await;
+    assert!(before > 0);
+    eprintln!("the killed producer had put {before} Kinesis records");
     run.produce("producer-orders", &run.orders, &orders);
     run.produce("producer-jobs", &run.jobs, &jobs);
     run.wait_caught_up(&[&orders], &[&jobs], 120);

@@ -46,9 +46,13 @@ pub struct ReconcileArgs {
     /// The bucket of the batch files.
     #[arg(long, default_value = "chief-archive")]
     pub bucket: String,
-    /// The S3 prefix of the batch files (e.g. ChiefOrderS3); none: S3 is not checked.
+    /// An S3 prefix of batch files (e.g. ChiefOrderS3), repeatable: every unique id must
+    /// be under each (one per executor that archives the stream); none: S3 is not checked.
+    #[arg(long = "s3-prefix")]
+    pub s3_prefixes: Vec<String>,
+    /// A prefix of dead-letter objects (e.g. `errors`): they are counted (`dead_letters`).
     #[arg(long)]
-    pub s3_prefix: Option<String>,
+    pub dead_letter_prefix: Option<String>,
     /// The table (e.g. orders); none: the database is not checked.
     #[arg(long)]
     pub table: Option<String>,
@@ -69,6 +73,7 @@ struct Report {
     s3_rows: Option<usize>,
     in_db: Option<usize>,
     in_es: Option<usize>,
+    dead_letters: Option<usize>,
     lost: usize,
     lost_examples: Vec<String>,
 }
@@ -133,14 +138,20 @@ async fn run(args: &ReconcileArgs) -> anyhow::Result<Report> {
         s3_rows: None,
         in_db: None,
         in_es: None,
+        dead_letters: None,
         lost: 0,
         lost_examples: Vec::new(),
     };
-    if let Some(prefix) = &args.s3_prefix {
+    for prefix in &args.s3_prefixes {
         let (ids, rows) = s3_ids(&config.aws, &args.bucket, prefix).await?;
-        report.in_s3_unique = Some(expected.intersection(&ids).count());
-        report.s3_rows = Some(rows);
+        // In every prefix: the fewest found in any.
+        let found = expected.intersection(&ids).count();
+        report.in_s3_unique = Some(report.in_s3_unique.map_or(found, |n| n.min(found)));
+        report.s3_rows = Some(report.s3_rows.unwrap_or(0) + rows);
         missing.extend(expected.difference(&ids).cloned());
+    }
+    if let Some(prefix) = &args.dead_letter_prefix {
+        report.dead_letters = Some(count_objects(&config.aws, &args.bucket, prefix).await?);
     }
     if let Some(table) = &args.table {
         let ids = db_ids(&config.database, table).await?;
@@ -203,6 +214,29 @@ async fn s3_ids(
         }
     }
     Ok((ids, rows))
+}
+
+/// How many objects are under `prefix/`.
+async fn count_objects(aws: &AwsConfig, bucket: &str, prefix: &str) -> anyhow::Result<usize> {
+    let s3 = AwsClients::new(aws).await.s3();
+    let mut count = 0;
+    let mut token = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(format!("{prefix}/"))
+            .set_continuation_token(token)
+            .send()
+            .await
+            .with_context(|| format!("listing s3://{bucket}/{prefix}/"))?;
+        count += page.contents().len();
+        match page.next_continuation_token() {
+            Some(next) => token = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    Ok(count)
 }
 
 /// The `orderid`s of `table`.
