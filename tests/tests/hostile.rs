@@ -507,6 +507,26 @@ async fn hostile_records_land_byte_for_byte_or_are_refused_with_a_reason_everywh
     for executor in ["jobresult-es", "jobresult-notify-s3"] {
         assert_eq!(dead_letters(&run, executor).await, bad_jobs, "{executor}");
     }
+    // The demo's dead-letter count (`chiefctl reconcile --dead-letter-prefix`) agrees: one
+    // object per refused record per executor.
+    let out = std::process::Command::new(chief_e2e::bin("chiefctl"))
+        .args(["reconcile", "--config", "config/local.toml", "--bucket"])
+        .arg(&run.bucket)
+        .args(["--input", "/dev/null", "--dead-letter-prefix", "errors"])
+        .current_dir(chief_config::local_stack::workspace_root())
+        .output()
+        .expect("chiefctl reconcile");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "chiefctl reconcile: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(
+        report["dead_letters"].as_u64(),
+        Some(2 * (bad_orders.len() + bad_jobs.len()) as u64),
+        "{report}"
+    );
 
     // 4. S3: exactly the valid records, byte for byte, in both order archives.
     let mut expected_order_rows: Vec<Vec<Vec<u8>>> = valid_orders
