@@ -77,9 +77,13 @@ async fn run(executor: Executor, cli: Cli) -> anyhow::Result<()> {
     config.validate(executor)?;
     chief_config::telemetry::init(&config.log);
     let health = chief_config::health::Health::new();
-    chief_config::telemetry::install_metrics(&config.metrics, &health)?;
+    let metrics =
+        chief_config::telemetry::Metrics::install(&config.metrics, &config.aws, &health).await?;
     let shutdown = chief_config::telemetry::shutdown_on_signals();
     chief_config::systemd::ready(&shutdown);
-    crate::run(executor, config, shutdown, health).await?;
+    let result = crate::run(executor, config, shutdown, health).await;
+    // The last interval's values reach CloudWatch (when it is on), even after a failure.
+    metrics.shutdown().await;
+    result?;
     Ok(())
 }

@@ -115,7 +115,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The producer is ready while it runs: a failed record is handed back (to the failed
     // file), not a reason to stop taking input.
     let health = chief_config::health::Health::new();
-    chief_config::telemetry::install_metrics(&config.metrics, &health)?;
+    let metrics =
+        chief_config::telemetry::Metrics::install(&config.metrics, &config.aws, &health).await?;
     if !(0.0..1.0).contains(&cli.duplicate_ratio) {
         bail!("--duplicate-ratio must be in [0, 1)");
     }
@@ -167,7 +168,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         progress,
         shutdown,
     )
-    .await?;
+    .await;
+    // The last interval's values reach CloudWatch (when it is on), whatever the outcome.
+    metrics.shutdown().await;
+    let summary = summary?;
     let secs = summary.elapsed.as_secs_f64();
     println!(
         "chief-producer: {}: sent {} put {} failed {} malformed {} in {:.1}s ({:.0} records/s){}",
