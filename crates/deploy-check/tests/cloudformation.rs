@@ -480,3 +480,84 @@ fn bucket_streams_database_and_search_are_set_up_as_the_code_expects() {
         assert!(template::user_data(&t, lt).is_some(), "{lt}");
     }
 }
+
+/// The source of every crate, concatenated: where metric names are emitted.
+fn all_source() -> String {
+    let mut text = String::new();
+    let mut stack = vec![workspace_root().join("crates")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                text.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+    }
+    text
+}
+
+#[test]
+fn every_alarm_watches_a_metric_a_binary_publishes_under_its_namespace() {
+    let t = template();
+    // The namespaces the stack gives the binaries (their instance settings).
+    let namespaces: BTreeSet<String> = [
+        "chief-producer",
+        "chief-order-factory-s3",
+        "chief-order-es-s3",
+        "chief-jobresult-es",
+        "chief-jobresult-notify-s3",
+    ]
+    .into_iter()
+    .map(|binary| {
+        instance_settings(&t, binary)
+            .into_iter()
+            .find(|(k, _)| k == "CHIEF__METRICS__CLOUDWATCH__NAMESPACE")
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("{binary} publishes no metrics on the stack"))
+    })
+    .collect();
+    assert_eq!(namespaces.len(), 5, "one namespace per binary");
+    let source = all_source();
+    let alarms = resources_of(&t, "AWS::CloudWatch::Alarm");
+    assert!(alarms.len() >= 17, "{} alarms", alarms.len());
+    let mut watched = BTreeSet::new();
+    for (id, props) in alarms {
+        assert_eq!(
+            props["AlarmActions"],
+            json!([{"Ref": "AlarmTopic"}]),
+            "{id} notifies the topic"
+        );
+        let query = props["Metrics"][0]["Expression"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{id}: a Metrics Insights query"));
+        // SELECT FN(Metric) FROM "namespace"
+        let metric = query
+            .split('(')
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .unwrap_or_else(|| panic!("{id}: {query}"));
+        let namespace = query
+            .split('"')
+            .nth(1)
+            .unwrap_or_else(|| panic!("{id}: {query}"));
+        assert!(
+            namespaces.contains(namespace),
+            "{id} watches namespace {namespace}, which no binary publishes to"
+        );
+        assert!(
+            source.contains(&format!("\"{metric}\"")),
+            "{id} watches {metric}, which no crate emits"
+        );
+        watched.insert(metric.to_owned());
+    }
+    for needed in [
+        "MillisBehindLatest",
+        "DeadLetters",
+        "LeasesLost",
+        "UserRecordExpired",
+    ] {
+        assert!(watched.contains(needed), "no alarm on {needed}");
+    }
+}
