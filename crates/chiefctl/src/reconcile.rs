@@ -168,6 +168,36 @@ async fn run(args: &ReconcileArgs) -> anyhow::Result<Report> {
     Ok(report)
 }
 
+/// The keys of every object under `prefix/`.
+async fn list_keys(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(format!("{prefix}/"))
+            .set_continuation_token(token)
+            .send()
+            .await
+            .with_context(|| format!("listing s3://{bucket}/{prefix}/"))?;
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
+        match page.next_continuation_token() {
+            Some(next) => token = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    Ok(keys)
+}
+
 /// The unique `orderid`s (first column) of every object under `prefix`, and the rows.
 async fn s3_ids(
     aws: &AwsConfig,
@@ -177,40 +207,24 @@ async fn s3_ids(
     let s3 = AwsClients::new(aws).await.s3();
     let mut ids = BTreeSet::new();
     let mut rows = 0;
-    let mut token = None;
-    loop {
-        let page = s3
-            .list_objects_v2()
+    for key in list_keys(&s3, bucket, prefix).await? {
+        let body = s3
+            .get_object()
             .bucket(bucket)
-            .prefix(format!("{prefix}/"))
-            .set_continuation_token(token)
+            .key(&key)
             .send()
             .await
-            .with_context(|| format!("listing s3://{bucket}/{prefix}/"))?;
-        for object in page.contents() {
-            let Some(key) = object.key() else { continue };
-            let body = s3
-                .get_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .with_context(|| format!("reading s3://{bucket}/{key}"))?
-                .body
-                .collect()
-                .await
-                .with_context(|| format!("reading s3://{bucket}/{key}"))?
-                .into_bytes();
-            for row in tsv::read_rows(&body) {
-                rows += 1;
-                if let Some(Some(id)) = row.first() {
-                    ids.insert(String::from_utf8_lossy(id).into_owned());
-                }
+            .with_context(|| format!("reading s3://{bucket}/{key}"))?
+            .body
+            .collect()
+            .await
+            .with_context(|| format!("reading s3://{bucket}/{key}"))?
+            .into_bytes();
+        for row in tsv::read_rows(&body) {
+            rows += 1;
+            if let Some(Some(id)) = row.first() {
+                ids.insert(String::from_utf8_lossy(id).into_owned());
             }
-        }
-        match page.next_continuation_token() {
-            Some(next) => token = Some(next.to_owned()),
-            None => break,
         }
     }
     Ok((ids, rows))
@@ -219,24 +233,7 @@ async fn s3_ids(
 /// How many objects are under `prefix/`.
 async fn count_objects(aws: &AwsConfig, bucket: &str, prefix: &str) -> anyhow::Result<usize> {
     let s3 = AwsClients::new(aws).await.s3();
-    let mut count = 0;
-    let mut token = None;
-    loop {
-        let page = s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(format!("{prefix}/"))
-            .set_continuation_token(token)
-            .send()
-            .await
-            .with_context(|| format!("listing s3://{bucket}/{prefix}/"))?;
-        count += page.contents().len();
-        match page.next_continuation_token() {
-            Some(next) => token = Some(next.to_owned()),
-            None => break,
-        }
-    }
-    Ok(count)
+    Ok(list_keys(&s3, bucket, prefix).await?.len())
 }
 
 /// The `orderid`s of `table`.

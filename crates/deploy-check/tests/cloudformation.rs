@@ -504,6 +504,7 @@ fn every_alarm_watches_a_metric_a_binary_publishes_under_its_namespace() {
     // The namespaces the stack gives the binaries (their instance settings).
     let namespaces: BTreeSet<String> = [
         "chief-producer",
+        "chief-loader",
         "chief-order-factory-s3",
         "chief-order-es-s3",
         "chief-jobresult-es",
@@ -518,7 +519,7 @@ fn every_alarm_watches_a_metric_a_binary_publishes_under_its_namespace() {
             .unwrap_or_else(|| panic!("{binary} publishes no metrics on the stack"))
     })
     .collect();
-    assert_eq!(namespaces.len(), 5, "one namespace per binary");
+    assert_eq!(namespaces.len(), 6, "one namespace per binary");
     let source = all_source();
     let alarms = resources_of(&t, "AWS::CloudWatch::Alarm");
     assert!(alarms.len() >= 17, "{} alarms", alarms.len());

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 
 use chief_config::aws::AwsConfig;
 use chief_config::database::DatabaseConfig;
-use chief_config::telemetry::LogConfig;
+use chief_config::telemetry::{LogConfig, MetricsConfig};
 use serde::{Deserialize, Serialize};
 use sqlx::mysql::MySqlPoolOptions;
 use sqlx::{MySqlPool, migrate::Migrator};
@@ -39,6 +39,9 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../sql");
 pub struct LoaderConfig {
     /// Logging.
     pub log: LogConfig,
+    /// Metrics: with `cloudwatch` set, each `run` publishes its result (`LoaderRuns`,
+    /// `LoaderFailures`, `LoaderFilesLoaded`, `LoaderRowsInserted`) before it exits.
+    pub metrics: MetricsConfig,
     /// AWS clients (S3 for the files and manifests).
     pub aws: AwsConfig,
     /// The database.

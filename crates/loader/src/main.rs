@@ -114,15 +114,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rescan_hours: rescan_hours.unwrap_or(defaults.rescan_hours),
             };
             let clients = chief_config::aws::AwsClients::new(&config.aws).await;
-            let report = chief_loader::run(&config, &clients.s3(), &options)
-                .await
-                .with_context(|| {
-                    format!(
-                        "chief-loader run ({} mode) on {}",
-                        options.mode.as_str(),
-                        chief_loader::redact(&config.database.url)
-                    )
-                })?;
+            // A cron job: no endpoint to scrape, but its result goes to CloudWatch when on.
+            let metrics = chief_config::telemetry::Metrics::install(
+                &config.metrics,
+                &config.aws,
+                &chief_config::health::Health::new(),
+            )
+            .await?;
+            let result = chief_loader::run(&config, &clients.s3(), &options).await;
+            publish_result(result.as_ref().ok());
+            metrics.shutdown().await;
+            let report = result.with_context(|| {
+                format!(
+                    "chief-loader run ({} mode) on {}",
+                    options.mode.as_str(),
+                    chief_loader::redact(&config.database.url)
+                )
+            })?;
             for table in &report.tables {
                 for statement in &table.statements {
                     println!("{statement}");
@@ -153,5 +161,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(ExitCode::from(report.exit_code()))
         }
+    }
+}
+
+/// The run's result as metrics: one run, a failure when it failed or a table failed
+/// (`None`: the run itself failed), what it loaded.
+fn publish_result(report: Option<&chief_loader::RunReport>) {
+    metrics::counter!("LoaderRuns").increment(1);
+    let failed = report.is_none_or(|r| {
+        r.tables
+            .iter()
+            .any(|t| matches!(t.outcome, chief_loader::Outcome::Failed))
+    });
+    metrics::counter!("LoaderFailures").increment(u64::from(failed));
+    if let Some(report) = report {
+        let files: u64 = report.tables.iter().map(|t| t.files).sum();
+        let rows: u64 = report.tables.iter().map(|t| t.rows_inserted).sum();
+        metrics::counter!("LoaderFilesLoaded").increment(files);
+        metrics::counter!("LoaderRowsInserted").increment(rows);
     }
 }

@@ -985,3 +985,62 @@ async fn local_mode_sorts_lines_only_when_that_keeps_the_first_copy() {
     assert_eq!(rows["ci-1"], order("ci-1", "lower first").1);
     fx.cleanup().await;
 }
+
+/// `Sum` of `metric` in `namespace` on the local stack's CloudWatch (moto), last hour.
+async fn cloudwatch_sum(namespace: &str, metric: &str) -> f64 {
+    let stack = LocalStack::require();
+    let client = AwsClients::new(&stack.aws).await.cloudwatch();
+    let now = std::time::SystemTime::now();
+    let out = client
+        .get_metric_statistics()
+        .namespace(namespace)
+        .metric_name(metric)
+        .start_time(aws_sdk_cloudwatch::primitives::DateTime::from(
+            now - std::time::Duration::from_secs(1800),
+        ))
+        .end_time(aws_sdk_cloudwatch::primitives::DateTime::from(
+            now + std::time::Duration::from_secs(1800),
+        ))
+        .period(3600)
+        .statistics(aws_sdk_cloudwatch::types::Statistic::Sum)
+        .send()
+        .await
+        .expect("GetMetricStatistics");
+    out.datapoints().iter().filter_map(|d| d.sum()).sum()
+}
+
+#[tokio::test]
+async fn each_run_publishes_its_result_to_cloudwatch_when_on() {
+    let fx = Fixture::new().await;
+    let namespace = format!("chief-loader-test-{}", fx.id);
+    fx.put_orders(
+        hour(2024, 5, 1, 10, 0),
+        "shardId-000000000000",
+        "1",
+        &[order("m-1", "a"), order("m-2", "b"), order("m-3", "c")],
+    )
+    .await;
+    let ok = fx
+        .command()
+        .args(["run", "--table", "orders"])
+        .env("CHIEF__METRICS__CLOUDWATCH__NAMESPACE", &namespace)
+        .output()
+        .expect("run chief-loader");
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert_eq!(cloudwatch_sum(&namespace, "LoaderRuns").await, 1.0);
+    assert_eq!(cloudwatch_sum(&namespace, "LoaderFailures").await, 0.0);
+    assert_eq!(cloudwatch_sum(&namespace, "LoaderFilesLoaded").await, 1.0);
+    assert_eq!(cloudwatch_sum(&namespace, "LoaderRowsInserted").await, 3.0);
+    // A run that cannot reach its database fails, and says so in CloudWatch too.
+    let failed = fx
+        .command()
+        .args(["run", "--table", "orders"])
+        .env("CHIEF__METRICS__CLOUDWATCH__NAMESPACE", &namespace)
+        .env("CHIEF__DATABASE__URL", "mysql://root@127.0.0.1:1/chief")
+        .output()
+        .expect("run chief-loader");
+    assert_ne!(failed.status.code(), Some(0), "{}", stdout(&failed));
+    assert_eq!(cloudwatch_sum(&namespace, "LoaderRuns").await, 2.0);
+    assert_eq!(cloudwatch_sum(&namespace, "LoaderFailures").await, 1.0);
+    fx.cleanup().await;
+}

@@ -192,6 +192,7 @@ pub fn uses(template: &Value, binary: &str) -> Uses {
         "chief-loader" => {
             let config: LoaderConfig = chief_config::load_str(&text, &settings)
                 .unwrap_or_else(|e| panic!("{binary} with its instance settings: {e}"));
+            uses.metrics_namespace = config.metrics.cloudwatch.map(|c| c.namespace);
             let l = &config.loader;
             for table in l.tables.values() {
                 uses.listed
