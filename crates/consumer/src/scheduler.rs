@@ -76,6 +76,8 @@ impl ConsumerError {
 const CHECK_WORKER: &str = "consumer";
 /// Readiness check: the lease table answers.
 const CHECK_LEASE_TABLE: &str = "lease table";
+/// Readiness check: the last shard sync (ListShards, lease creation) succeeded.
+const CHECK_SHARD_SYNC: &str = "shard sync";
 
 /// Runs a consumer application's share of a stream for one worker.
 #[derive(Debug)]
@@ -313,7 +315,7 @@ where
             if sync_now || now >= next_sync {
                 match self.sync_shards().await {
                     Ok(()) => {
-                        self.health.pass(CHECK_LEASE_TABLE);
+                        self.health.pass(CHECK_SHARD_SYNC);
                         self.health.pass(CHECK_WORKER);
                         sync_now = false;
                         next_sync = now + sync_every;
@@ -324,8 +326,7 @@ where
                         self.fatal = Some(e.to_string());
                     }
                     Err(e) => {
-                        self.health
-                            .fail(CHECK_LEASE_TABLE, format!("shard sync failed: {e}"));
+                        self.health.fail(CHECK_SHARD_SYNC, e.to_string());
                         tracing::warn!(error = %e, "shard sync failed; retrying");
                         next_sync = now + renew_every;
                         sync_now = false;
