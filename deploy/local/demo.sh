@@ -25,12 +25,16 @@ mkdir -p "$WORK"
 started=$(date +%s)
 
 step() { printf '\n== %s\n' "$*"; }
+reconcile() { # field inputs... -- args
+    "$BIN/chiefctl" reconcile --config "$LOCAL_CONFIG" "$@" 2>>"$WORK/reconcile.log" || true
+}
+field() { { grep -o "\"$1\":[0-9]*" || true; } | cut -d: -f2; }
 
 step "streams and bucket (chiefctl setup)"
 "$BIN/chiefctl" setup --config config/chiefctl.toml --config "$LOCAL_CONFIG"
 
-dead_before=$("$BIN/chiefctl" reconcile --config "$LOCAL_CONFIG" --input /dev/null \
-    --dead-letter-prefix errors 2>/dev/null | { grep -o '"dead_letters":[0-9]*' || true; } | cut -d: -f2)
+# Dead letters of earlier runs stay in the bucket: this run's are the ones it adds.
+dead_before=$(reconcile --input /dev/null --dead-letter-prefix errors | field dead_letters)
 step "database schema (chief-loader migrate)"
 "$BIN/chief-loader" migrate --config config/loader.toml --config "$LOCAL_CONFIG"
 
@@ -84,10 +88,6 @@ stop_executors() {
 }
 trap 'stop_executors || true' EXIT
 
-reconcile() { # field inputs... -- args
-    "$BIN/chiefctl" reconcile --config "$LOCAL_CONFIG" "$@" 2>>"$WORK/reconcile.log" || true
-}
-field() { { grep -o "\"$1\":[0-9]*" || true; } | cut -d: -f2; }
 bar() { # done total
     local width=30 filled=$(( $2 > 0 ? $1 * 30 / $2 : 30 ))
     (( filled > width )) && filled=$width

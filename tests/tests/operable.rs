@@ -31,6 +31,30 @@ fn get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Waits at most 30 s until `/readyz` on `addr` answers `200 ready` (a 503 says why not
+/// yet; a refused connection means the endpoint is not up yet).
+fn wait_ready(addr: &str, log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::from("no endpoint yet");
+    loop {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            let (status, body) = get(addr, "/readyz");
+            if status == 200 {
+                assert_eq!(body, "ready\n");
+                return;
+            }
+            assert_eq!(status, 503, "{body}");
+            last = body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready after 30 s: {last} (log {})",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The next datagram on the notify socket, within `wait`.
 fn next_state(socket: &UnixDatagram, wait: Duration) -> String {
     socket.set_read_timeout(Some(wait)).expect("timeout");
@@ -71,21 +95,7 @@ async fn an_executor_notifies_systemd_pings_its_watchdog_and_serves_health_and_m
         "three watchdog pings took {pinged:?} (every 200 ms expected)"
     );
     assert_eq!(get(&addr, "/healthz"), (200, "ok\n".to_owned()));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body) = get(&addr, "/readyz");
-        if status == 200 {
-            assert_eq!(body, "ready\n");
-            break;
-        }
-        assert_eq!(status, 503, "{body}");
-        assert!(
-            Instant::now() < deadline,
-            "not ready after 30 s: {body} (log {})",
-            proc.log.display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_ready(&addr, &proc.log);
     let (status, metrics) = get(&addr, "/metrics");
     assert_eq!(status, 200);
     assert!(
@@ -220,21 +230,7 @@ async fn refused_elasticsearch_credentials_stop_the_executor_with_one_line() {
             ("CHIEF__METRICS__LISTEN", health.as_str()),
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(stream) = std::net::TcpStream::connect(&health) {
-            drop(stream);
-            if get(&health, "/readyz").0 == 200 {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not ready with the right password (log {})",
-            right.log.display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_ready(&health, &right.log);
     assert!(right.terminate().success());
     let _ = standin.kill();
     let _ = standin.wait();
@@ -309,18 +305,7 @@ async fn a_deleted_lease_table_stops_the_executor_within_seconds() {
         "ofs",
         &[("CHIEF__METRICS__LISTEN", health.as_str())],
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if std::net::TcpStream::connect(&health).is_ok() && get(&health, "/readyz").0 == 200 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not ready (log {})",
-            proc.log.display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_ready(&health, &proc.log);
     let table = format!("e2e-order-factory-s3-{}", run.id);
     assert_eq!(
         checkpoints(&run, &table).await.len(),

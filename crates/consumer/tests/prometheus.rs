@@ -24,17 +24,8 @@ const RECORDS: u64 = 2_000;
 /// `GET /metrics`: the sum of each metric's samples whose labels include
 /// `stream="MetricsStream"`, by name (and by `code` for `ErrorsByCode`).
 async fn scrape(addr: &str) -> BTreeMap<String, f64> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await
-        .expect("request");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.expect("response");
-    assert!(
-        body.starts_with("HTTP/1.") && body.contains(" 200 "),
-        "{body}"
-    );
+    let (status, body) = get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
     let mut out = BTreeMap::new();
     for line in body.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else {

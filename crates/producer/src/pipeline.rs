@@ -395,8 +395,7 @@ impl<C: StreamClient> Pipeline<C> {
         // sending for the shards they were predicted for.
         let (known, waiting): (Vec<Parked>, Vec<Parked>) =
             std::mem::take(&mut self.parked).into_iter().partition(|p| {
-                p.maps_without_shard >= MAPS_WITHOUT_SHARD
-                    || self.map.ranges().iter().any(|r| *r.shard_id == *p.shard_id)
+                p.maps_without_shard >= MAPS_WITHOUT_SHARD || self.range_of(&p.shard_id).is_some()
             });
         self.parked = waiting;
         for shard in &mut self.shards {
@@ -763,12 +762,7 @@ impl<C: StreamClient> Pipeline<C> {
                                 sequence_number,
                                 maps_without_shard: 0,
                             };
-                            if self
-                                .map
-                                .ranges()
-                                .iter()
-                                .any(|r| *r.shard_id == *parked.shard_id)
-                            {
+                            if self.range_of(&parked.shard_id).is_some() {
                                 self.settle(vec![parked], now);
                             } else {
                                 self.parked.push(parked);
@@ -907,11 +901,21 @@ impl<C: StreamClient> Pipeline<C> {
         }
     }
 
-    fn succeed(&mut self, entry: Entry, shard_id: Arc<str>, sequence_number: Arc<str>) {
+    /// The current map's range of shard `id`, if the map knows the shard.
+    fn range_of(&self, id: &str) -> Option<&ShardRange> {
+        self.map.ranges().iter().find(|r| r.shard_id == id)
+    }
+
+    /// Counts a Kinesis record Kinesis took (whatever becomes of its user records).
+    fn count_kinesis_record(&self, entry: &Entry) {
         self.metrics.kinesis_records_put.increment(1);
         self.metrics
             .kinesis_records_data_put
             .increment(entry.record.data.len() as u64);
+    }
+
+    fn succeed(&mut self, entry: Entry, shard_id: Arc<str>, sequence_number: Arc<str>) {
+        self.count_kinesis_record(&entry);
         let members = entry
             .members
             .into_iter()
@@ -971,16 +975,8 @@ impl<C: StreamClient> Pipeline<C> {
     fn settle(&mut self, parked: Vec<Parked>, now: Instant) {
         let mut strays = Vec::new();
         for p in parked {
-            self.metrics.kinesis_records_put.increment(1);
-            self.metrics
-                .kinesis_records_data_put
-                .increment(p.entry.record.data.len() as u64);
-            let range = self
-                .map
-                .ranges()
-                .iter()
-                .find(|r| *r.shard_id == *p.shard_id)
-                .cloned();
+            self.count_kinesis_record(&p.entry);
+            let range = self.range_of(&p.shard_id).cloned();
             let records = p.entry.user_records();
             let (mut fit, mut stray_records, mut stray_members) =
                 (Vec::new(), Vec::new(), Vec::new());
