@@ -7,6 +7,7 @@
 #   chief-<version>/systemd/   deploy/systemd/*.service, chief.env.example
 #   chief-<version>/cron/      deploy/cron/chief-loader
 #   chief-<version>/sql/       sql/ (the loader's migrations, for reference)
+#   chief-<version>/setup/     deploy/aws/ship-journal.sh (the journal to CloudWatch Logs)
 #
 # Usage:
 #   deploy/aws/package-release.sh [--bin-dir DIR] [--out FILE]   # pack (default target/release)
@@ -49,6 +50,7 @@ contents() {
     for f in "$ROOT"/deploy/systemd/*; do echo "systemd/$(basename "$f") $f"; done
     echo "cron/chief-loader $ROOT/deploy/cron/chief-loader"
     for f in "$ROOT"/sql/*; do echo "sql/$(basename "$f") $f"; done
+    echo "setup/ship-journal.sh $ROOT/deploy/aws/ship-journal.sh"
 }
 
 if $LIST; then
@@ -63,7 +65,7 @@ trap 'rm -rf "$stage"' EXIT
 while read -r path src; do
     [[ -f "$src" ]] || { echo "package-release: missing $src (build with: cargo build --release --locked --bins)" >&2; exit 1; }
     mode=0644
-    [[ $path == bin/* ]] && mode=0755
+    [[ $path == bin/* || $path == setup/* ]] && mode=0755
     install -D -m "$mode" "$src" "$stage/$TOP/$path"
 done < <(contents)
 tar -czf "$OUT" -C "$stage" "$TOP"

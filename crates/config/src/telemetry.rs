@@ -46,6 +46,19 @@ pub enum LogFormat {
     Json,
 }
 
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    /// `text` or `json`: what a binary's `--log-format` takes.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("unknown log format {other:?} (text or json)")),
+        }
+    }
+}
+
 /// Installs the global subscriber, writing to stderr. Calling it twice is harmless.
 pub fn init(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use chief_deploy_check::template::{self, resources, resources_of, unwrap_subs};
-use chief_deploy_check::userdata;
 use chief_deploy_check::workspace_root;
+use chief_deploy_check::{policy, userdata};
 use chief_executors::{Executor, ExecutorConfig};
 use chief_loader::LoaderConfig;
 use chief_producer_cli::app::ProducerAppConfig;
@@ -176,6 +176,7 @@ fn user_data_is_valid_bash_and_installs_what_the_release_holds() {
                 assert!(root.join("deploy/systemd").join(f).is_file(), "{path}")
             }
             Some(("cron", f)) => assert!(root.join("deploy/cron").join(f).is_file(), "{path}"),
+            Some(("setup", f)) => assert!(root.join("deploy/aws").join(f).is_file(), "{path}"),
             Some(("config" | "sql", _)) => assert!(root.join(path).is_file(), "{path}"),
             _ => panic!("unexpected release path {path}"),
         }
@@ -560,5 +561,146 @@ fn every_alarm_watches_a_metric_a_binary_publishes_under_its_namespace() {
         "UserRecordExpired",
     ] {
         assert!(watched.contains(needed), "no alarm on {needed}");
+    }
+}
+
+/// The programs a launch template's user data ships to CloudWatch Logs, and the log group
+/// it names: `bash "$release/setup/ship-journal.sh" 'GROUP' PROGRAM...`.
+fn shipped_journal(script: &str) -> (String, Vec<String>) {
+    let line = script
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("bash \"$release/setup/ship-journal.sh\" "))
+        .expect("the user data runs setup/ship-journal.sh");
+    let mut words = line
+        .split_whitespace()
+        .map(|w| w.trim_matches('\'').to_owned());
+    let group = words.next().expect("a log group");
+    (group, words.collect())
+}
+
+#[test]
+fn every_instance_ships_the_journal_of_its_programs_to_the_stacks_log_group() {
+    let t = template();
+    let group = prop(&t, "LogGroup");
+    assert_eq!(
+        group["LogGroupName"],
+        json!({"Fn::Sub": "/chief/${AWS::StackName}"})
+    );
+    assert_eq!(group["RetentionInDays"], json!({"Ref": "LogRetentionDays"}));
+    let root = workspace_root();
+    for (lt, bootstrap) in [
+        ("ProducerLaunchTemplate", "bootstrap-producer"),
+        ("ConsumerLaunchTemplate", "bootstrap-consumer"),
+        ("LoaderLaunchTemplate", "bootstrap-loader"),
+    ] {
+        let script = user_data(&t, lt);
+        let (log_group, programs) = shipped_journal(&script);
+        assert_eq!(
+            log_group,
+            value_of("LogGroup"),
+            "{lt}: the stack's log group"
+        );
+        // Every binary the instance runs, and its own bootstrap lines.
+        let mut expected: BTreeSet<String> = binaries()
+            .into_iter()
+            .filter(|b| launch_template_of(b) == lt)
+            .map(str::to_owned)
+            .collect();
+        expected.insert("chief-bootstrap".to_owned());
+        assert!(script.contains("logger -t chief-bootstrap"), "{lt}");
+        assert_eq!(
+            programs.iter().cloned().collect::<BTreeSet<_>>(),
+            expected,
+            "{lt}: the programs whose journal it ships"
+        );
+        // Each unit logs under the identifier rsyslog picks its lines by.
+        for unit in programs.iter().filter(|p| p.as_str() != "chief-bootstrap") {
+            let unit_file = root.join(format!("deploy/systemd/{unit}.service"));
+            if let Ok(text) = std::fs::read_to_string(&unit_file) {
+                assert!(
+                    text.lines()
+                        .any(|l| l.trim() == format!("SyslogIdentifier={unit}")),
+                    "{unit}.service: SyslogIdentifier={unit}"
+                );
+            }
+        }
+        // What the script writes for these programs: rsyslog sends each program's lines to
+        // a file, and the CloudWatch agent ships each of those files to the log group.
+        let dir = std::env::temp_dir().join(format!("chief-journal-{lt}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = Command::new("bash")
+            .arg(root.join("deploy/aws/ship-journal.sh"))
+            .arg(&log_group)
+            .args(&programs)
+            .env("CHIEF_SHIP_JOURNAL_ROOT", &dir)
+            .output()
+            .unwrap_or_else(|e| panic!("ship-journal.sh: {e}"));
+        assert!(
+            out.status.success(),
+            "{lt}: ship-journal.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rsyslog = std::fs::read_to_string(dir.join("etc/rsyslog.d/10-chief.conf"))
+            .expect("rsyslog config");
+        let agent: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                dir.join("opt/aws/amazon-cloudwatch-agent/etc/chief-journal.json"),
+            )
+            .expect("agent config"),
+        )
+        .unwrap_or_else(|e| panic!("{lt}: the agent config is not JSON: {e}"));
+        assert!(dir.join("etc/logrotate.d/chief").is_file());
+        let _ = std::fs::remove_dir_all(&dir);
+        let collect = agent["logs"]["logs_collected"]["files"]["collect_list"]
+            .as_array()
+            .expect("collect_list");
+        let mut shipped = BTreeSet::new();
+        for entry in collect {
+            assert_eq!(entry["log_group_name"], json!(log_group), "{lt}: {entry}");
+            let path = entry["file_path"].as_str().expect("file_path");
+            let program = path
+                .strip_prefix("/var/log/chief/")
+                .and_then(|f| f.strip_suffix(".log"))
+                .unwrap_or_else(|| panic!("{lt}: {path}"));
+            assert_eq!(
+                entry["log_stream_name"],
+                json!(format!("{{instance_id}}/{program}")),
+                "{lt}"
+            );
+            assert!(
+                rsyslog.contains(&format!("file=\"{path}\"")),
+                "{lt}: rsyslog writes no {path}"
+            );
+            shipped.insert(program.to_owned());
+        }
+        let mut all = expected.clone();
+        all.insert("systemd".to_owned());
+        assert_eq!(shipped, all, "{lt}: the files the agent ships");
+        for program in &expected {
+            assert!(
+                rsyslog.contains(&format!("$programname == \"{program}\"")),
+                "{lt}: rsyslog does not pick {program}'s lines"
+            );
+        }
+        // The instance role may write there, and nowhere else in CloudWatch Logs.
+        let policy = policy(bootstrap);
+        let stream = format!(
+            "arn:aws:logs:eu-west-1:111122223333:log-group:{}:log-stream:i-0123/chief-x",
+            value_of("LogGroup")
+        );
+        for action in ["logs:CreateLogStream", "logs:PutLogEvents"] {
+            assert!(
+                policy.allows(&policy::Request::new(action, &stream)),
+                "{bootstrap}: {action} on {stream}"
+            );
+            assert!(
+                !policy.allows(&policy::Request::new(
+                    action,
+                    "arn:aws:logs:eu-west-1:111122223333:log-group:other:log-stream:x"
+                )),
+                "{bootstrap}: {action} on another log group"
+            );
+        }
     }
 }

@@ -324,6 +324,32 @@ fn bootstrap_policies_allow_exactly_the_aws_cli_calls_of_the_user_data() {
             needed.insert(r.action.clone());
             used.extend(policy.used_by(&r));
         }
+        // ship-journal.sh: the CloudWatch agent writes the instance's streams in the group.
+        let group = script
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("bash \"$release/setup/ship-journal.sh\" ")
+            })
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|g| g.trim_matches('\''))
+            .unwrap_or_else(|| panic!("{launch_template} does not ship its journal"));
+        for (action, resource) in [
+            ("logs:CreateLogStream", "log-stream:i-0123/chief-x"),
+            ("logs:PutLogEvents", "log-stream:i-0123/chief-x"),
+            ("logs:DescribeLogStreams", "*"),
+        ] {
+            let r = Request::new(
+                action,
+                format!("arn:aws:logs:eu-west-1:111122223333:log-group:{group}:{resource}"),
+            );
+            assert!(
+                policy.allows(&r),
+                "{launch_template}: {r} is not allowed by {bootstrap}.json"
+            );
+            needed.insert(r.action.clone());
+            used.extend(policy.used_by(&r));
+        }
         assert_eq!(policy.allowed_actions(), needed, "{bootstrap}.json");
         for (i, s) in policy.statements.iter().enumerate() {
             for resource in &s.resources {

@@ -24,6 +24,10 @@ struct Cli {
     /// Print the effective config as TOML (credentials redacted) and exit.
     #[arg(long)]
     print_config: bool,
+    /// Log lines as `text` or `json` (one object a line, for journald and log shippers);
+    /// overrides `[log] format`.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<chief_config::telemetry::LogFormat>,
 }
 
 /// `<hostname>-<pid>`.
@@ -64,6 +68,9 @@ pub fn main(executor: Executor) -> ExitCode {
 
 async fn run(executor: Executor, cli: Cli) -> anyhow::Result<()> {
     let mut config: ExecutorConfig = chief_config::load(&cli.config).context("loading config")?;
+    if let Some(format) = cli.log_format {
+        config.log.format = format;
+    }
     if let Some(id) = cli.worker_id {
         config.consumer.worker_id = Some(id);
     }

@@ -136,6 +136,36 @@ fn systemd_units_pass_systemd_analyze_verify() {
         ] {
             assert!(unit.contains(needed), "{name} lacks {needed}");
         }
+        // The binary accepts the unit's command line and logs JSON lines for the journal
+        // shipper (deploy/aws/ship-journal.sh).
+        let exec = unit_setting(&unit, "ExecStart").expect("ExecStart");
+        let args: Vec<String> = exec
+            .split_whitespace()
+            .skip(1)
+            .map(|a| {
+                a.replace(
+                    &format!("/etc/chief/{}.toml", short(executor)),
+                    &workspace_root()
+                        .join(format!("config/{}.toml", short(executor)))
+                        .to_string_lossy(),
+                )
+            })
+            .collect();
+        let out = Command::new(binary(executor))
+            .args(&args)
+            .arg("--print-config")
+            .output()
+            .expect("run");
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name}: {exec}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            printed.contains("[log]\nfilter = \"info\"\nformat = \"json\""),
+            "{name}: {exec} does not log JSON:\n{printed}"
+        );
         // Verify against the binary this build made (verify checks it is executable).
         let path = dir.join(&name);
         std::fs::write(&path, unit.replace(&installed, binary(executor))).expect("write");

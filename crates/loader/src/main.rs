@@ -24,6 +24,10 @@ struct Cli {
     /// Print the effective config as TOML and exit.
     #[arg(long, global = true)]
     print_config: bool,
+    /// Log lines as `text` or `json` (one object a line, for journald and log shippers);
+    /// overrides `[log] format`.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<chief_config::telemetry::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -80,7 +84,10 @@ fn one_line(err: &anyhow::Error) -> String {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config: LoaderConfig = chief_config::load(&cli.config).context("loading config")?;
+    let mut config: LoaderConfig = chief_config::load(&cli.config).context("loading config")?;
+    if let Some(format) = cli.log_format {
+        config.log.format = format;
+    }
     if cli.print_config {
         print!("{}", chief_config::to_toml(&config)?);
         return Ok(ExitCode::SUCCESS);

@@ -803,6 +803,49 @@ async fn a_second_concurrent_run_is_refused_by_the_lock_with_exit_75() {
 }
 
 #[tokio::test]
+async fn log_format_json_writes_one_object_a_line_for_the_log_shipper() {
+    let fx = Fixture::new().await;
+    fx.put_orders(
+        hour(2024, 10, 2, 0, 0),
+        "shardId-000000000000",
+        "1",
+        &[order("j-1", "x")],
+    )
+    .await;
+    let output = fx
+        .command()
+        .args(["--log-format", "json", "run", "--table", "orders"])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let lines: Vec<&str> = std::str::from_utf8(&output.stderr)
+        .expect("UTF-8 logs")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(!lines.is_empty(), "the run logged nothing");
+    let mut named_the_table = false;
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON object ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+        assert!(v["fields"]["message"].is_string(), "{line}");
+        named_the_table |= line.contains(&fx.orders);
+    }
+    assert!(
+        named_the_table,
+        "no line names {}:\n{}",
+        fx.orders,
+        lines.join("\n")
+    );
+    assert_eq!(fx.order_rows().await.len(), 1);
+    fx.cleanup().await;
+}
+
+#[tokio::test]
 async fn the_database_down_gives_a_clear_error_a_nonzero_exit_and_no_history() {
     let fx = Fixture::new().await;
     fx.put_orders(

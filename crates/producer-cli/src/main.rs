@@ -24,6 +24,10 @@ struct Cli {
     /// Print the effective config as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Log lines as `text` or `json` (one object a line, for journald and log shippers);
+    /// overrides `[log] format`.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<chief_config::telemetry::LogFormat>,
     /// The stream to put to.
     #[arg(long, default_value = "OrdersStream")]
     stream: String,
@@ -106,7 +110,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config: ProducerAppConfig = chief_config::load(&cli.config).context("loading config")?;
+    let mut config: ProducerAppConfig =
+        chief_config::load(&cli.config).context("loading config")?;
+    if let Some(format) = cli.log_format {
+        config.log.format = format;
+    }
     if cli.print_config {
         print!("{}", chief_config::to_toml(&config)?);
         return Ok(ExitCode::SUCCESS);
