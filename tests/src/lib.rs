@@ -545,6 +545,32 @@ impl Run {
         }
     }
 
+    /// Creates the index of `kind` with `body` (`{"mappings": …}`) before an executor
+    /// does, as an operator's wrong mapping would be.
+    pub async fn es_create_index(&self, kind: &str, body: &Value) {
+        let transport =
+            elasticsearch::http::transport::Transport::single_node(&self.stack.elasticsearch.url)
+                .expect("transport");
+        let path = format!("/{}", self.index(kind));
+        let mut headers = elasticsearch::http::headers::HeaderMap::new();
+        headers.insert(
+            elasticsearch::http::headers::CONTENT_TYPE,
+            elasticsearch::http::headers::HeaderValue::from_static("application/json"),
+        );
+        let response = transport
+            .send(
+                elasticsearch::http::Method::Put,
+                &path,
+                headers,
+                None::<&()>,
+                Some(body.to_string().into_bytes()),
+                None,
+            )
+            .await
+            .expect("create index");
+        assert!(response.status_code().is_success(), "PUT {path}");
+    }
+
     /// The stand-in's counters of the index of `kind` (`GET /_standin/stats/{index}`):
     /// what Elasticsearch did, seen from the server side.
     pub async fn es_stats(&self, kind: &str) -> Value {

@@ -335,3 +335,97 @@ async fn a_deleted_lease_table_stops_the_executor_within_seconds() {
         "exited {took:?} after the delete"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_whose_mapping_refuses_every_document_stops_the_executor() {
+    use chief_stream::{KinesisClient, PutEntry, StreamClient};
+    let run = Run::new("es-mapping").await;
+    // An operator created the index with a mapping that cannot hold an order id.
+    run.es_create_index(
+        "jobresults",
+        &serde_json::json!({"mappings": {"properties": {"orderid": {"type": "long"}}}}),
+    )
+    .await;
+    let total = 60;
+    let entries: Vec<PutEntry> = (0..total)
+        .map(|i| PutEntry {
+            partition_key: format!("k-{i}"),
+            explicit_hash_key: None,
+            data: bytes::Bytes::from(
+                serde_json::to_vec(&serde_json::json!({
+                    "orderid": format!("order-{i}"),
+                    "userid": "user-1",
+                    "factoryid": "factory-1",
+                    "robotid": "robot-1",
+                    "jobstatus": "completed",
+                    "timestamp": "2024-01-02T03:04:05Z"
+                }))
+                .expect("json"),
+            ),
+        })
+        .collect();
+    let put = KinesisClient::new(run.clients.kinesis())
+        .put_records(&run.jobs, entries)
+        .await
+        .expect("PutRecords");
+    assert!(put.iter().all(Result::is_ok));
+    let proc = run.executor_with_env(
+        "jobresult-es",
+        "jes",
+        &[("CHIEF__ELASTICSEARCH__FATAL_AFTER_REJECTED", "20")],
+    );
+    let (status, log) = exits_within(proc, 60);
+    assert!(!status.success(), "{log}");
+    // The fault happened, seen from the cluster: it refused documents, created none.
+    let stats = run.es_stats("jobresults").await;
+    assert!(
+        stats["stats"]["invalid_sources"]
+            .as_u64()
+            .unwrap_or_default()
+            >= 20,
+        "{stats}"
+    );
+    assert_eq!(stats["stats"]["created"], 0, "{stats}");
+    let line = last_line(&log);
+    assert!(
+        line.starts_with("chief-jobresult-es: ")
+            && line.contains(&format!(
+                "index `{}` rejected the last",
+                run.index("jobresults")
+            ))
+            && line.contains("failed to parse field [orderid] of type [long]")
+            && line.contains("mapping refuses"),
+        "one line naming the index and the mapping error: {line}"
+    );
+    // Not the whole stream dead-lettered, and no checkpoint past a record that is not a
+    // dead letter: a checkpoint is TRIM_HORIZON or a dead-lettered record of its shard.
+    let letters: Vec<String> = {
+        let listed = run
+            .clients
+            .s3()
+            .list_objects_v2()
+            .bucket(&run.bucket)
+            .prefix("errors/chief-jobresult-es/")
+            .send()
+            .await
+            .expect("list dead letters");
+        listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()
+    };
+    assert!(letters.len() < total, "{} dead letters", letters.len());
+    let table = format!("e2e-jobresult-es-{}", run.id);
+    let leases = checkpoints(&run, &table).await;
+    assert_eq!(leases.len(), 2, "{leases:?}");
+    for (shard, checkpoint) in &leases {
+        assert!(
+            checkpoint == "TRIM_HORIZON"
+                || letters
+                    .iter()
+                    .any(|k| k.ends_with(&format!("{shard}-{checkpoint}-0"))),
+            "{shard} checkpointed at {checkpoint}, which is no dead letter: {letters:?}"
+        );
+    }
+}

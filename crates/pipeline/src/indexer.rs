@@ -46,6 +46,26 @@ pub enum IndexerError {
     /// could not be written; nothing is checkpointed past it.
     #[error(transparent)]
     DeadLetter(#[from] ArchiveError),
+    /// The index has rejected [`SearchConfig::fatal_after_rejected`] documents in a row
+    /// for good and indexed none: its mapping refuses what the stream carries. The
+    /// last batch is kept (not dead-lettered, not checkpointed). Not retryable: fix the
+    /// mapping (or the index name) and restart.
+    #[error(
+        "index `{index}` rejected the last {in_a_row} documents of shard {shard_id} and indexed none \
+         (last: HTTP {status}: {error}); its mapping refuses this stream's documents"
+    )]
+    RejectsEverything {
+        /// The index.
+        index: String,
+        /// The shard.
+        shard_id: String,
+        /// Documents rejected in a row.
+        in_a_row: usize,
+        /// The last rejection's status.
+        status: u16,
+        /// The last rejection's `type: reason`.
+        error: String,
+    },
 }
 
 impl IndexerError {
@@ -54,6 +74,7 @@ impl IndexerError {
         match self {
             IndexerError::Index { source, .. } => source.is_retryable(),
             IndexerError::DeadLetter(e) => e.is_retryable(),
+            IndexerError::RejectsEverything { .. } => false,
         }
     }
 }
@@ -96,6 +117,8 @@ pub struct ShardIndexer<I, S> {
     accepted: Option<RecordPosition>,
     durable: Option<RecordPosition>,
     dead_lettered: metrics::Counter,
+    /// Documents rejected for good since the last one indexed.
+    rejected_in_a_row: usize,
 }
 
 impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
@@ -125,6 +148,7 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
             accepted: None,
             durable: None,
             dead_lettered,
+            rejected_in_a_row: 0,
         }
     }
 
@@ -278,6 +302,23 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
                 documents: documents.len(),
                 source,
             })?;
+        if outcome.indexed > 0 {
+            self.rejected_in_a_row = 0;
+        }
+        let in_a_row = self.rejected_in_a_row + outcome.rejected.len();
+        if let Some(last) = outcome.rejected.last()
+            && outcome.indexed == 0
+            && self.config.fatal_after_rejected > 0
+            && in_a_row >= self.config.fatal_after_rejected
+        {
+            return Err(IndexerError::RejectsEverything {
+                index: self.config.index.clone(),
+                shard_id: self.shard_id.clone(),
+                in_a_row,
+                status: last.status,
+                error: last.error.clone(),
+            });
+        }
         for rejected in &outcome.rejected {
             let Some(item) = batch.pending.get(rejected.index) else {
                 continue;
@@ -299,6 +340,7 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
             )
             .await?;
             self.dead_lettered.increment(1);
+            self.rejected_in_a_row += 1;
         }
         tracing::info!(
             executor = %self.executor,
@@ -347,9 +389,19 @@ mod tests {
         sink: &Arc<MemoryObjectSink>,
         max_documents: usize,
     ) -> ShardIndexer<MemorySearchIndex, Arc<MemoryObjectSink>> {
+        indexer_with(index, sink, max_documents, 100)
+    }
+
+    fn indexer_with(
+        index: &Arc<MemorySearchIndex>,
+        sink: &Arc<MemoryObjectSink>,
+        max_documents: usize,
+        fatal_after_rejected: usize,
+    ) -> ShardIndexer<MemorySearchIndex, Arc<MemoryObjectSink>> {
         let config = SearchConfig {
             index: "orders".into(),
             max_documents,
+            fatal_after_rejected,
             retry: chief_config::retry::RetryPolicy {
                 initial_backoff_ms: 1,
                 max_backoff_ms: 2,
@@ -479,6 +531,69 @@ mod tests {
             serde_json::from_slice(&rejected.body).expect("json");
         assert!(letter.error.contains("HTTP 400"), "{}", letter.error);
         assert_eq!(letter.data.as_bytes(), order(&id(1)).as_slice());
+    }
+
+    #[tokio::test]
+    async fn an_index_rejecting_every_document_is_fatal_and_keeps_the_batch_that_showed_it() {
+        let index = Arc::new(MemorySearchIndex::new());
+        let sink = Arc::new(MemoryObjectSink::default());
+        let mut ix = indexer_with(&index, &sink, 2, 5);
+        let now = Instant::now();
+        let offer = async |ix: &mut ShardIndexer<_, _>, n: u32| {
+            let data = order(&id(n));
+            let p = pos(u64::from(n));
+            ix.process(
+                ArchiveRecord {
+                    data: &data,
+                    position: &p,
+                    arrival: arrival(),
+                },
+                None,
+                now,
+            )
+            .await
+        };
+        // Batches of two; the cluster rejects: both, the first only, both, both.
+        index.fail_next_items([400, 400]);
+        offer(&mut ix, 1).await.expect("1");
+        assert_eq!(offer(&mut ix, 2).await.expect("2").checkpoint, Some(pos(2)));
+        index.fail_next_items([400]);
+        offer(&mut ix, 3).await.expect("3");
+        assert_eq!(offer(&mut ix, 4).await.expect("4").checkpoint, Some(pos(4)));
+        index.fail_next_items([400, 400]);
+        offer(&mut ix, 5).await.expect("5");
+        assert_eq!(offer(&mut ix, 6).await.expect("6").checkpoint, Some(pos(6)));
+        // 1 (3) + 2 (5, 6) in a row so far: 3 < 5, dead letters. Two more make 5.
+        assert_eq!(sink.keys().len(), 5, "dead letters of 1, 2, 3, 5, 6");
+        index.fail_next_items([400, 400]);
+        offer(&mut ix, 7).await.expect("7");
+        let err = offer(&mut ix, 8)
+            .await
+            .expect_err("the fifth in a row is fatal");
+        assert!(!err.is_retryable(), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("index `orders` rejected the last 5 documents") && text.contains(SHARD),
+            "{text}"
+        );
+        assert_eq!(
+            sink.keys().len(),
+            5,
+            "the batch that tipped it is not dead-lettered"
+        );
+        assert_eq!(ix.buffered_documents(), 2, "it is kept");
+        assert_eq!(ix.durable(), Some(&pos(6)), "nothing checkpointed past it");
+        assert_eq!(index.count(), 1, "only 4 was indexed");
+
+        // 0 turns the check off: every rejection is a dead letter.
+        let index = Arc::new(MemorySearchIndex::new());
+        let sink = Arc::new(MemoryObjectSink::default());
+        let mut ix = indexer_with(&index, &sink, 2, 0);
+        index.fail_next_items([400; 10]);
+        for n in 1..=10 {
+            offer(&mut ix, n).await.expect("dead-lettered");
+        }
+        assert_eq!(sink.keys().len(), 10);
     }
 
     #[tokio::test]

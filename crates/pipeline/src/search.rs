@@ -95,6 +95,13 @@ pub struct SearchConfig {
     /// Elasticsearch's refresh interval: documents are searchable a second or two after
     /// they arrive).
     pub max_age_ms: u64,
+    /// Documents of a shard the cluster rejects for good in a row (4xx: the mapping
+    /// refuses them), with none indexed in between, after which the index is taken to
+    /// refuse every document: the executor stops with a fatal error naming the index
+    /// instead of dead-lettering the whole stream; the batch that tipped it is kept, not
+    /// dead-lettered or checkpointed. Those before it are dead letters already. 0: never.
+    /// Default 100.
+    pub fatal_after_rejected: usize,
 }
 
 impl Default for SearchConfig {
@@ -113,6 +120,7 @@ impl Default for SearchConfig {
             max_documents: 1_000,
             max_bytes: 5 * 1024 * 1024,
             max_age_ms: 1_000,
+            fatal_after_rejected: 100,
         }
     }
 }
