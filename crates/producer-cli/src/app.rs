@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use chief_config::aws::AwsConfig;
+use chief_config::health::Health;
 use chief_config::telemetry::{LogConfig, MetricsConfig};
 use chief_datagen::Generator;
 use chief_pipeline::model::{JobResult, ModelError, Order, OrderId};
@@ -173,8 +174,14 @@ fn input_value(bytes: &[u8]) -> serde_json::Value {
     }
 }
 
+/// The readiness check the run keeps: failing from a record that failed (expired,
+/// refused, throttled with `fail_if_throttled`) until one is put again.
+pub const KINESIS_CHECK: &str = "kinesis";
+
 /// Sends `source` to `stream` and reports. Stops reading when `shutdown` fires, then
-/// flushes what was sent. Progress goes to stderr every `progress` (if set).
+/// flushes what was sent. Progress goes to stderr every `progress` (if set); `health`
+/// gets [`KINESIS_CHECK`].
+#[allow(clippy::too_many_arguments)]
 pub async fn run<C: StreamClient>(
     client: C,
     stream: &str,
@@ -183,6 +190,7 @@ pub async fn run<C: StreamClient>(
     failed_path: &Path,
     progress: Option<Duration>,
     shutdown: CancellationToken,
+    health: Health,
 ) -> Result<RunSummary, AppError> {
     let started = Instant::now();
     let producer = Arc::new(Producer::start(client, stream, config).await?);
@@ -196,6 +204,7 @@ pub async fn run<C: StreamClient>(
     let (malformed_tx, mut malformed_rx) = mpsc::unbounded_channel::<serde_json::Value>();
     let collector = tokio::spawn(async move {
         let mut failed = 0u64;
+        let mut failed_in_a_row = 0u64;
         let mut malformed = 0u64;
         let mut receipts_open = true;
         let mut malformed_open = true;
@@ -203,8 +212,24 @@ pub async fn run<C: StreamClient>(
             tokio::select! {
                 r = receipts_rx.recv(), if receipts_open => match r {
                     Some((line, receipt)) => {
-                        if let Err(f) = receipt.await {
+                        let outcome = receipt.await;
+                        if outcome.is_ok() && failed_in_a_row > 0 {
+                            failed_in_a_row = 0;
+                            health.pass(KINESIS_CHECK);
+                        }
+                        if let Err(f) = outcome {
                             failed += 1;
+                            failed_in_a_row += 1;
+                            let last = f.attempts.last().and_then(|a| a.error.as_ref());
+                            health.fail(
+                                KINESIS_CHECK,
+                                format!(
+                                    "{failed_in_a_row} records failed since the last one put ({:?}{})",
+                                    f.reason,
+                                    last.map(|e| format!(", last error {}: {}", e.code, e.message))
+                                        .unwrap_or_default()
+                                ),
+                            );
                             let attempts: Vec<serde_json::Value> = f.attempts.iter().map(|a| serde_json::json!({
                                 "code": a.error.as_ref().map(|e| e.code.as_str()),
                                 "message": a.error.as_ref().map(|e| e.message.as_str()),

@@ -120,8 +120,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     chief_config::telemetry::init(&config.log);
-    // The producer is ready while it runs: a failed record is handed back (to the failed
-    // file), not a reason to stop taking input.
+    // Ready while records are put; not ready from a record that failed (handed back, to
+    // the failed file) until one is put again (app::KINESIS_CHECK).
     let health = chief_config::health::Health::new();
     let metrics =
         chief_config::telemetry::Metrics::install(&config.metrics, &config.aws, &health).await?;
@@ -175,6 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         &failed_path,
         progress,
         shutdown,
+        health.clone(),
     )
     .await;
     // The last interval's values reach CloudWatch (when it is on), whatever the outcome.

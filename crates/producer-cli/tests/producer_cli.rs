@@ -202,6 +202,7 @@ async fn sigterm_stops_generating_and_flushes_what_was_sent() {
     let stream = create_stream(&k, 2).await;
     let dir = std::env::temp_dir().join(format!("chief-producer-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("temp dir");
+    let addr = format!("127.0.0.1:{}", free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_chief-producer"))
         .current_dir(workspace_root())
         .args([
@@ -222,11 +223,18 @@ async fn sigterm_stops_generating_and_flushes_what_was_sent() {
         ])
         .arg("--failed-file")
         .arg(dir.join("failed.jsonl"))
+        .env("CHIEF__METRICS__LISTEN", &addr)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn chief-producer");
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // Its records are put: ready (the control of the test below).
+    assert_eq!(
+        get(&addr, "/readyz"),
+        Some((200, "ready\n".to_owned())),
+        "a producer putting its records is ready"
+    );
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -264,6 +272,97 @@ async fn sigterm_stops_generating_and_flushes_what_was_sent() {
     assert_eq!(
         users as u64, sent,
         "everything sent before SIGTERM is in the stream"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    k.delete_stream()
+        .stream_name(&stream)
+        .send()
+        .await
+        .expect("DeleteStream");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// `GET path` on `addr`: (status, body), or None while nothing listens.
+fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        status,
+        text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn is_not_ready_while_its_records_fail_and_says_why() {
+    let k = kinesis().await;
+    let stream = create_stream(&k, 1).await;
+    let dir = std::env::temp_dir().join(format!("chief-producer-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let addr = format!("127.0.0.1:{}", free_port());
+    // Every record outlives a 1 ms time to live before it can be sent: each one fails.
+    let child = Command::new(env!("CARGO_BIN_EXE_chief-producer"))
+        .current_dir(workspace_root())
+        .args([
+            "--config",
+            "config/producer.toml",
+            "--config",
+            "config/local.toml",
+        ])
+        .args([
+            "--stream",
+            &stream,
+            "--generate",
+            "orders",
+            "--rate",
+            "50",
+            "--duration",
+            "6s",
+        ])
+        .arg("--failed-file")
+        .arg(dir.join("failed.jsonl"))
+        .env("CHIEF__PRODUCER__RECORD_TTL_MS", "1")
+        .env("CHIEF__METRICS__LISTEN", &addr)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn chief-producer");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
+    let mut seen = None;
+    while std::time::Instant::now() < deadline {
+        if let Some((503, body)) = get(&addr, "/readyz") {
+            seen = Some(body);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The fault happened: records failed as expired (the failed file says so).
+    let failed = std::fs::read_to_string(dir.join("failed.jsonl")).unwrap_or_default();
+    assert!(
+        failed.lines().count() > 0 && failed.lines().all(|l| l.contains("Expired")),
+        "{stdout}{failed}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let body = seen.expect("/readyz never answered 503 while every record failed");
+    assert!(
+        body.contains("kinesis: ")
+            && body.contains("records failed since the last one put (Expired"),
+        "{body}"
     );
     std::fs::remove_dir_all(&dir).ok();
     k.delete_stream()
