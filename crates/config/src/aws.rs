@@ -143,7 +143,7 @@ impl AwsClients {
 
     /// A Kinesis client, with the configured endpoint override.
     pub fn kinesis(&self) -> aws_sdk_kinesis::Client {
-        let mut b = aws_sdk_kinesis::config::Builder::from(&self.sdk);
+        let mut b = aws_sdk_kinesis::config::Builder::from(&self.sdk).interceptor(CountCalls);
         if let Some(url) = &self.config.kinesis.endpoint {
             b = b.endpoint_url(url);
         }
@@ -152,7 +152,7 @@ impl AwsClients {
 
     /// A DynamoDB client, with the configured endpoint override.
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
-        let mut b = aws_sdk_dynamodb::config::Builder::from(&self.sdk);
+        let mut b = aws_sdk_dynamodb::config::Builder::from(&self.sdk).interceptor(CountCalls);
         if let Some(url) = &self.config.dynamodb.endpoint {
             b = b.endpoint_url(url);
         }
@@ -162,7 +162,8 @@ impl AwsClients {
     /// An S3 client, with the configured endpoint override and addressing style.
     pub fn s3(&self) -> aws_sdk_s3::Client {
         let mut b = aws_sdk_s3::config::Builder::from(&self.sdk)
-            .force_path_style(self.config.s3.force_path_style);
+            .force_path_style(self.config.s3.force_path_style)
+            .interceptor(CountCalls);
         if let Some(url) = &self.config.s3.endpoint {
             b = b.endpoint_url(url);
         }
@@ -171,7 +172,7 @@ impl AwsClients {
 
     /// A CloudWatch client, with the configured endpoint override.
     pub fn cloudwatch(&self) -> aws_sdk_cloudwatch::Client {
-        let mut b = aws_sdk_cloudwatch::config::Builder::from(&self.sdk);
+        let mut b = aws_sdk_cloudwatch::config::Builder::from(&self.sdk).interceptor(CountCalls);
         if let Some(url) = &self.config.cloudwatch.endpoint {
             b = b.endpoint_url(url);
         }
@@ -271,5 +272,34 @@ mod tests {
         assert!(s.contains("list-type=2"), "{s}");
         let c = c_head.await.expect("cloudwatch request");
         assert!(c.contains("/eu-west-1/monitoring/"), "{c}");
+    }
+}
+
+/// Counts every attempt of every AWS call its clients make, retries included (what the
+/// service sees and bills): counter `AwsCalls` with labels `service` (`DynamoDB`,
+/// `Kinesis`, `S3`, …) and `operation` (`Scan`, `UpdateItem`, `GetRecords`, …).
+#[derive(Debug)]
+struct CountCalls;
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for CountCalls {
+    fn name(&self) -> &'static str {
+        "chief::CountCalls"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if let Some(op) = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>() {
+            metrics::counter!(
+                "AwsCalls",
+                "service" => op.service().to_owned(),
+                "operation" => op.name().to_owned()
+            )
+            .increment(1);
+        }
+        Ok(())
     }
 }
