@@ -66,6 +66,11 @@ bench: stack-up ## The whole pipeline at a steady rate for 60 s on the local sta
 	$(CARGO) build --release --workspace --bins
 	@bash deploy/local/bench.sh
 
+.PHONY: bench-capacity
+bench-capacity: stack-up ## Raise the rate until the pipeline falls behind: the highest sustained rate and what limited it
+	$(CARGO) build --release --workspace --bins
+	@BENCH_MODE=capacity bash deploy/local/bench.sh
+
 .PHONY: demo
 demo: stack-up build ## Run the pipeline end to end on the local stack
 	@bash deploy/local/demo.sh

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # `make bench`: the whole pipeline at a steady rate on the local stack, release builds.
+# `make bench-capacity` (BENCH_MODE=capacity): raises the rate until the pipeline falls
+# behind and reports the highest rate it sustained and what limited it (see capacity()).
 # Fresh streams, lease tables, bucket prefixes and indices per run; chief-producer
 # generates orders (BENCH_RATE/s, default 100) and job results (half that) for
 # BENCH_SECONDS (default 60) while the four executors (two workers for
 # chief-order-factory-s3) run and `chiefctl probe` measures send → Elasticsearch latency.
 # Reports: orders/s end to end (unique orders in S3 / time from the first send until S3
 # holds every one), latency p50/p99 from send to Elasticsearch (`chiefctl probe`), CPU
-# seconds and peak RSS per process, lease table writes per shard per minute (from the
-# lease counters: every renewal, take and checkpoint is one conditional UpdateItem).
-# and from send to S3 (the LastModified of the object holding each probe, s3_latency.py).
+# seconds and peak RSS per process, every DynamoDB call of each executor by operation
+# (Scans included: the AwsCalls counter of its /metrics, one count per attempt) per shard
+# per minute, and latency from send to S3 (the LastModified of the object holding each
+# probe, s3_latency.py).
 # If a producer could not put every record (the local Kinesis could not keep up with
 # BENCH_RATE), the run is void: it says so and exits 1.
 # The Makefile has already run stack-up and built the release binaries.
@@ -17,6 +20,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BIN="${BIN:-$ROOT/target/release}"
 LOCAL_CONFIG="$ROOT/config/local.toml"
+MODE="${BENCH_MODE:-steady}"
 RATE="${BENCH_RATE:-100}"
 SECONDS_RUN="${BENCH_SECONDS:-60}"
 ID="$(date +%s)"
@@ -60,12 +64,25 @@ EOF
 done
 
 step "the four executors (release; two workers for chief-order-factory-s3)"
-declare -A pids
+declare -A pids ports
+SCRAPE="$ROOT/.local/venv/bin/python deploy/local/scrape.py"
+next_port=${BENCH_METRICS_PORT:-19300}
 start_executor() { # executor worker
-    "$BIN/chief-$1" --config "config/$1.toml" --config "$LOCAL_CONFIG" --config "$WORK/$1.toml" \
+    next_port=$((next_port + 1))
+    ports[$2]=$next_port
+    CHIEF__METRICS__LISTEN="127.0.0.1:$next_port" \
+        "$BIN/chief-$1" --config "config/$1.toml" --config "$LOCAL_CONFIG" --config "$WORK/$1.toml" \
         --worker-id "bench-$2" >"$WORK/$2.log" 2>&1 &
     pids[$2]=$!
 }
+# The /metrics URLs of an executor's workers (order-factory-s3 has two).
+metrics_urls() {
+    local name
+    for name in "${!ports[@]}"; do
+        [[ $name == "$1"* ]] && echo "http://127.0.0.1:${ports[$name]}/metrics"
+    done
+}
+exec_started=$(date +%s.%N)
 start_executor order-factory-s3 order-factory-s3-a
 start_executor order-factory-s3 order-factory-s3-b
 start_executor order-es-s3 order-es-s3
@@ -87,6 +104,145 @@ stack_cpu() {
     done
 }
 stack_cpu >"$WORK/stack-before.txt"
+
+# Every DynamoDB call each executor made since it started, by operation, per shard per
+# minute: the AwsCalls counter of its /metrics (one count per attempt, retries included).
+dynamodb_calls() {
+    local now minutes executor shards total ops
+    now=$(date +%s.%N)
+    minutes=$(calc "($now - $exec_started) / 60" 4)
+    echo "over $(calc "$minutes" 1) minutes since the executors started:"
+    for executor in order-factory-s3 order-es-s3 jobresult-es jobresult-notify-s3; do
+        "$BIN/chiefctl" leases --config "$LOCAL_CONFIG" --table "bench-$executor-$ID" >"$WORK/leases-$executor.jsonl"
+        shards=$(grep -c . "$WORK/leases-$executor.jsonl")
+        # shellcheck disable=SC2046 # one URL per worker
+        $SCRAPE by AwsCalls operation service=DynamoDB -- $(metrics_urls "$executor") >"$WORK/dynamodb-$executor.txt"
+        total=$(awk '{s += $2} END {print s + 0}' "$WORK/dynamodb-$executor.txt")
+        ops=$(awk -v m="$minutes" -v n="$shards" '{printf "%s%s %.1f", sep, $1, $2 / n / m; sep = ", "}' "$WORK/dynamodb-$executor.txt")
+        printf '  %-22s %s shards, %s calls = %.1f per shard per minute (%s)\n' "$executor" "$shards" \
+            "$total" "$(calc "$total / $shards / $minutes")" "$ops"
+    done
+}
+
+# CPU seconds so far of each executor and of the local stack: "name seconds" lines.
+cpu_snapshot() {
+    local tick name pid pattern
+    tick=$(getconf CLK_TCK)
+    for name in "${!pids[@]}"; do
+        read -r -a stat < <(cut -d' ' -f14,15 "/proc/${pids[$name]}/stat")
+        echo "$name $(calc "(${stat[0]} + ${stat[1]}) / $tick")"
+    done
+    for pattern in kinesis-local/main.js moto_serialized.py chief-es-standin; do
+        pid=$(pgrep -f "$pattern" | head -n1 || true)
+        [[ -n "$pid" ]] || continue
+        read -r -a stat < <(cut -d' ' -f14,15 "/proc/$pid/stat")
+        echo "$(basename "${pattern%%/*}" .py) $(calc "(${stat[0]} + ${stat[1]}) / $tick")"
+    done
+}
+
+# Busy CPU seconds of the whole machine so far (all cores).
+machine_cpu() {
+    awk -v t="$(getconf CLK_TCK)" '/^cpu / {print ($2 + $3 + $4 + $7 + $8) / t}' /proc/stat
+}
+
+# User records the executors processed, summed over the workers of each: "executor n".
+processed() {
+    local executor
+    for executor in order-factory-s3 order-es-s3 jobresult-es jobresult-notify-s3; do
+        # shellcheck disable=SC2046
+        echo "$executor $($SCRAPE sum RecordsProcessed -- $(metrics_urls "$executor"))"
+    done
+}
+
+# Capacity: steps of BENCH_STEP_SECONDS (20) at BENCH_START_RATE orders/s (200, plus half
+# as many job results), doubling up to BENCH_MAX_RATE (12800). A step is sustained when
+# both producers put every record at >= 95 % of the rate asked and every executor has
+# processed everything put so far within BENCH_DRAIN_SECONDS (10) of the producers'
+# end. The first step that is not names what limited it, with the CPU each process used
+# during it (percent of one core; the machine has $(nproc) cores).
+capacity() {
+    local rate=${BENCH_START_RATE:-200} max=${BENCH_MAX_RATE:-12800} secs=${BENCH_STEP_SECONDS:-20}
+    local drain_max=${BENCH_DRAIN_SECONDS:-10} best=0 n=0 total_orders=0 total_jobs=0
+    local verdict="" t0 t1 t2 m0 m1 ok put_o put_j failed drained busiest achieved
+    printf '%8s %10s %10s %8s %6s  %s\n' orders/s "put o/s" "put j/s" drain_s "cpu%" "busiest processes (% of one core)"
+    while (( rate <= max )); do
+        n=$((n + 1))
+        cpu_snapshot | sort >"$WORK/cap-$n-before.txt"
+        m0=$(machine_cpu)
+        t0=$(date +%s.%N)
+        ok=true
+        $RUSAGE producer-orders "$WORK/cap-$n-rusage.txt" \
+            "$BIN/chief-producer" --config config/producer.toml --config "$LOCAL_CONFIG" --stream "$ORDERS" \
+            --generate orders --rate "$rate" --duration "${secs}s" --seed "$((ID + n))" --duplicate-ratio 0.1 \
+            --failed-file "$WORK/cap-$n-orders-failed.jsonl" >"$WORK/cap-$n-orders.txt" 2>&1 &
+        local po=$!
+        $RUSAGE producer-jobs "$WORK/cap-$n-rusage.txt" \
+            "$BIN/chief-producer" --config config/producer.toml --config "$LOCAL_CONFIG" --stream "$JOBS" \
+            --generate jobresults --rate $((rate / 2)) --duration "${secs}s" --seed "$((ID + n))" --duplicate-ratio 0.1 \
+            --failed-file "$WORK/cap-$n-jobs-failed.jsonl" >"$WORK/cap-$n-jobs.txt" 2>&1 &
+        local pj=$!
+        wait "$po" || ok=false
+        wait "$pj" || ok=false
+        t1=$(date +%s.%N)
+        put_o=$(grep -o ' put [0-9]*' "$WORK/cap-$n-orders.txt" | tail -n1 | awk '{print $2 + 0}')
+        put_j=$(grep -o ' put [0-9]*' "$WORK/cap-$n-jobs.txt" | tail -n1 | awk '{print $2 + 0}')
+        failed=$(cat "$WORK/cap-$n-orders.txt" "$WORK/cap-$n-jobs.txt" | grep -o ' failed [0-9]*' | awk '{s += $2} END {print s + 0}')
+        total_orders=$((total_orders + ${put_o:-0}))
+        total_jobs=$((total_jobs + ${put_j:-0}))
+        # Drain: every executor has processed what its stream was given so far.
+        drained=""
+        while :; do
+            t2=$(date +%s.%N)
+            if processed | awk -v o="$total_orders" -v j="$total_jobs" \
+                '{want = ($1 ~ /^order/) ? o : j; if ($2 < want) behind = 1} END {exit behind}'; then
+                drained=$(calc "$t2 - $t1" 1)
+                break
+            fi
+            (( $(calc "$t2 - $t1 > $drain_max" 0) )) && break
+            sleep 0.5
+        done
+        m1=$(machine_cpu)
+        cpu_snapshot | sort >"$WORK/cap-$n-after.txt"
+        busiest=$( { join "$WORK/cap-$n-before.txt" "$WORK/cap-$n-after.txt" |
+                awk -v d="$(calc "$t2 - $t0" 3)" '{printf "%s %.0f\n", $1, ($3 - $2) / d * 100}'
+            awk -v d="$(calc "$t1 - $t0" 3)" '{printf "%s %.0f\n", $1, $2 / d * 100}' "$WORK/cap-$n-rusage.txt"
+        } | sort -k2 -nr | tee "$WORK/cap-$n-cpu.txt" | head -n 3 | awk '{printf "%s%s %s", sep, $1, $2; sep = ", "}')
+        achieved=$(calc "${put_o:-0} / ($t1 - $t0)" 0)
+        printf '%8s %10s %10s %8s %6s  %s\n' "$rate" "$achieved" "$(calc "${put_j:-0} / ($t1 - $t0)" 0)" \
+            "${drained:->$drain_max}" "$(calc "($m1 - $m0) / ($t2 - $t0) * 100" 0)" "$busiest"
+        if ! $ok || (( failed > 0 )); then
+            verdict="the producers could not put every record ($failed failed: Kinesis refused or throttled them; see $WORK/cap-$n-*-failed.jsonl)"
+        elif (( $(calc "$achieved < 0.95 * $rate" 0) )); then
+            verdict="the producers put $achieved orders/s of the $rate asked (chief-producer generating and sending, or kinesis-local accepting)"
+        elif [[ -z $drained ]]; then
+            verdict="the executors fell behind: not drained $drain_max s after the producers stopped ($(processed | tr '\n' ' ')of $total_orders orders, $total_jobs job results)"
+        fi
+        [[ -n $verdict ]] && break
+        best=$rate
+        rate=$((rate * 2))
+    done
+    echo
+    echo "highest sustained rate: $best orders/s + $((best / 2)) job results/s (steps of ${secs}s, drained within ${drain_max}s)"
+    if [[ -n $verdict ]]; then
+        echo "at $rate orders/s: $verdict"
+        echo "CPU during that step, percent of one core ($(nproc) cores, machine busy $(calc "($m1 - $m0) / ($t2 - $t0) * 100" 0) % of one core):"
+        sed 's/^/  /' "$WORK/cap-$n-cpu.txt"
+    else
+        echo "not limited up to BENCH_MAX_RATE=$max"
+    fi
+}
+
+if [[ $MODE == capacity ]]; then
+    step "capacity: raising the rate until the pipeline falls behind"
+    capacity
+    step "DynamoDB calls per executor (every attempt, by operation)"
+    dynamodb_calls
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" || true; done
+    trap - EXIT
+    echo "work folder: $WORK"
+    exit 0
+fi
 
 step "produce for ${SECONDS_RUN}s: orders at $RATE/s, job results at $((RATE / 2))/s, 10 % duplicates"
 started=$(date +%s.%N)
@@ -148,15 +304,8 @@ paste -d' ' "$WORK/stack-before.txt" "$WORK/stack-after.txt" | while read -r nam
     printf '  %-24s %12s %14s\n' "$name" "$(calc "$after - $before")" "$rss"
 done
 
-step "lease table writes (renewals, takes, checkpoints) per shard per minute"
-minutes=$(calc "($finished - $started) / 60" 4)
-for executor in order-factory-s3 order-es-s3 jobresult-es jobresult-notify-s3; do
-    "$BIN/chiefctl" leases --config "$LOCAL_CONFIG" --table "bench-$executor-$ID" >"$WORK/leases-$executor.jsonl"
-    shards=$(grep -c . "$WORK/leases-$executor.jsonl")
-    writes=$(grep -o '"counter":[0-9]*' "$WORK/leases-$executor.jsonl" | cut -d: -f2 | awk '{s += $1} END {print s + 0}')
-    printf '%-22s %s leases, %s writes, %.1f per shard per minute\n' "$executor" "$shards" "$writes" \
-        "$(calc "$writes / $shards / $minutes")"
-done
+step "DynamoDB calls per executor (every attempt, by operation)"
+dynamodb_calls
 
 for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 for p in "${pids[@]}"; do wait "$p" || true; done
