@@ -163,7 +163,7 @@ processed() {
 capacity() {
     local rate=${BENCH_START_RATE:-200} max=${BENCH_MAX_RATE:-12800} secs=${BENCH_STEP_SECONDS:-20}
     local drain_max=${BENCH_DRAIN_SECONDS:-10} best=0 n=0 total_orders=0 total_jobs=0
-    local verdict="" t0 t1 t2 m0 m1 ok put_o put_j failed drained busiest achieved
+    local verdict="" t0 t1 t2 m0 m1 ok put_o put_j failed drained busiest achieved top top_cpu
     printf '%8s %10s %10s %8s %6s  %s\n' orders/s "put o/s" "put j/s" drain_s "cpu%" "busiest processes (% of one core)"
     while (( rate <= max )); do
         n=$((n + 1))
@@ -227,6 +227,16 @@ capacity() {
         echo "at $rate orders/s: $verdict"
         echo "CPU during that step, percent of one core ($(nproc) cores, machine busy $(calc "($m1 - $m0) / ($t2 - $t0) * 100" 0) % of one core):"
         sed 's/^/  /' "$WORK/cap-$n-cpu.txt"
+        # A process near 100 % of one core is the limit (kinesis-local and moto are
+        # single-threaded); otherwise the machine's cores are.
+        read -r top top_cpu < <(head -n 1 "$WORK/cap-$n-cpu.txt")
+        if (( top_cpu >= 90 )); then
+            echo "bottleneck: $top at $top_cpu % of one core (saturated)"
+        elif (( $(calc "($m1 - $m0) / ($t2 - $t0) * 100 >= 90 * $(nproc)" 0) )); then
+            echo "bottleneck: the machine's $(nproc) cores (busiest: $top at $top_cpu %)"
+        else
+            echo "bottleneck: no process saturated a core; see the verdict above"
+        fi
     else
         echo "not limited up to BENCH_MAX_RATE=$max"
     fi
