@@ -20,7 +20,12 @@ async fn every_attempt_of_every_call_is_counted_by_service_and_operation() {
     // A call the service refuses is a call too.
     let missing = format!("chief-missing-{}", uuid::Uuid::new_v4().simple());
     assert!(dynamodb.scan().table_name(&missing).send().await.is_err());
-    clients.s3().list_buckets().send().await.expect("ListBuckets");
+    clients
+        .s3()
+        .list_buckets()
+        .send()
+        .await
+        .expect("ListBuckets");
     let kinesis = clients.kinesis();
     assert!(
         kinesis
