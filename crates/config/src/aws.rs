@@ -73,8 +73,8 @@ impl Default for AwsConfig {
 pub struct StaticCredentials {
     /// Access key id.
     pub access_key_id: String,
-    /// Secret access key.
-    pub secret_access_key: String,
+    /// Secret access key (shown as `<redacted>`).
+    pub secret_access_key: crate::secret::Secret,
 }
 
 /// Per-service settings.
@@ -124,7 +124,7 @@ impl AwsClients {
         if let Some(creds) = &config.static_credentials {
             loader = loader.credentials_provider(Credentials::new(
                 &creds.access_key_id,
-                &creds.secret_access_key,
+                creds.secret_access_key.expose(),
                 None,
                 None,
                 "chief-static-config",
@@ -215,7 +215,7 @@ mod tests {
             region: "eu-west-1".into(),
             static_credentials: Some(StaticCredentials {
                 access_key_id: "AKIDCHIEFTEST".into(),
-                secret_access_key: "b".into(),
+                secret_access_key: crate::secret::Secret::new("b"),
             }),
             max_attempts: 1,
             kinesis: ServiceConfig {

@@ -18,6 +18,7 @@ pub mod database;
 pub mod health;
 pub mod local_stack;
 pub mod retry;
+pub mod secret;
 mod sources;
 pub mod systemd;
 pub mod telemetry;

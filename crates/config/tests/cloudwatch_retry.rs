@@ -82,7 +82,7 @@ async fn client(url: &str) -> aws_sdk_cloudwatch::Client {
     let config = AwsConfig {
         static_credentials: Some(StaticCredentials {
             access_key_id: "chief-test".into(),
-            secret_access_key: "chief-test".into(),
+            secret_access_key: chief_config::secret::Secret::new("chief-test"),
         }),
         max_attempts: 1,
         cloudwatch: ServiceConfig {

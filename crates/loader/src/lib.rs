@@ -192,36 +192,11 @@ async fn applied_versions(pool: &MySqlPool) -> Vec<i64> {
         .unwrap_or_default()
 }
 
-/// The URL with its password replaced by `***`, for messages and logs.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
+pub use chief_config::database::redact;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redact_hides_passwords_only() {
-        assert_eq!(
-            redact("mysql://admin:s3cr3t@db:3306/chief"),
-            "mysql://admin:***@db:3306/chief"
-        );
-        assert_eq!(
-            redact("mysql://root@127.0.0.1:3307/chief"),
-            "mysql://root@127.0.0.1:3307/chief"
-        );
-        assert_eq!(redact("not a url"), "not a url");
-    }
 
     #[test]
     fn config_loader_toml_shows_every_default() {

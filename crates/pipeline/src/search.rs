@@ -12,7 +12,6 @@
 //! print.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -29,41 +28,7 @@ use serde_json::{Value, json};
 
 use crate::model::OrderId;
 
-/// A credential: shown as `<redacted>` by `Debug`, `Display` and `Serialize` (so
-/// `--print-config` and logs never carry it).
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a credential.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The credential itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("<redacted>")
-    }
-}
+pub use chief_config::secret::Secret;
 
 /// The `[elasticsearch]` config section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
