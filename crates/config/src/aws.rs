@@ -1,6 +1,6 @@
 //! The one place where AWS SDK clients are built.
 //!
-//! Region, an endpoint override per service (Kinesis, DynamoDB, S3 and CloudWatch may each
+//! Region, an endpoint override per service (Kinesis, DynamoDB, S3, CloudWatch and SQS may each
 //! point at a different local emulator), credentials from the default chain (or static ones for local
 //! emulators), path-style S3 addressing, the pinned [`behavior_version`], retries and
 //! timeouts.
@@ -47,6 +47,8 @@ pub struct AwsConfig {
     pub s3: S3Config,
     /// CloudWatch endpoint override (the metrics exporter, `[metrics] cloudwatch`).
     pub cloudwatch: ServiceConfig,
+    /// SQS endpoint override (the loader's queue of S3 notifications).
+    pub sqs: ServiceConfig,
 }
 
 impl Default for AwsConfig {
@@ -63,6 +65,7 @@ impl Default for AwsConfig {
             dynamodb: ServiceConfig::default(),
             s3: S3Config::default(),
             cloudwatch: ServiceConfig::default(),
+            sqs: ServiceConfig::default(),
         }
     }
 }
@@ -168,6 +171,15 @@ impl AwsClients {
             b = b.endpoint_url(url);
         }
         aws_sdk_s3::Client::from_conf(b.build())
+    }
+
+    /// An SQS client, with the configured endpoint override.
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        let mut b = aws_sdk_sqs::config::Builder::from(&self.sdk).interceptor(CountCalls);
+        if let Some(url) = &self.config.sqs.endpoint {
+            b = b.endpoint_url(url);
+        }
+        aws_sdk_sqs::Client::from_conf(b.build())
     }
 
     /// A CloudWatch client, with the configured endpoint override.

@@ -171,3 +171,63 @@ pub async fn reject(
     }
     Ok(())
 }
+
+/// The ETags `load_history` holds for `keys` of `table` (keys it does not hold are absent).
+pub async fn etags_of(
+    conn: &mut MySqlConnection,
+    table: &str,
+    keys: &[&str],
+) -> Result<HashMap<String, String>, LoaderError> {
+    let mut out = HashMap::new();
+    for batch in keys.chunks(1000) {
+        let mut select =
+            QueryBuilder::new("SELECT object_key, etag FROM load_history WHERE table_name = ");
+        select.push_bind(table).push(" AND object_key IN (");
+        let mut list = select.separated(", ");
+        for key in batch {
+            list.push_bind(*key);
+        }
+        select.push(")");
+        let rows: Vec<(String, String)> = select
+            .build_query_as()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error("reading load_history", table))?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+/// Whether `table`'s whole prefix was last listed more than `hours` ago (or never).
+pub async fn full_listing_due(
+    conn: &mut MySqlConnection,
+    table: &str,
+    hours: u32,
+) -> Result<bool, LoaderError> {
+    let fresh: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM loader_state WHERE table_name = ? \
+         AND full_listing_at > CURRENT_TIMESTAMP(3) - INTERVAL ? HOUR",
+    )
+    .bind(table)
+    .bind(hours)
+    .fetch_optional(conn)
+    .await
+    .map_err(db_error("reading loader_state", table))?;
+    Ok(fresh.is_none())
+}
+
+/// Records that `table`'s whole prefix was listed (and everything in it handled) now.
+pub async fn record_full_listing(
+    conn: &mut MySqlConnection,
+    table: &str,
+) -> Result<(), LoaderError> {
+    sqlx::query(
+        "INSERT INTO loader_state (table_name, full_listing_at) VALUES (?, CURRENT_TIMESTAMP(3)) \
+         ON DUPLICATE KEY UPDATE full_listing_at = VALUES(full_listing_at)",
+    )
+    .bind(table)
+    .execute(conn)
+    .await
+    .map_err(db_error("writing loader_state", table))?;
+    Ok(())
+}

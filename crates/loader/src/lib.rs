@@ -10,12 +10,14 @@
 //! Modules: [`settings`] (the `[loader]` section), [`sql`] (statement text),
 //! [`keys`] (object keys and hours), [`lines`] (rows as `LOAD DATA` reads them, local
 //! staging), [`objects`] (S3), [`history`] (`load_history`),
-//! [`session`] (connection, lock, warnings), [`run`](mod@run) (the run itself).
+//! [`session`] (connection, lock, warnings), [`queue`] (S3 notifications through SQS),
+//! [`run`](mod@run) (the run itself).
 
 pub mod history;
 pub mod keys;
 pub mod lines;
 pub mod objects;
+pub mod queue;
 pub mod run;
 pub mod session;
 pub mod settings;
@@ -101,6 +103,16 @@ pub enum LoaderError {
         /// The SDK's error, with its context.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// An SQS request failed (the queue of S3 notifications).
+    #[error("SQS {operation} {queue} failed: {source}")]
+    Sqs {
+        /// The operation.
+        operation: &'static str,
+        /// The queue URL.
+        queue: String,
+        /// What SQS (or the transport) said.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A local file could not be written or read.
     #[error("{action} {path} failed: {source}")]
     File {
@@ -137,7 +149,9 @@ impl LoaderError {
                         matches!(code.as_ref(), "40001" | "08004")
                     })
             }
-            LoaderError::ConnectTimeout { .. } | LoaderError::S3 { .. } => true,
+            LoaderError::ConnectTimeout { .. }
+            | LoaderError::S3 { .. }
+            | LoaderError::Sqs { .. } => true,
             LoaderError::Migrate(_)
             | LoaderError::Config(_)
             | LoaderError::File { .. }
@@ -209,7 +223,7 @@ mod tests {
     #[test]
     fn migrations_are_embedded_in_order() {
         let versions: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
-        assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+        assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
         assert!(MIGRATOR.iter().all(|m| !m.sql.as_str().is_empty()));
     }
 }

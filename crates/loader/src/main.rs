@@ -52,6 +52,10 @@ enum Command {
         /// Hours before the newest loaded hour to list again. Default: loader.rescan_hours.
         #[arg(long)]
         rescan_hours: Option<u32>,
+        /// List every table's whole prefix, whenever that was last done (otherwise once
+        /// loader.full_listing_hours have passed).
+        #[arg(long)]
+        full_listing: bool,
     },
 }
 
@@ -112,6 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             mode,
             rescan_hours,
+            full_listing,
         } => {
             let defaults = RunOptions::from_settings(&config.loader);
             let options = RunOptions {
@@ -119,6 +124,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 mode: mode.unwrap_or(defaults.mode),
                 dry_run,
                 rescan_hours: rescan_hours.unwrap_or(defaults.rescan_hours),
+                full_listing,
             };
             let clients = chief_config::aws::AwsClients::new(&config.aws).await;
             // A cron job: no endpoint to scrape, but its result goes to CloudWatch when on.
@@ -128,7 +134,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &chief_config::health::Health::new(),
             )
             .await?;
-            let result = chief_loader::run(&config, &clients.s3(), &options).await;
+            let sqs = config.loader.queue_url.is_some().then(|| clients.sqs());
+            let result = chief_loader::run(&config, &clients.s3(), sqs.as_ref(), &options).await;
             publish_result(result.as_ref().ok());
             metrics.shutdown().await;
             let report = result.with_context(|| {
@@ -164,6 +171,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         table.skipped_keys[0]
                     );
                 }
+            }
+            if let Some(queue) = &report.queue {
+                println!(
+                    "queue: {} messages naming {} objects, {} deleted, {} kept for a later run{}",
+                    queue.received,
+                    queue.objects,
+                    queue.deleted,
+                    queue.kept,
+                    report
+                        .queue_error
+                        .as_deref()
+                        .map(|e| format!("; FAILED: {e}"))
+                        .unwrap_or_default()
+                );
             }
             println!("{}", serde_json::to_string(&report)?);
             Ok(ExitCode::from(report.exit_code()))

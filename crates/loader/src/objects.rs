@@ -96,6 +96,26 @@ pub async fn list(
     Ok(objects)
 }
 
+/// `key` as it is now (HeadObject), or `None` when it is gone.
+pub async fn head(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<ListedObject>, LoaderError> {
+    match s3.head_object().bucket(bucket).key(key).send().await {
+        Ok(out) => Ok(Some(ListedObject {
+            key: key.to_owned(),
+            etag: unquote(out.e_tag()),
+            size: out
+                .content_length()
+                .and_then(|s| u64::try_from(s).ok())
+                .unwrap_or(0),
+        })),
+        Err(SdkError::ServiceError(e)) if e.err().is_not_found() => Ok(None),
+        Err(e) => Err(s3_error("HeadObject", bucket, key, e)),
+    }
+}
+
 /// Reads `key` to the end, keeping its body if `keep_body`; returns what it held.
 pub async fn read(
     s3: &aws_sdk_s3::Client,

@@ -28,6 +28,7 @@
 //!    the next run loads the rest. Held objects are skipped until they change (another
 //!    ETag) or their `load_rejects` row is deleted.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,7 @@ use serde::Serialize;
 use sqlx::{Acquire, MySqlConnection};
 
 use crate::objects::{self, ListedObject, ReadObject};
+use crate::queue::{Inbox, QueueReport};
 use crate::session::{self, DUPLICATE_ENTRY, Warnings};
 use crate::settings::{LoadSettings, Mode, TableSpec};
 use crate::{LoaderConfig, LoaderError, history, keys, sql};
@@ -64,6 +66,8 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Lookback before the newest loaded hour; default from `loader.rescan_hours`.
     pub rescan_hours: u32,
+    /// List every table's whole prefix this run, whenever it was last done.
+    pub full_listing: bool,
 }
 
 impl RunOptions {
@@ -74,6 +78,7 @@ impl RunOptions {
             mode: settings.mode,
             dry_run: false,
             rescan_hours: settings.rescan_hours,
+            full_listing: false,
         }
     }
 }
@@ -125,6 +130,10 @@ pub struct TableReport {
     pub rejected: Vec<history::Reject>,
     /// Objects skipped because an earlier run refused them (still in `load_rejects`).
     pub held: Vec<String>,
+    /// Whether this run listed the table's whole prefix.
+    pub full_listing: bool,
+    /// Objects the queue named that the listing did not cover (older hours).
+    pub from_queue: u64,
     /// Dry run: the statements (and MANIFESTs) a run would execute.
     pub statements: Vec<String>,
     /// The error that ended the table's part, if any.
@@ -154,6 +163,8 @@ impl TableReport {
             skipped_keys: Vec::new(),
             rejected: Vec::new(),
             held: Vec::new(),
+            full_listing: false,
+            from_queue: 0,
             statements: Vec::new(),
             error: None,
             lock_holder: None,
@@ -234,13 +245,20 @@ pub struct RunReport {
     pub dry_run: bool,
     /// One report per table, in name order.
     pub tables: Vec<TableReport>,
+    /// The queue of S3 notifications, when `loader.queue_url` is set (not in a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueReport>,
+    /// Why the queue could not be read or cleaned up, if so (the run fails; the listing
+    /// still loaded what it found).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_error: Option<String>,
 }
 
 impl RunReport {
     /// [`EXIT_FAILED`] if anything failed, else [`EXIT_LOCKED`] if a table was skipped
     /// for the lock, else [`EXIT_OK`].
     pub fn exit_code(&self) -> u8 {
-        if self.tables.iter().any(TableReport::failed) {
+        if self.tables.iter().any(TableReport::failed) || self.queue_error.is_some() {
             EXIT_FAILED
         } else if self.tables.iter().any(|t| t.outcome == Outcome::Locked) {
             EXIT_LOCKED
@@ -252,9 +270,14 @@ impl RunReport {
 
 /// Runs the loader: connects (an error here is the run's error), then each selected
 /// table in turn; a table's failure is in its report and does not stop the others.
+///
+/// With `loader.queue_url` set (and `sqs` given), the queue is drained first and every
+/// object it names is loaded too ([`crate::queue`]); its messages are deleted at the end
+/// for the objects the database then holds.
 pub async fn run(
     config: &LoaderConfig,
     s3: &aws_sdk_s3::Client,
+    sqs: Option<&aws_sdk_sqs::Client>,
     options: &RunOptions,
 ) -> Result<RunReport, LoaderError> {
     let specs = config
@@ -268,6 +291,36 @@ pub async fn run(
         Mode::Local => Some(session::import_dir(&mut conn, &config.database.import_dir).await?),
         Mode::Aurora => None,
     };
+    let mut queue_report = None;
+    let mut queue_error = None;
+    let mut inbox = None;
+    if let (Some(url), Some(sqs), false) = (&config.loader.queue_url, sqs, options.dry_run) {
+        let mut report = QueueReport::default();
+        match Inbox::receive(
+            sqs,
+            url,
+            config.loader.queue_max_messages,
+            config.loader.queue_visibility_timeout_s,
+            &mut report,
+        )
+        .await
+        {
+            Ok(mut received) => {
+                let all = config
+                    .loader
+                    .tables_for("all")
+                    .map_err(LoaderError::Config)?;
+                let prefixes: Vec<&str> = all.iter().map(|t| t.prefix.as_str()).collect();
+                received.settle_outside(&prefixes);
+                inbox = Some(received);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading the queue failed; loading what the listing finds");
+                queue_error = Some(e.to_string());
+            }
+        }
+        queue_report = Some(report);
+    }
     let mut tables = Vec::with_capacity(specs.len());
     for spec in &specs {
         let ctx = TableRun {
@@ -278,16 +331,33 @@ pub async fn run(
             options,
             import_dir: import_dir.as_deref(),
             sorted: false,
+            inbox: inbox.as_mut(),
+            current: HashMap::new(),
         };
         let report = ctx.run(&database).await;
         log_report(&report);
         tables.push(report);
     }
     conn_close(conn).await;
+    if let (Some(inbox), Some(sqs), Some(report)) = (&inbox, sqs, queue_report.as_mut()) {
+        if let Err(e) = inbox.delete_settled(sqs, report).await {
+            tracing::error!(error = %e, "deleting handled queue messages failed; they come back and are handled again");
+            queue_error = Some(e.to_string());
+        }
+        tracing::info!(
+            received = report.received,
+            objects = report.objects,
+            deleted = report.deleted,
+            kept = report.kept,
+            "queue"
+        );
+    }
     Ok(RunReport {
         mode: options.mode.as_str(),
         dry_run: options.dry_run,
         tables,
+        queue: queue_report,
+        queue_error,
     })
 }
 
@@ -333,6 +403,10 @@ struct TableRun<'a> {
     import_dir: Option<&'a Path>,
     /// Local mode: whether a load's lines are sorted by the first column.
     sorted: bool,
+    /// The queue's objects, when there is a queue.
+    inbox: Option<&'a mut Inbox>,
+    /// The queue's objects of this table as they are in S3 now (`None`: gone).
+    current: HashMap<String, Option<String>>,
 }
 
 /// One load: objects that go in one transaction.
@@ -368,6 +442,20 @@ impl TableRun<'_> {
             report.outcome = Outcome::Failed;
             report.error = Some(e.to_string());
         }
+        if !self.options.dry_run {
+            if report.full_listing
+                && !report.failed()
+                && let Err(e) =
+                    history::record_full_listing(self.conn, self.spec.table.as_str()).await
+            {
+                report.outcome = Outcome::Failed;
+                report.error = Some(e.to_string());
+            }
+            if let Err(e) = self.settle_queued(&report).await {
+                tracing::warn!(table = %self.spec.table, error = %e,
+                    "checking the queue's objects against load_history failed; their messages come back");
+            }
+        }
         if !self.options.dry_run
             && let Err(e) = session::unlock(self.conn, &lock).await
         {
@@ -388,19 +476,27 @@ impl TableRun<'_> {
             self.sorted =
                 session::sortable_by(self.conn, database, table, spec.columns[0].as_str()).await?;
         }
-        let newest = history::newest_key(self.conn, table, &spec.prefix).await?;
-        let start_after =
-            keys::listing_start(&spec.prefix, newest.as_deref(), self.options.rescan_hours);
-        tracing::debug!(table, newest = ?newest, start_after = ?start_after, "listing");
-        let listed = objects::list(
+        let full = self.options.full_listing
+            || history::full_listing_due(self.conn, table, self.settings.full_listing_hours)
+                .await?;
+        let start_after = if full {
+            None
+        } else {
+            let newest = history::newest_key(self.conn, table, &spec.prefix).await?;
+            keys::listing_start(&spec.prefix, newest.as_deref(), self.options.rescan_hours)
+        };
+        report.full_listing = start_after.is_none();
+        tracing::debug!(table, full, start_after = ?start_after, "listing");
+        let mut listed = objects::list(
             self.s3,
             &self.settings.bucket,
             &format!("{}/", spec.prefix),
             start_after.as_deref(),
         )
         .await?;
-        let loaded =
+        let mut loaded =
             history::loaded_since(self.conn, table, &spec.prefix, start_after.as_deref()).await?;
+        self.add_queued(&mut listed, &mut loaded, report).await?;
         let rejected = history::rejected(self.conn, table, &spec.prefix).await?;
         let mut pending = Vec::new();
         let mut reloaded = std::collections::HashSet::new();
@@ -455,6 +551,97 @@ impl TableRun<'_> {
             match self.options.mode {
                 Mode::Aurora => self.load_aurora(index, &load, report).await?,
                 Mode::Local => self.load_local(index, &load, report).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the queue's objects of this table that the listing did not cover to
+    /// `listed` (as they are in S3 now), with what `load_history` says of them in
+    /// `loaded`; remembers their current ETags for [`settle_queued`](Self::settle_queued).
+    async fn add_queued(
+        &mut self,
+        listed: &mut Vec<ListedObject>,
+        loaded: &mut HashMap<String, String>,
+        report: &mut TableReport,
+    ) -> Result<(), LoaderError> {
+        let Some(inbox) = self.inbox.as_deref() else {
+            return Ok(());
+        };
+        let queued = inbox.under(&self.spec.prefix);
+        let in_listing: HashMap<&str, &str> = listed
+            .iter()
+            .map(|o| (o.key.as_str(), o.etag.as_str()))
+            .collect();
+        let mut outside = Vec::new();
+        for object in &queued {
+            match in_listing.get(object.key.as_str()) {
+                Some(etag) => {
+                    self.current
+                        .insert(object.key.clone(), Some((*etag).to_owned()));
+                }
+                None => outside.push(object),
+            }
+        }
+        if outside.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&str> = outside.iter().map(|o| o.key.as_str()).collect();
+        let known = history::etags_of(self.conn, self.spec.table.as_str(), &keys).await?;
+        for object in outside {
+            if known.get(&object.key) == Some(&object.etag) {
+                // Loaded already, with the ETag the event names.
+                self.current
+                    .insert(object.key.clone(), Some(object.etag.clone()));
+                continue;
+            }
+            let now = objects::head(self.s3, &self.settings.bucket, &object.key).await?;
+            self.current
+                .insert(object.key.clone(), now.as_ref().map(|o| o.etag.clone()));
+            let Some(now) = now else {
+                tracing::info!(table = %self.spec.table, key = %object.key,
+                    "the queue names an object that is gone; nothing to load");
+                continue;
+            };
+            if let Some(etag) = known.get(&object.key) {
+                loaded.insert(object.key.clone(), etag.clone());
+            }
+            if known.get(&object.key) != Some(&now.etag) {
+                report.from_queue += 1;
+                tracing::info!(table = %self.spec.table, key = %object.key,
+                    "loading an object the listing did not cover, named by the queue");
+            }
+            listed.push(now);
+        }
+        listed.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(())
+    }
+
+    /// Marks the queue's objects of this table that the database now holds (with the
+    /// ETag they have in S3), that are held in `load_rejects`, gone, or not executor
+    /// objects as handled, so that their messages are deleted.
+    async fn settle_queued(&mut self, report: &TableReport) -> Result<(), LoaderError> {
+        let Some(inbox) = self.inbox.as_deref_mut() else {
+            return Ok(());
+        };
+        if self.current.is_empty() {
+            return Ok(());
+        }
+        let table = self.spec.table.as_str();
+        let keys: Vec<&str> = self.current.keys().map(String::as_str).collect();
+        let loaded = history::etags_of(self.conn, table, &keys).await?;
+        let rejected = history::rejected(self.conn, table, &self.spec.prefix).await?;
+        for (key, now) in &self.current {
+            let handled = match now {
+                None => true,
+                Some(etag) => {
+                    loaded.get(key) == Some(etag)
+                        || rejected.get(key) == Some(etag)
+                        || report.skipped_keys.contains(key)
+                }
+            };
+            if handled {
+                inbox.settle(key);
             }
         }
         Ok(())

@@ -51,6 +51,23 @@ pub struct LoadSettings {
     /// after its hour, so 1 would do; the default 3 also covers an S3 outage of a couple
     /// of hours. The first run of a table (no history) lists the whole prefix.
     pub rescan_hours: u32,
+    /// A run lists a table's whole prefix when its last whole listing (`loader_state`) is
+    /// older than this many hours, so that an object written into any older hour (a
+    /// shard stalled for days, a replay) is loaded within this bound even without the
+    /// queue. 0: every run lists everything. Default 24.
+    pub full_listing_hours: u32,
+    /// The SQS queue (URL) the archive bucket sends its `s3:ObjectCreated:*`
+    /// notifications for the tables' prefixes to. Each run drains it and loads every
+    /// object it names, whatever its hour; a message is deleted once the database holds
+    /// its object (loaded, or held in `load_rejects`), so an object whose load failed is
+    /// named again after `queue_visibility_timeout_s`. Default none: listing only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_url: Option<String>,
+    /// How long a received message stays invisible to other runs, in seconds: longer
+    /// than a run takes. Default 900.
+    pub queue_visibility_timeout_s: u32,
+    /// Most messages one run receives (the rest wait for the next run). Default 100,000.
+    pub queue_max_messages: usize,
     /// Most objects in one load (one MANIFEST, one transaction). Default 1000.
     pub max_files_per_load: usize,
     /// Most object bytes in one load (one transaction); a single larger object goes
@@ -75,6 +92,10 @@ impl Default for LoadSettings {
             bucket: "chief-archive".to_owned(),
             manifest_prefix: "chief-loader/manifests".to_owned(),
             rescan_hours: 3,
+            full_listing_hours: 24,
+            queue_url: None,
+            queue_visibility_timeout_s: 900,
+            queue_max_messages: 100_000,
             max_files_per_load: 1000,
             max_bytes_per_load: 256 * 1024 * 1024,
             fetch_concurrency: 8,
@@ -211,6 +232,12 @@ impl LoadSettings {
         }
         if self.fetch_concurrency == 0 {
             return Err("loader.fetch_concurrency must be positive".into());
+        }
+        if self.queue_url.as_deref().is_some_and(str::is_empty) {
+            return Err("loader.queue_url is empty (leave it out for no queue)".into());
+        }
+        if !(1..=43_200).contains(&self.queue_visibility_timeout_s) {
+            return Err("loader.queue_visibility_timeout_s must be 1..=43200 (SQS's range)".into());
         }
         let mut specs = Vec::new();
         for (key, config) in &self.tables {

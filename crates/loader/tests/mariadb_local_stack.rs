@@ -79,7 +79,7 @@ async fn migrations_create_the_seed_tables_and_rerun_as_a_no_op() {
     let pool = chief_loader::connect(&config).await.expect("connect");
 
     let first = chief_loader::migrate(&pool).await.expect("first migrate");
-    assert_eq!(first.len(), 5);
+    assert_eq!(first.len(), 6);
     assert!(first.iter().all(|m| m.applied_now), "{first:?}");
     let second = chief_loader::migrate(&pool).await.expect("second migrate");
     assert!(second.iter().all(|m| !m.applied_now), "{second:?}");

@@ -29,6 +29,7 @@ struct Fixture {
     id: String,
     config: LoaderConfig,
     s3: aws_sdk_s3::Client,
+    sqs: aws_sdk_sqs::Client,
     pool: MySqlPool,
     orders: String,
     jobresults: String,
@@ -54,6 +55,7 @@ impl Fixture {
         }
         let clients = AwsClients::new(&stack.aws).await;
         let s3 = clients.s3();
+        let sqs = clients.sqs();
         let bucket = format!("chief-loader-{id}");
         s3.create_bucket()
             .bucket(&bucket)
@@ -90,6 +92,7 @@ impl Fixture {
             id,
             config,
             s3,
+            sqs,
             pool,
             orders,
             jobresults,
@@ -98,6 +101,92 @@ impl Fixture {
 
     fn bucket(&self) -> &str {
         &self.config.loader.bucket
+    }
+
+    /// A queue that the bucket notifies of every object created under the tables'
+    /// prefixes (as deploy/aws/chief.yaml sets it up), in the loader's config.
+    async fn with_queue(&mut self) {
+        let url = self
+            .sqs
+            .create_queue()
+            .queue_name(format!("chief-loader-{}", self.id))
+            .send()
+            .await
+            .expect("CreateQueue")
+            .queue_url()
+            .expect("queue URL")
+            .to_owned();
+        let arn = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("GetQueueAttributes")
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+            .expect("QueueArn")
+            .to_owned();
+        use aws_sdk_s3::types::{
+            Event, FilterRule, FilterRuleName, NotificationConfiguration,
+            NotificationConfigurationFilter, QueueConfiguration, S3KeyFilter,
+        };
+        let mut notifications = NotificationConfiguration::builder();
+        for prefix in [ORDERS_PREFIX, JOBRESULTS_PREFIX] {
+            notifications = notifications.queue_configurations(
+                QueueConfiguration::builder()
+                    .queue_arn(&arn)
+                    .events(Event::from("s3:ObjectCreated:*"))
+                    .filter(
+                        NotificationConfigurationFilter::builder()
+                            .key(
+                                S3KeyFilter::builder()
+                                    .filter_rules(
+                                        FilterRule::builder()
+                                            .name(FilterRuleName::Prefix)
+                                            .value(format!("{prefix}/"))
+                                            .build(),
+                                    )
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build()
+                    .expect("queue configuration"),
+            );
+        }
+        self.s3
+            .put_bucket_notification_configuration()
+            .bucket(self.bucket())
+            .notification_configuration(notifications.build())
+            .send()
+            .await
+            .expect("PutBucketNotificationConfiguration");
+        self.config.loader.queue_url = Some(url);
+    }
+
+    /// Messages waiting in the queue (visible or not).
+    async fn queued_messages(&self) -> u64 {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let url = self.config.loader.queue_url.as_deref().expect("a queue");
+        let attributes = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("GetQueueAttributes");
+        let map = attributes.attributes().expect("attributes");
+        [
+            A::ApproximateNumberOfMessages,
+            A::ApproximateNumberOfMessagesNotVisible,
+        ]
+        .iter()
+        .map(|a| map.get(a).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+        .sum()
     }
 
     /// Writes an orders object as the executor does; returns its key.
@@ -172,7 +261,11 @@ impl Fixture {
             table: table.to_owned(),
             ..RunOptions::from_settings(&self.config.loader)
         };
-        chief_loader::run(&self.config, &self.s3, &options)
+        self.run_with(options).await
+    }
+
+    async fn run_with(&self, options: RunOptions) -> RunReport {
+        chief_loader::run(&self.config, &self.s3, Some(&self.sqs), &options)
             .await
             .expect("run")
     }
@@ -226,6 +319,9 @@ impl Fixture {
     }
 
     async fn cleanup(self) {
+        if let Some(url) = &self.config.loader.queue_url {
+            let _ = self.sqs.delete_queue().queue_url(url).send().await;
+        }
         for table in [&self.orders, &self.jobresults] {
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "DROP TABLE IF EXISTS `{table}`"
@@ -233,7 +329,7 @@ impl Fixture {
             .execute(&self.pool)
             .await
             .expect("drop table");
-            for bookkeeping in ["load_history", "load_rejects"] {
+            for bookkeeping in ["load_history", "load_rejects", "loader_state"] {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DELETE FROM {bookkeeping} WHERE table_name = ?"
                 )))
@@ -552,6 +648,158 @@ async fn a_file_added_later_to_a_loaded_hour_is_picked_up_within_rescan_hours() 
         fx.run("orders").await.tables[0].outcome,
         Outcome::NothingNew
     );
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_object_written_into_an_hour_loaded_two_days_ago_is_loaded_through_the_queue() {
+    let mut fx = Fixture::new().await;
+    fx.with_queue().await;
+    let h = hour(2024, 7, 3, 12, 0);
+    fx.put_orders(h, "shardId-000000000000", "100", &[order("q-1", "x")])
+        .await;
+    let first = fx.run("orders").await;
+    assert_eq!(
+        (first.tables[0].outcome, first.tables[0].files),
+        (Outcome::Loaded, 1)
+    );
+    assert!(
+        first.tables[0].full_listing,
+        "the first run lists everything"
+    );
+    // S3's s3:TestEvent (sent when the notifications were set up) and the object's event.
+    let queue = first.queue.as_ref().expect("queue report");
+    assert_eq!((queue.received, queue.deleted, queue.kept), (2, 2, 0));
+    assert_eq!(fx.queued_messages().await, 0);
+
+    // A shard stalled for two days writes into an hour 48 h before the newest loaded one:
+    // the look-back (3 h) does not reach it; the queue names it.
+    let old = fx
+        .put_orders(
+            hour(2024, 7, 1, 12, 0),
+            "shardId-000000000001",
+            "50",
+            &[order("q-0", "late"), order("q-1", "dup")],
+        )
+        .await;
+    let second = fx.run("orders").await;
+    let report = &second.tables[0];
+    assert!(
+        !report.full_listing,
+        "not a whole listing: the queue found it"
+    );
+    assert_eq!(
+        (
+            report.outcome,
+            report.files,
+            report.from_queue,
+            report.rows_inserted,
+            report.rows_duplicate
+        ),
+        (Outcome::Loaded, 1, 1, 1, 1)
+    );
+    assert!(fx.history(&fx.orders).await.iter().any(|h| h.0 == old));
+    let queue = second.queue.as_ref().expect("queue report");
+    assert_eq!((queue.received, queue.deleted, queue.kept), (1, 1, 0));
+    assert_eq!(
+        fx.queued_messages().await,
+        0,
+        "its message is gone once loaded"
+    );
+    let rows = fx.order_rows().await;
+    assert_eq!(rows.keys().cloned().collect::<Vec<_>>(), ["q-0", "q-1"]);
+    assert_eq!(rows["q-1"], order("q-1", "x").1, "the first copy stays");
+
+    // Nothing more, and the queue stays empty.
+    let third = fx.run("orders").await;
+    assert_eq!(third.tables[0].outcome, Outcome::NothingNew);
+    assert_eq!(third.queue.as_ref().map(|q| q.received), Some(0));
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn without_the_queue_the_whole_listing_loads_an_old_hours_object() {
+    let mut fx = Fixture::new().await;
+    let h = hour(2024, 7, 3, 12, 0);
+    fx.put_orders(h, "shardId-000000000000", "100", &[order("w-1", "x")])
+        .await;
+    assert_eq!(fx.run("orders").await.tables[0].files, 1);
+    let old = fx
+        .put_orders(
+            hour(2024, 7, 1, 12, 0),
+            "shardId-000000000001",
+            "50",
+            &[order("w-0", "late")],
+        )
+        .await;
+    // Within full_listing_hours of the last whole listing the look-back does not reach
+    // the object (what every run did before the queue) …
+    let second = fx.run("orders").await;
+    assert_eq!(second.tables[0].outcome, Outcome::NothingNew);
+    assert!(!second.tables[0].full_listing);
+    // … the next whole listing does: when it is due (0 h: every run), or asked for.
+    fx.config.loader.full_listing_hours = 0;
+    let third = fx.run("orders").await;
+    let report = &third.tables[0];
+    assert!(report.full_listing);
+    assert_eq!(
+        (report.outcome, report.files, report.rows_inserted),
+        (Outcome::Loaded, 1, 1)
+    );
+    assert!(fx.history(&fx.orders).await.iter().any(|h| h.0 == old));
+    fx.config.loader.full_listing_hours = 24;
+    let forced = fx
+        .run_with(RunOptions {
+            table: "orders".to_owned(),
+            full_listing: true,
+            ..RunOptions::from_settings(&fx.config.loader)
+        })
+        .await;
+    assert!(forced.tables[0].full_listing);
+    assert_eq!(forced.tables[0].outcome, Outcome::NothingNew);
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_queued_object_not_loaded_keeps_its_message_until_a_run_loads_it() {
+    let mut fx = Fixture::new().await;
+    fx.with_queue().await;
+    fx.config.loader.queue_visibility_timeout_s = 1;
+    fx.put_orders(
+        hour(2024, 8, 2, 9, 0),
+        "shardId-000000000000",
+        "1",
+        &[order("k-1", "x")],
+    )
+    .await;
+    // Another run holds the orders table's lock: this run takes the message but cannot
+    // load its object, so the message must come back.
+    let mut holder = fx.pool.acquire().await.expect("acquire").detach();
+    let lock = chief_loader::session::lock_name("chief", &fx.orders);
+    assert!(
+        chief_loader::session::try_lock(&mut holder, &lock)
+            .await
+            .expect("lock")
+    );
+    let blocked = fx.run("orders").await;
+    assert_eq!(blocked.tables[0].outcome, Outcome::Locked);
+    // S3's s3:TestEvent (nothing to load: deleted) and the object's event (kept).
+    let queue = blocked.queue.as_ref().expect("queue report");
+    assert_eq!((queue.received, queue.deleted, queue.kept), (2, 1, 1));
+    assert_eq!(fx.queued_messages().await, 1, "the message is kept");
+    chief_loader::session::unlock(&mut holder, &lock)
+        .await
+        .expect("unlock");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let next = fx.run("orders").await;
+    assert_eq!(
+        (next.tables[0].outcome, next.tables[0].files),
+        (Outcome::Loaded, 1)
+    );
+    let queue = next.queue.as_ref().expect("queue report");
+    assert_eq!((queue.received, queue.deleted, queue.kept), (1, 1, 0));
+    assert_eq!(fx.queued_messages().await, 0);
+    assert_eq!(fx.order_rows().await.len(), 1);
     fx.cleanup().await;
 }
 
