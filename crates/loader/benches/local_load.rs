@@ -170,7 +170,7 @@ async fn bench(rows: u64) {
         ..RunOptions::from_settings(&config.loader)
     };
     let started = Instant::now();
-    let report = chief_loader::run(&config, &s3, &options)
+    let report = chief_loader::run(&config, &s3, None, &options)
         .await
         .expect("run");
     let seconds = started.elapsed().as_secs_f64();
