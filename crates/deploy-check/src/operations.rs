@@ -72,6 +72,8 @@ pub enum ResourceKind {
     BucketListed,
     /// A bucket ARN, no prefix.
     Bucket,
+    /// An SQS queue ARN.
+    Queue,
     /// `*` (actions without resource-level permissions).
     Any,
 }
@@ -126,6 +128,10 @@ pub fn iam_action(op: &SdkOperation) -> Option<IamAction> {
         ("s3", "head_bucket") => ("s3:ListBucket", Bucket),
         ("s3", "create_bucket") => ("s3:CreateBucket", Bucket),
         ("cloudwatch", "put_metric_data") => ("cloudwatch:PutMetricData", Any),
+        ("sqs", "receive_message") => ("sqs:ReceiveMessage", Queue),
+        ("sqs", "delete_message") => ("sqs:DeleteMessage", Queue),
+        ("sqs", "delete_message_batch") => ("sqs:DeleteMessage", Queue),
+        ("sqs", "change_message_visibility") => ("sqs:ChangeMessageVisibility", Queue),
         _ => return None,
     };
     Some(IamAction { action, resource })

@@ -704,3 +704,75 @@ fn every_instance_ships_the_journal_of_its_programs_to_the_stacks_log_group() {
         }
     }
 }
+
+#[test]
+fn the_archive_bucket_announces_every_loader_object_to_the_loaders_queue() {
+    let t = template();
+    let loader: LoaderConfig = chief_config::load_str(
+        &config_text("chief-loader"),
+        &instance_settings(&t, "chief-loader"),
+    )
+    .unwrap_or_else(|e| panic!("chief-loader: {e}"));
+    assert_eq!(
+        loader.loader.queue_url.as_deref(),
+        Some(value_of("LoaderQueue").as_str()),
+        "the loader drains the stack's queue"
+    );
+    // One s3:ObjectCreated:* notification per table prefix, all to that queue.
+    let notified: BTreeSet<String> =
+        prop(&t, "ArchiveBucket")["NotificationConfiguration"]["QueueConfigurations"]
+            .as_array()
+            .expect("QueueConfigurations")
+            .iter()
+            .map(|q| {
+                assert_eq!(q["Event"], "s3:ObjectCreated:*", "{q}");
+                assert_eq!(
+                    q["Queue"],
+                    json!({"Fn::GetAtt": ["LoaderQueue", "Arn"]}),
+                    "{q}"
+                );
+                let rules = q["Filter"]["S3Key"]["Rules"].as_array().expect("rules");
+                assert_eq!(rules.len(), 1, "{q}");
+                assert_eq!(rules[0]["Name"], "prefix", "{q}");
+                rules[0]["Value"].as_str().expect("prefix").to_owned()
+            })
+            .collect();
+    let prefixes: BTreeSet<String> = loader
+        .loader
+        .tables
+        .values()
+        .map(|t| format!("{}/", t.prefix))
+        .collect();
+    assert_eq!(
+        notified, prefixes,
+        "notifications vs the loader's table prefixes"
+    );
+    assert_eq!(
+        resources(&t)["ArchiveBucket"]["DependsOn"],
+        "LoaderQueuePolicy",
+        "S3 checks it may send before it accepts the notifications"
+    );
+    // Only this bucket of this account may send to the queue.
+    let statements = prop(&t, "LoaderQueuePolicy")["PolicyDocument"]["Statement"]
+        .as_array()
+        .expect("statements")
+        .clone();
+    assert_eq!(statements.len(), 1);
+    let s = &statements[0];
+    assert_eq!(s["Principal"], json!({"Service": "s3.amazonaws.com"}));
+    assert_eq!(s["Action"], "sqs:SendMessage");
+    assert_eq!(
+        s["Condition"]["ArnLike"]["aws:SourceArn"],
+        prop(&t, "ArchiveBucket")["BucketName"]
+            .get("Fn::Sub")
+            .map(|name| json!({"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{}", name.as_str().unwrap_or_default())}))
+            .expect("bucket name")
+    );
+    // A message stays hidden at least as long as the loader says a run takes.
+    let queue = prop(&t, "LoaderQueue");
+    assert!(
+        queue["VisibilityTimeout"].as_u64().unwrap_or_default()
+            >= u64::from(loader.loader.queue_visibility_timeout_s)
+    );
+    assert_eq!(queue["SqsManagedSseEnabled"], true);
+}

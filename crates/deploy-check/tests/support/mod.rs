@@ -140,6 +140,8 @@ pub struct Uses {
     pub listed: Vec<(String, String)>,
     /// The CloudWatch namespace of its metrics (`[metrics] cloudwatch`), if set.
     pub metrics_namespace: Option<String>,
+    /// ARNs of the SQS queues it reads.
+    pub queues: Vec<String>,
 }
 
 const REGION: &str = "eu-west-1";
@@ -194,6 +196,11 @@ pub fn uses(template: &Value, binary: &str) -> Uses {
                 .unwrap_or_else(|e| panic!("{binary} with its instance settings: {e}"));
             uses.metrics_namespace = config.metrics.cloudwatch.map(|c| c.namespace);
             let l = &config.loader;
+            // The stack's queue (its URL is what `Ref` gives; the policy names its ARN).
+            if let Some(url) = &l.queue_url {
+                assert_eq!(*url, value_of("LoaderQueue"), "{binary}: queue_url");
+                uses.queues.push(value_of("LoaderQueue.Arn"));
+            }
             for table in l.tables.values() {
                 uses.listed
                     .push((l.bucket.clone(), format!("{}/", table.prefix)));
@@ -302,6 +309,7 @@ pub fn requests(op: &SdkOperation, uses: &Uses) -> Vec<Request> {
             .iter()
             .map(|(b, _)| Request::new(a, bucket_arn(b)))
             .collect(),
+        Queue => uses.queues.iter().map(|q| Request::new(a, q)).collect(),
         // PutMetricData has no resource: the policy limits it to the binary's namespace.
         Any if a == "cloudwatch:PutMetricData" => uses
             .metrics_namespace
@@ -328,6 +336,11 @@ pub fn neighbours(r: &Request) -> Vec<Request> {
         out.push(Request::new(
             &r.action,
             r.resource.replace(REGION, "us-east-1"),
+        ));
+    } else if r.action.starts_with("sqs:") {
+        out.push(Request::new(
+            &r.action,
+            format!("{}-someone-elses", r.resource),
         ));
     } else if let Some(path) = r.resource.strip_prefix("arn:aws:s3:::") {
         match path.split_once('/') {
