@@ -749,6 +749,21 @@ impl TableRun<'_> {
         ));
     }
 
+    /// One load in Aurora mode: the MANIFEST, then `BEGIN; LOAD DATA FROM S3 MANIFEST …;`
+    /// the warnings check, the `load_history` rows, `COMMIT`.
+    ///
+    /// In a transaction: the Aurora MySQL user guide's page on the statement
+    /// (<https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/AuroraMySQL.Integrating.LoadFromS3.html>)
+    /// documents it as `LOAD DATA INFILE`'s syntax with an S3 source and names no
+    /// restriction to autocommit, and MySQL's "Statements That Cause an Implicit Commit"
+    /// (<https://dev.mysql.com/doc/refman/8.0/en/implicit-commit.html>) says `LOAD DATA`
+    /// causes one only for NDB tables; ours are InnoDB, so the rows and their history
+    /// commit or roll back together. Not verified on a real cluster here. Should Aurora
+    /// ever commit the statement by itself, the order still keeps history and data from
+    /// disagreeing harmfully: the history rows are written after the data, so the worst
+    /// case is data without history, which the next run loads again under `IGNORE`
+    /// (nothing changes). `chief-aurora-standin` runs the statement in the caller's
+    /// transaction, as documented.
     async fn load_aurora(
         &mut self,
         index: usize,

@@ -1335,3 +1335,246 @@ async fn each_run_publishes_its_result_to_cloudwatch_when_on() {
     assert_eq!(cloudwatch_sum(&namespace, "LoaderFailures").await, 1.0);
     fx.cleanup().await;
 }
+
+/// `chief-aurora-standin` in front of the local MariaDB, on a free port: the loader's
+/// `--mode aurora` talks to it as to Aurora. Killed on drop.
+struct AuroraStandin {
+    child: std::process::Child,
+    log: PathBuf,
+    url: String,
+}
+
+impl AuroraStandin {
+    fn start(fx: &Fixture, delete_before_load: Option<&str>) -> Self {
+        let stack = LocalStack::require();
+        let binary = PathBuf::from(env!("CARGO_BIN_EXE_chief-loader"))
+            .with_file_name("chief-aurora-standin");
+        assert!(
+            binary.exists(),
+            "{} is missing: build the workspace first (`cargo build --workspace --bins`; `make test` does)",
+            binary.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let (head, tail) = stack.database.url.split_once('@').expect("user@host");
+        let (upstream, database) = tail.split_once('/').expect("host/database");
+        let log = std::env::temp_dir().join(format!("chief-aurora-standin-{}.log", fx.id));
+        let mut command = std::process::Command::new(binary);
+        command
+            .current_dir(workspace_root())
+            .args(["--config", "config/local.toml", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--upstream", upstream, "--import-dir"])
+            .arg(&fx.config.database.import_dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        if let Some(fault) = delete_before_load {
+            command.args(["--delete-before-load", fault]);
+        }
+        let child = command.spawn().expect("spawn chief-aurora-standin");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the stand-in did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self {
+            child,
+            log,
+            url: format!("{head}@127.0.0.1:{port}/{database}"),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AuroraStandin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// `chief-loader run --mode aurora --table orders` against `standin`: status and report.
+fn run_aurora(fx: &Fixture, standin: &AuroraStandin) -> (Option<i32>, serde_json::Value, String) {
+    let output = fx
+        .command()
+        .env("CHIEF__DATABASE__URL", &standin.url)
+        .args(["run", "--mode", "aurora", "--table", "orders"])
+        .output()
+        .expect("run chief-loader");
+    let out = stdout(&output);
+    let report = out
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .unwrap_or_default();
+    (
+        output.status.code(),
+        report,
+        format!("{out}{}", stderr(&output)),
+    )
+}
+
+#[tokio::test]
+async fn aurora_mode_runs_end_to_end_manifest_statement_history_and_duplicates() {
+    let fx = Fixture::new().await;
+    let h = hour(2024, 9, 1, 8, 0);
+    let a = fx
+        .put_orders(
+            h,
+            "shardId-000000000000",
+            "10",
+            &[order("au-1", "x"), order("au-2", "x")],
+        )
+        .await;
+    let b = fx
+        .put_orders(
+            h,
+            "shardId-000000000001",
+            "20",
+            &[order("au-2", "dup"), order("au-3", "x")],
+        )
+        .await;
+    let standin = AuroraStandin::start(&fx, None);
+    let (status, report, text) = run_aurora(&fx, &standin);
+    assert_eq!(status, Some(0), "{text}");
+    let t = &report["tables"][0];
+    assert_eq!(
+        (
+            t["files"].as_u64(),
+            t["rows_read"].as_u64(),
+            t["rows_inserted"].as_u64(),
+            t["rows_duplicate"].as_u64()
+        ),
+        (Some(2), Some(4), Some(3), Some(1)),
+        "{text}"
+    );
+    // The statement went through the stand-in, from the MANIFEST the loader wrote.
+    assert!(
+        standin
+            .log()
+            .contains("LOAD DATA FROM S3 run as LOAD DATA INFILE"),
+        "{}",
+        standin.log()
+    );
+    let manifests = fx
+        .s3
+        .list_objects_v2()
+        .bucket(fx.bucket())
+        .prefix(format!("chief-loader/manifests/{}/", fx.orders))
+        .send()
+        .await
+        .expect("list manifests");
+    let keys: Vec<&str> = manifests
+        .contents()
+        .iter()
+        .filter_map(|o| o.key())
+        .collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let manifest = fx
+        .s3
+        .get_object()
+        .bucket(fx.bucket())
+        .key(keys[0])
+        .send()
+        .await
+        .expect("manifest")
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .to_vec();
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).expect("JSON");
+    let urls: Vec<(&str, bool)> = manifest["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            (
+                e["url"].as_str().unwrap_or_default(),
+                e["mandatory"] == true,
+            )
+        })
+        .collect();
+    let (url_a, url_b) = (
+        format!("s3://{}/{a}", fx.bucket()),
+        format!("s3://{}/{b}", fx.bucket()),
+    );
+    assert_eq!(urls, vec![(url_a.as_str(), true), (url_b.as_str(), true)]);
+    // Exactly the unique ids, the first copy of each, and both objects in history.
+    let rows = fx.order_rows().await;
+    assert_eq!(
+        rows.keys().cloned().collect::<Vec<_>>(),
+        ["au-1", "au-2", "au-3"]
+    );
+    assert_eq!(rows["au-2"], order("au-2", "x").1);
+    let history: Vec<String> = fx
+        .history(&fx.orders)
+        .await
+        .into_iter()
+        .map(|h| h.0)
+        .collect();
+    assert_eq!(history, vec![a.clone(), b.clone()]);
+    // Nothing new next time; a later file's duplicates are ignored and counted.
+    let (status, report, text) = run_aurora(&fx, &standin);
+    assert_eq!(
+        (status, report["tables"][0]["outcome"].as_str()),
+        (Some(0), Some("nothing_new")),
+        "{text}"
+    );
+    fx.put_orders(
+        h,
+        "shardId-000000000002",
+        "30",
+        &[order("au-1", "again"), order("au-4", "x")],
+    )
+    .await;
+    let (status, report, text) = run_aurora(&fx, &standin);
+    assert_eq!(status, Some(0), "{text}");
+    let t = &report["tables"][0];
+    assert_eq!(
+        (t["rows_inserted"].as_u64(), t["rows_duplicate"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(fx.order_rows().await.len(), 4);
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn aurora_mode_a_missing_mandatory_object_fails_the_load_and_records_nothing() {
+    let fx = Fixture::new().await;
+    let h = hour(2024, 9, 2, 8, 0);
+    fx.put_orders(h, "shardId-000000000000", "10", &[order("am-1", "x")])
+        .await;
+    let victim = fx
+        .put_orders(h, "shardId-000000000001", "20", &[order("am-2", "x")])
+        .await;
+    // The second object disappears between the loader's listing and Aurora's read.
+    let standin = AuroraStandin::start(&fx, Some("shardId-000000000001"));
+    let (status, _, text) = run_aurora(&fx, &standin);
+    assert_eq!(status, Some(1), "{text}");
+    assert!(text.contains("is mandatory and does not exist"), "{text}");
+    // The fault happened: the object is gone from S3.
+    assert!(
+        fx.s3
+            .head_object()
+            .bucket(fx.bucket())
+            .key(&victim)
+            .send()
+            .await
+            .is_err(),
+        "the object was deleted before the load"
+    );
+    // The whole load failed: no row, no history (the first object is not recorded either).
+    assert!(fx.order_rows().await.is_empty());
+    assert!(fx.history(&fx.orders).await.is_empty());
+    fx.cleanup().await;
+}
