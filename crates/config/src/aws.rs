@@ -30,6 +30,14 @@ pub struct AwsConfig {
     /// Fixed credentials, meant for local emulators only. Default: none, which means the
     /// default chain (environment, profile, web identity, ECS, EC2 instance role).
     pub static_credentials: Option<StaticCredentials>,
+    /// A role every client of the process assumes (STS `AssumeRole`, renewed before it
+    /// expires) with the credentials above as the base: on an instance running several
+    /// binaries, each binary gets only its own role's permissions while the instance role
+    /// may do nothing but assume them. Default: none (the base credentials are used).
+    pub role_arn: Option<String>,
+    /// The session name the role is assumed under (CloudTrail shows it). Default
+    /// `chief-<binary>`.
+    pub role_session_name: Option<String>,
     /// Attempts per SDK call for transport errors and throttling (standard retry mode),
     /// including the first. Default 3. Partial failures are retried by chief itself.
     pub max_attempts: u32,
@@ -49,6 +57,8 @@ pub struct AwsConfig {
     pub cloudwatch: ServiceConfig,
     /// SQS endpoint override (the loader's queue of S3 notifications).
     pub sqs: ServiceConfig,
+    /// STS endpoint override (assuming `role_arn`).
+    pub sts: ServiceConfig,
 }
 
 impl Default for AwsConfig {
@@ -57,6 +67,8 @@ impl Default for AwsConfig {
             region: "us-east-1".to_owned(),
             profile: None,
             static_credentials: None,
+            role_arn: None,
+            role_session_name: None,
             max_attempts: 3,
             initial_backoff_ms: 100,
             connect_timeout_ms: 3_100,
@@ -66,6 +78,7 @@ impl Default for AwsConfig {
             s3: S3Config::default(),
             cloudwatch: ServiceConfig::default(),
             sqs: ServiceConfig::default(),
+            sts: ServiceConfig::default(),
         }
     }
 }
@@ -96,6 +109,24 @@ pub struct S3Config {
     pub endpoint: Option<String>,
     /// Path-style addressing (`http://host/bucket/key`), needed by emulators. Default false.
     pub force_path_style: bool,
+}
+
+/// `chief-<binary>` (the executable's name), as STS accepts session names.
+fn default_session_name() -> String {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "chief".to_owned());
+    let name: String = binary
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(*c))
+        .take(58)
+        .collect();
+    if name.starts_with("chief") {
+        name
+    } else {
+        format!("chief-{name}")
+    }
 }
 
 /// The SDK clients of one process, built from one [`SdkConfig`].
@@ -133,8 +164,30 @@ impl AwsClients {
                 "chief-static-config",
             ));
         }
+        let mut sdk = loader.load().await;
+        if let Some(role) = &config.role_arn {
+            let session = config
+                .role_session_name
+                .clone()
+                .unwrap_or_else(default_session_name);
+            let mut base = sdk.clone();
+            if let Some(url) = &config.sts.endpoint {
+                base = base.into_builder().endpoint_url(url).build();
+            }
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+                .session_name(session)
+                .configure(&base)
+                .build()
+                .await;
+            sdk = sdk
+                .into_builder()
+                .credentials_provider(
+                    aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+                )
+                .build();
+        }
         Self {
-            sdk: loader.load().await,
+            sdk,
             config: config.clone(),
         }
     }

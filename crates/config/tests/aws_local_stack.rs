@@ -216,3 +216,63 @@ async fn s3_put_list_and_get_an_object() {
         .await
         .expect("DeleteBucket");
 }
+
+/// Who the clients of `aws` act as (STS GetCallerIdentity with their credentials).
+async fn caller(aws: &chief_config::aws::AwsConfig) -> String {
+    let clients = AwsClients::new(aws).await;
+    let mut config = aws_sdk_sts::config::Builder::from(clients.sdk_config());
+    if let Some(url) = &aws.sts.endpoint {
+        config = config.endpoint_url(url);
+    }
+    aws_sdk_sts::Client::from_conf(config.build())
+        .get_caller_identity()
+        .send()
+        .await
+        .expect("GetCallerIdentity")
+        .arn()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn role_arn_makes_every_client_act_as_the_assumed_role() {
+    let mut aws = LocalStack::require().aws;
+    assert!(
+        aws.sts.endpoint.is_some(),
+        "config/local.toml has no [aws.sts] endpoint"
+    );
+    let base = caller(&aws).await;
+    assert!(
+        !base.contains(":assumed-role/"),
+        "the base credentials: {base}"
+    );
+    let role = unique("chief-order-es-s3");
+    aws.role_arn = Some(format!("arn:aws:iam::123456789012:role/{role}"));
+    aws.role_session_name = Some("chief-test-session".to_owned());
+    let assumed = caller(&aws).await;
+    assert_eq!(
+        assumed,
+        format!("arn:aws:sts::123456789012:assumed-role/{role}/chief-test-session")
+    );
+    // The service clients sign with the role's temporary credentials too.
+    let clients = AwsClients::new(&aws).await;
+    use aws_credential_types::provider::ProvideCredentials;
+    let credentials = clients
+        .sdk_config()
+        .credentials_provider()
+        .expect("a provider")
+        .provide_credentials()
+        .await
+        .expect("assumed credentials");
+    assert!(
+        credentials.session_token().is_some(),
+        "temporary credentials"
+    );
+    assert_ne!(credentials.access_key_id(), "chief-local");
+    clients
+        .s3()
+        .list_buckets()
+        .send()
+        .await
+        .expect("S3 as the role");
+}
