@@ -145,7 +145,7 @@ pub fn sdk_internal(op: &SdkOperation) -> Option<&'static str> {
             "S3 Express One Zone sessions, used only for directory buckets (chief's bucket is a general purpose bucket)",
         ),
         ("sts", "assume_role") => Some(
-            "credential provider of profiles with role_arn; on EC2 the instance profile's credentials come from IMDS",
+            "credential provider of [aws] role_arn (the executors assume their own role with the instance role's credentials: granted to the instance role by assume-executor-roles.json, never needed by the assumed role) and of profiles with role_arn",
         ),
         ("sts", "assume_role_with_web_identity") => Some(
             "credential provider of web identity tokens (EKS); on EC2 the instance profile's credentials come from IMDS",

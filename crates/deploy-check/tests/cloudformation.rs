@@ -71,14 +71,12 @@ fn roles_carry_exactly_the_documents_of_deploy_aws_iam() {
         ("ProducerRole", vec!["chief-producer", "bootstrap-producer"]),
         (
             "ConsumerRole",
-            vec![
-                "chief-order-factory-s3",
-                "chief-order-es-s3",
-                "chief-jobresult-es",
-                "chief-jobresult-notify-s3",
-                "bootstrap-consumer",
-            ],
+            vec!["assume-executor-roles", "bootstrap-consumer"],
         ),
+        ("OrderFactoryS3Role", vec!["chief-order-factory-s3"]),
+        ("OrderEsS3Role", vec!["chief-order-es-s3"]),
+        ("JobResultEsRole", vec!["chief-jobresult-es"]),
+        ("JobResultNotifyS3Role", vec!["chief-jobresult-notify-s3"]),
         ("LoaderRole", vec!["chief-loader", "bootstrap-loader"]),
         ("AuroraS3Role", vec!["aurora-load-from-s3"]),
     ]);
@@ -121,14 +119,17 @@ fn roles_carry_exactly_the_documents_of_deploy_aws_iam() {
     // Who may assume them; no managed policy but Session Manager's.
     let roles = resources_of(&t, "AWS::IAM::Role");
     for (id, props) in roles {
-        let service = if id == "AuroraS3Role" {
-            "rds.amazonaws.com"
-        } else {
-            "ec2.amazonaws.com"
+        let principal = match id {
+            "AuroraS3Role" => json!({"Service": "rds.amazonaws.com"}),
+            // An executor's role: only the executors' instance role may assume it.
+            id if executor_role(id).is_some() => {
+                json!({"AWS": {"Fn::GetAtt": ["ConsumerRole", "Arn"]}})
+            }
+            _ => json!({"Service": "ec2.amazonaws.com"}),
         };
         let trust = &props["AssumeRolePolicyDocument"]["Statement"];
         assert_eq!(trust.as_array().map(Vec::len), Some(1), "{id} trust policy");
-        assert_eq!(trust[0]["Principal"], json!({"Service": service}), "{id}");
+        assert_eq!(trust[0]["Principal"], principal, "{id}");
         assert_eq!(trust[0]["Action"], "sts:AssumeRole", "{id}");
         let managed = &props["ManagedPolicyArns"];
         if !managed.is_null() {
@@ -775,4 +776,109 @@ fn the_archive_bucket_announces_every_loader_object_to_the_loaders_queue() {
             >= u64::from(loader.loader.queue_visibility_timeout_s)
     );
     assert_eq!(queue["SqsManagedSseEnabled"], true);
+}
+
+/// The executor whose own role `id` is, if it is one.
+fn executor_role(id: &str) -> Option<&'static str> {
+    match id {
+        "OrderFactoryS3Role" => Some("chief-order-factory-s3"),
+        "OrderEsS3Role" => Some("chief-order-es-s3"),
+        "JobResultEsRole" => Some("chief-jobresult-es"),
+        "JobResultNotifyS3Role" => Some("chief-jobresult-notify-s3"),
+        _ => None,
+    }
+}
+
+#[test]
+fn each_executor_process_assumes_its_own_role_and_the_instance_role_nothing_else() {
+    let t = template();
+    let roles = resources_of(&t, "AWS::IAM::Role");
+    let mut assumable = BTreeSet::new();
+    for (id, props) in &roles {
+        let Some(binary) = executor_role(id) else {
+            continue;
+        };
+        // The role's name is what the instance role may assume.
+        let name = props["RoleName"]["Fn::Sub"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{id} has no RoleName"));
+        assert_eq!(name, format!("${{AWS::StackName}}-{binary}"), "{id}");
+        assumable.insert(format!("arn:aws:iam::111122223333:role/{}", fill(name)));
+        // The process assumes exactly this role: its drop-in sets its ARN.
+        let settings = instance_settings(&t, binary);
+        let role_arn: Vec<&String> = settings
+            .iter()
+            .filter(|(k, _)| k == "CHIEF__AWS__ROLE_ARN")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(
+            role_arn,
+            vec![&value_of(&format!("{id}.Arn"))],
+            "{binary} must assume {id}"
+        );
+        let config: ExecutorConfig =
+            chief_config::load_str(&config_text(binary), &settings).expect("config");
+        assert_eq!(
+            config.aws.role_arn.as_deref(),
+            Some(value_of(&format!("{id}.Arn")).as_str())
+        );
+    }
+    assert_eq!(assumable.len(), 4, "one role per executor");
+    // The instance role may assume those four roles and nothing else of IAM or STS; its
+    // other statements are the bootstrap's (release, search secret, logs).
+    let instance = policy("assume-executor-roles");
+    assert_eq!(
+        instance.allowed_actions(),
+        BTreeSet::from(["sts:AssumeRole".to_owned()])
+    );
+    for arn in &assumable {
+        assert!(
+            instance.allows(&policy::Request::new("sts:AssumeRole", arn)),
+            "{arn}"
+        );
+    }
+    for other in [
+        "arn:aws:iam::111122223333:role/chief-test-chief-loader",
+        "arn:aws:iam::111122223333:role/chief-test-ProducerRole",
+        "arn:aws:iam::111122223333:role/someone-else",
+    ] {
+        assert!(
+            !instance.allows(&policy::Request::new("sts:AssumeRole", other)),
+            "{other}"
+        );
+    }
+    // No executor action is left on the instance role.
+    let bootstrap = policy("bootstrap-consumer");
+    for binary in [
+        "chief-order-factory-s3",
+        "chief-order-es-s3",
+        "chief-jobresult-es",
+        "chief-jobresult-notify-s3",
+    ] {
+        let own = policy(binary).allowed_actions();
+        let shared: BTreeSet<String> = bootstrap
+            .allowed_actions()
+            .intersection(&own)
+            .cloned()
+            .collect();
+        assert!(
+            shared.is_empty(),
+            "bootstrap-consumer grants {shared:?}, which only {binary} should have"
+        );
+    }
+    // The executors' instances start once the roles exist.
+    let depends = &resources(&t)["ConsumerGroup"]["DependsOn"];
+    for id in [
+        "OrderFactoryS3Role",
+        "OrderEsS3Role",
+        "JobResultEsRole",
+        "JobResultNotifyS3Role",
+    ] {
+        assert!(
+            depends
+                .as_array()
+                .is_some_and(|d| d.iter().any(|x| x == id)),
+            "ConsumerGroup does not wait for {id}"
+        );
+    }
 }
