@@ -53,6 +53,7 @@ mod document;
 mod faults;
 mod rest;
 mod server;
+pub mod sigv4;
 mod standin;
 mod wire;
 

@@ -27,6 +27,11 @@ struct Args {
     /// cluster with security on. Default: no authentication.
     #[arg(long, env = "CHIEF_ES_STANDIN_BASIC_AUTH")]
     basic_auth: Option<String>,
+    /// `ACCESS_KEY_ID:SECRET`: require every request to be signed with AWS SigV4 for
+    /// service `es` with this key (403 with AWS's message otherwise), as Amazon OpenSearch
+    /// Service with IAM authentication. Default: no signature required.
+    #[arg(long, env = "CHIEF_ES_STANDIN_AWS_SIGV4")]
+    aws_sigv4: Option<String>,
     /// Log filter (`RUST_LOG` wins when set); `debug` logs every request.
     #[arg(long, default_value = "info")]
     log_filter: String,
@@ -66,9 +71,23 @@ async fn main() -> anyhow::Result<()> {
             Some((user.to_owned(), password.to_owned()))
         }
     };
+    let sigv4 = match &args.aws_sigv4 {
+        None => None,
+        Some(pair) => {
+            let (id, secret) = pair
+                .split_once(':')
+                .context("--aws-sigv4 is ACCESS_KEY_ID:SECRET")?;
+            Some(chief_es_standin::sigv4::SigV4Key {
+                access_key_id: id.to_owned(),
+                secret_access_key: secret.to_owned(),
+                service: "es".to_owned(),
+            })
+        }
+    };
     let standin = Standin::new(StandinConfig {
         max_body_bytes: args.max_body_bytes,
         basic_auth,
+        sigv4,
     });
     serve(listener, standin, shutdown).await;
     tracing::info!("stopped");

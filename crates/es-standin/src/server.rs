@@ -111,15 +111,18 @@ async fn handle(standin: &Standin, request: Request<Incoming>) -> Response<Full<
         )
     } else {
         match read_body(standin, &parts.headers, body).await {
-            Ok(body) => rest::route(
-                standin,
-                RestRequest {
-                    method: &parts.method,
-                    path: parts.uri.path(),
-                    query: parts.uri.query(),
-                    body,
-                },
-            ),
+            Ok(body) => match signature_refused(standin, &parts, &body) {
+                Some(reply) => reply,
+                None => rest::route(
+                    standin,
+                    RestRequest {
+                        method: &parts.method,
+                        path: parts.uri.path(),
+                        query: parts.uri.query(),
+                        body,
+                    },
+                ),
+            },
             Err(reply) => reply,
         }
     };
@@ -134,6 +137,39 @@ async fn handle(standin: &Standin, request: Request<Incoming>) -> Response<Full<
         "request"
     );
     response(reply, head)
+}
+
+/// With `--aws-sigv4`: the 403 a request without a valid signature gets, as Amazon
+/// OpenSearch Service answers it (`{"message": …}`).
+fn signature_refused(
+    standin: &Standin,
+    parts: &hyper::http::request::Parts,
+    body: &Bytes,
+) -> Option<Reply> {
+    let key = standin.config().sigv4.as_ref()?;
+    let host = parts
+        .headers
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let url = format!(
+        "http://{host}{}",
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let headers = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let received = crate::sigv4::Received {
+        method: parts.method.as_str(),
+        url: &url,
+        headers,
+        body,
+    };
+    let refused = crate::sigv4::verify(&received, key, Some(std::time::SystemTime::now())).err()?;
+    tracing::info!(path = parts.uri.path(), reason = %refused, "SigV4 signature refused");
+    Some(Reply::json(403, &serde_json::json!({"message": refused})))
 }
 
 async fn read_body(

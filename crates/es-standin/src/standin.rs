@@ -29,6 +29,10 @@ pub struct StandinConfig {
     /// Elasticsearch's 401 `security_exception` (as a cluster with security on). Default:
     /// none (no authentication, as the local stack runs it).
     pub basic_auth: Option<(String, String)>,
+    /// Every request must be signed with AWS SigV4 with this key, as Amazon OpenSearch
+    /// Service with IAM authentication requires; else 403 with AWS's message. Default:
+    /// none.
+    pub sigv4: Option<crate::sigv4::SigV4Key>,
 }
 
 impl Default for StandinConfig {
@@ -36,6 +40,7 @@ impl Default for StandinConfig {
         Self {
             max_body_bytes: 100 * 1024 * 1024,
             basic_auth: None,
+            sigv4: None,
         }
     }
 }

@@ -561,3 +561,81 @@ async fn the_mapping_and_the_record_contract_agree_at_the_boundaries() {
     assert_eq!(status, 200);
     assert!(body.contains(&format!("\"quantity\":{q}")), "{body}");
 }
+
+/// The sink signing with AWS SigV4 (`[elasticsearch] aws_sigv4_service = "es"`).
+fn signed(es: &RunningStandin, index: &str, secret: &str) -> ElasticsearchIndex {
+    let credentials = aws_credential_types::provider::SharedCredentialsProvider::new(
+        aws_credential_types::Credentials::new("AKIACHIEFTEST", secret, None, None, "test"),
+    );
+    ElasticsearchIndex::new(&config(es, index), orders_mapping())
+        .expect("client")
+        .signed_with(chief_pipeline::search::AwsSigner::new(
+            credentials,
+            "eu-west-1",
+            "es",
+        ))
+}
+
+#[tokio::test]
+async fn sigv4_signed_requests_pass_and_a_wrong_secret_gets_403_with_awss_message() {
+    let es = RunningStandin::start(
+        "127.0.0.1:0",
+        Standin::new(chief_es_standin::StandinConfig {
+            sigv4: Some(chief_es_standin::sigv4::SigV4Key {
+                access_key_id: "AKIACHIEFTEST".into(),
+                secret_access_key: "the-right-secret".into(),
+                service: "es".into(),
+            }),
+            ..chief_es_standin::StandinConfig::default()
+        }),
+    )
+    .await
+    .expect("start the stand-in");
+    // Signed with the right secret: the index is created and documents indexed.
+    let right = signed(&es, "signed", "the-right-secret");
+    assert!(right.ensure_index().await.expect("create, signed"));
+    let results = right
+        .bulk_index(&[Document {
+            id: chief_pipeline::model::OrderId::new("o-1".to_owned()).expect("id"),
+            source: Bytes::from_static(br#"{"orderid":"o-1","timestamp":"2024-01-01T00:00:00Z"}"#),
+        }])
+        .await
+        .expect("bulk, signed");
+    assert_eq!(results, vec![ItemResult::Indexed { status: 201 }]);
+    // A wrong secret, and no signature at all: 403 with AWS's words, not retryable.
+    for (what, index) in [
+        ("a wrong secret", signed(&es, "signed", "a-wrong-secret")),
+        (
+            "no signature",
+            ElasticsearchIndex::new(&config(&es, "signed"), orders_mapping()).expect("client"),
+        ),
+    ] {
+        let err = index.ensure_index().await.expect_err(what);
+        assert!(
+            matches!(err, SearchError::Status { status: 403, .. }) && !err.is_retryable(),
+            "{what}: {err}"
+        );
+        assert!(
+            err.to_string().contains("refused these credentials"),
+            "{what}: {err}"
+        );
+        // A request with a body carries AWS's reason.
+        let err = index
+            .bulk_index(&[Document {
+                id: chief_pipeline::model::OrderId::new("o-2".to_owned()).expect("id"),
+                source: Bytes::from_static(br#"{"orderid":"o-2"}"#),
+            }])
+            .await
+            .expect_err(what);
+        let text = err.to_string();
+        assert!(
+            matches!(err, SearchError::Status { status: 403, .. }),
+            "{what}: {text}"
+        );
+        assert!(
+            text.contains("The request signature we calculated does not match")
+                || text.contains("Missing Authentication Token"),
+            "{what}: {text}"
+        );
+    }
+}

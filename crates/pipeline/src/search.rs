@@ -12,17 +12,20 @@
 //! print.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::future::Future;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use aws_credential_types::provider::SharedCredentialsProvider;
 use bytes::Bytes;
 use chief_config::retry::RetryPolicy;
+use elasticsearch::Elasticsearch;
 use elasticsearch::auth::Credentials;
+use elasticsearch::http::Method;
 use elasticsearch::http::Url;
+use elasticsearch::http::headers::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
-use elasticsearch::indices::{IndicesCreateParts, IndicesExistsParts};
-use elasticsearch::{BulkParts, Elasticsearch};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -46,6 +49,12 @@ pub struct SearchConfig {
     /// API key, base64 of `id:key` as Elasticsearch hands it out
     /// (`CHIEF__ELASTICSEARCH__API_KEY`); wins over basic auth. Default none.
     pub api_key: Option<Secret>,
+    /// Amazon OpenSearch Service with IAM authentication: every request is signed with
+    /// AWS Signature Version 4 for this service name (`es`), with the process's AWS
+    /// credentials (the `[aws]` section: instance role, `role_arn`) and region. Excludes
+    /// basic auth and API keys. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_sigv4_service: Option<String>,
     /// Timeout of one request, in milliseconds. Default 30,000.
     pub timeout_ms: u64,
     /// Back-off between attempts of failed items. Default: 100 ms doubling to 5 s,
@@ -77,6 +86,7 @@ impl Default for SearchConfig {
             username: None,
             password: None,
             api_key: None,
+            aws_sigv4_service: None,
             timeout_ms: 30_000,
             retry: RetryPolicy {
                 deadline_ms: 300_000,
@@ -102,6 +112,17 @@ impl SearchConfig {
         }
         if self.username.is_some() != self.password.is_some() {
             return Err("elasticsearch.username and password go together".into());
+        }
+        if self.aws_sigv4_service.is_some() && (self.password.is_some() || self.api_key.is_some()) {
+            return Err(
+                "elasticsearch.aws_sigv4_service signs requests with AWS credentials: leave out username, password and api_key".into(),
+            );
+        }
+        if self.aws_sigv4_service.as_deref().is_some_and(str::is_empty) {
+            return Err(
+                "elasticsearch.aws_sigv4_service is empty (`es` for Amazon OpenSearch Service)"
+                    .into(),
+            );
         }
         if self.max_documents == 0 || self.max_bytes == 0 || self.max_age_ms == 0 {
             return Err(
@@ -173,6 +194,16 @@ pub enum SearchError {
         #[source]
         source: elasticsearch::Error,
     },
+    /// A request could not be signed (no AWS credentials, a bad URL).
+    #[error("{operation} on index `{index}`: cannot sign the request: {reason}")]
+    Signing {
+        /// `_bulk`, `exists` or `create`.
+        operation: &'static str,
+        /// The index.
+        index: String,
+        /// Why.
+        reason: String,
+    },
     /// The cluster answered the request as a whole with an error status.
     #[error("{operation} on index `{index}` failed with HTTP {status}: {body}")]
     Status {
@@ -216,7 +247,10 @@ impl SearchError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SearchError::Setup { .. } | SearchError::Protocol { .. } => false,
-            SearchError::Transport { .. } | SearchError::GaveUp { .. } => true,
+            // Credentials come and go (an expired role session is renewed).
+            SearchError::Transport { .. }
+            | SearchError::GaveUp { .. }
+            | SearchError::Signing { .. } => true,
             SearchError::Status { status, .. } => is_retryable_status(*status),
         }
     }
@@ -380,10 +414,93 @@ pub async fn index_batch<I: SearchIndex>(
     Ok(outcome)
 }
 
-/// An index in an Elasticsearch (or OpenSearch, with basic auth) cluster.
+/// Signs requests with AWS Signature Version 4 (Amazon OpenSearch Service with IAM
+/// authentication): the credentials of the process's provider chain, a region and a
+/// service name (`es`). The canonical request covers the method, the URL, `host`,
+/// `x-amz-date`, `x-amz-content-sha256` (the body's SHA-256) and, for temporary
+/// credentials, `x-amz-security-token`.
+#[derive(Clone)]
+pub struct AwsSigner {
+    credentials: SharedCredentialsProvider,
+    region: String,
+    service: String,
+}
+
+impl fmt::Debug for AwsSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsSigner")
+            .field("region", &self.region)
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AwsSigner {
+    /// A signer with `credentials` for `service` in `region`.
+    pub fn new(
+        credentials: SharedCredentialsProvider,
+        region: impl Into<String>,
+        service: impl Into<String>,
+    ) -> Self {
+        Self {
+            credentials,
+            region: region.into(),
+            service: service.into(),
+        }
+    }
+
+    /// The headers that sign `method url` with `body`, at `time`.
+    ///
+    /// # Errors
+    /// No credentials, or a request the signer cannot canonicalize.
+    pub async fn headers(
+        &self,
+        method: &str,
+        url: &str,
+        body: &[u8],
+        time: SystemTime,
+    ) -> Result<Vec<(String, String)>, String> {
+        use aws_credential_types::provider::ProvideCredentials;
+        use aws_sigv4::http_request::{
+            PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
+        };
+        let credentials = self
+            .credentials
+            .provide_credentials()
+            .await
+            .map_err(|e| format!("no AWS credentials to sign with: {e}"))?;
+        let identity = credentials.into();
+        let mut settings = SigningSettings::default();
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name(&self.service)
+            .time(time)
+            .settings(settings)
+            .build()
+            .map_err(|e| format!("signing parameters: {e}"))?
+            .into();
+        let signable =
+            SignableRequest::new(method, url, std::iter::empty(), SignableBody::Bytes(body))
+                .map_err(|e| format!("signing {method} {url}: {e}"))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| format!("signing {method} {url}: {e}"))?
+            .into_parts();
+        Ok(instructions
+            .headers()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect())
+    }
+}
+
+/// An index in an Elasticsearch or OpenSearch cluster: basic auth, an API key, or AWS
+/// SigV4 ([`AwsSigner`], Amazon OpenSearch Service with IAM).
 #[derive(Debug, Clone)]
 pub struct ElasticsearchIndex {
     client: Elasticsearch,
+    base: Url,
+    signer: Option<AwsSigner>,
     index: String,
     mapping: Value,
 }
@@ -400,7 +517,7 @@ impl ElasticsearchIndex {
             reason,
         };
         let url = Url::parse(&config.url).map_err(|e| setup(e.to_string()))?;
-        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url.clone()))
             .timeout(Duration::from_millis(config.timeout_ms))
             .disable_proxy();
         if let Some(key) = &config.api_key {
@@ -414,9 +531,72 @@ impl ElasticsearchIndex {
         let transport = builder.build().map_err(|e| setup(e.to_string()))?;
         Ok(Self {
             client: Elasticsearch::new(transport),
+            base: url,
+            signer: None,
             index: config.index.clone(),
             mapping,
         })
+    }
+
+    /// Signs every request with `signer` (`[elasticsearch] aws_sigv4_service`).
+    #[must_use]
+    pub fn signed_with(mut self, signer: AwsSigner) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// Sends `method path` with `body` (JSON content type), signed when there is a signer.
+    async fn send(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<elasticsearch::http::response::Response, SearchError> {
+        let mut headers = HeaderMap::new();
+        if let Some(signer) = &self.signer {
+            let url = self
+                .base
+                .join(path.trim_start_matches('/'))
+                .map_err(|e| self.signing(operation, e.to_string()))?;
+            let verb = match method {
+                Method::Head => "HEAD",
+                Method::Put => "PUT",
+                Method::Post => "POST",
+                Method::Delete => "DELETE",
+                _ => "GET",
+            };
+            let signed = signer
+                .headers(
+                    verb,
+                    url.as_str(),
+                    body.as_deref().unwrap_or_default(),
+                    SystemTime::now(),
+                )
+                .await
+                .map_err(|reason| self.signing(operation, reason))?;
+            for (name, value) in signed {
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|e| self.signing(operation, e.to_string()))?;
+                let mut value = HeaderValue::from_str(&value)
+                    .map_err(|e| self.signing(operation, e.to_string()))?;
+                value.set_sensitive(name == AUTHORIZATION);
+                headers.insert(name, value);
+            }
+        }
+        self.client
+            .transport()
+            .send(method, path, headers, None::<&()>, body, None)
+            .await
+            .map_err(|e| self.transport(operation, e))
+    }
+
+    fn signing(&self, operation: &'static str, reason: String) -> SearchError {
+        SearchError::Signing {
+            operation,
+            index: self.index.clone(),
+            reason,
+        }
     }
 
     /// The index name.
@@ -440,6 +620,12 @@ impl ElasticsearchIndex {
         let status = response.status_code().as_u16();
         let mut body = response.text().await.unwrap_or_default();
         body.truncate(body.floor_char_boundary(1_000));
+        if body.is_empty() {
+            body = match status {
+                401 | 403 => "no body (a HEAD answer has none): the cluster refused these credentials or this signature".to_owned(),
+                _ => "no body".to_owned(),
+            };
+        }
         SearchError::Status {
             operation,
             index: self.index.clone(),
@@ -493,26 +679,18 @@ fn bulk_lines(docs: &[Document]) -> Vec<Bytes> {
 
 impl SearchIndex for ElasticsearchIndex {
     async fn ensure_index(&self) -> Result<bool, SearchError> {
-        let exists = self
-            .client
-            .indices()
-            .exists(IndicesExistsParts::Index(&[&self.index]))
-            .send()
-            .await
-            .map_err(|e| self.transport("exists", e))?;
+        let path = format!("/{}", self.index);
+        let exists = self.send("exists", Method::Head, &path, None).await?;
         match exists.status_code().as_u16() {
             200 => return Ok(false),
             404 => {}
             _ => return Err(self.status_error("exists", exists).await),
         }
+        let body = serde_json::to_vec(&json!({"mappings": self.mapping}))
+            .map_err(|e| self.signing("create", e.to_string()))?;
         let created = self
-            .client
-            .indices()
-            .create(IndicesCreateParts::Index(&self.index))
-            .body(json!({"mappings": self.mapping}))
-            .send()
-            .await
-            .map_err(|e| self.transport("create", e))?;
+            .send("create", Method::Put, &path, Some(Bytes::from(body)))
+            .await?;
         if created.status_code().is_success() {
             tracing::info!(index = %self.index, "index created");
             return Ok(true);
@@ -531,13 +709,15 @@ impl SearchIndex for ElasticsearchIndex {
         if docs.is_empty() {
             return Ok(Vec::new());
         }
+        let mut body = Vec::new();
+        for line in bulk_lines(docs) {
+            body.extend_from_slice(&line);
+            body.push(b'\n');
+        }
+        let path = format!("/{}/_bulk", self.index);
         let response = self
-            .client
-            .bulk(BulkParts::Index(&self.index))
-            .body(bulk_lines(docs))
-            .send()
-            .await
-            .map_err(|e| self.transport("_bulk", e))?;
+            .send("_bulk", Method::Post, &path, Some(Bytes::from(body)))
+            .await?;
         if !response.status_code().is_success() {
             return Err(self.status_error("_bulk", response).await);
         }
