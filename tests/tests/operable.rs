@@ -429,3 +429,65 @@ async fn an_index_whose_mapping_refuses_every_document_stops_the_executor() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_signs_with_sigv4_and_a_refused_signature_stops_it() {
+    let run = Run::new("es-sigv4").await;
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    // A domain with IAM authentication: only requests signed with chief-local's key pass
+    // (the local stack's static credentials, config/local.toml).
+    let mut standin = std::process::Command::new(chief_e2e::bin("chief-es-standin"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--aws-sigv4",
+            "chief-local:chief-local",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chief-es-standin");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the stand-in did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Signed with the right key: ready, and the index exists (created through SigV4).
+    let health = format!("127.0.0.1:{}", free_port());
+    let signed = run.executor_with_env(
+        "jobresult-es",
+        "jes-signed",
+        &[
+            ("CHIEF__ELASTICSEARCH__URL", url.as_str()),
+            ("CHIEF__ELASTICSEARCH__AWS_SIGV4_SERVICE", "es"),
+            ("CHIEF__METRICS__LISTEN", health.as_str()),
+        ],
+    );
+    wait_ready(&health, &signed.log);
+    assert!(signed.terminate().success());
+    // A wrong secret: the cluster refuses the signature; the executor stops with one line.
+    let wrong = run.executor_with_env(
+        "jobresult-es",
+        "jes-wrong",
+        &[
+            ("CHIEF__ELASTICSEARCH__URL", url.as_str()),
+            ("CHIEF__ELASTICSEARCH__AWS_SIGV4_SERVICE", "es"),
+            (
+                "CHIEF__AWS__STATIC_CREDENTIALS__SECRET_ACCESS_KEY",
+                "not-the-secret",
+            ),
+        ],
+    );
+    let (status, log) = exits_within(wrong, 30);
+    assert!(!status.success(), "{log}");
+    let line = last_line(&log);
+    assert!(
+        line.starts_with("chief-jobresult-es: ")
+            && line.contains(&run.index("jobresults"))
+            && line.contains("HTTP 403"),
+        "one line naming the index and the 403: {line}"
+    );
+    let _ = standin.kill();
+    let _ = standin.wait();
+}

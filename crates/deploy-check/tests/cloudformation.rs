@@ -443,8 +443,7 @@ fn bucket_streams_database_and_search_are_set_up_as_the_code_expects() {
             "{sg}"
         );
     }
-    // Search: in the VPC, encrypted, fine-grained access with the secret only the
-    // consumer role reads.
+    // Search: in the VPC, encrypted, HTTPS, IAM authentication (below).
     let search = prop(&t, "SearchDomain");
     assert_eq!(
         search["VPCOptions"]["SecurityGroupIds"],
@@ -453,24 +452,6 @@ fn bucket_streams_database_and_search_are_set_up_as_the_code_expects() {
     assert_eq!(search["EncryptionAtRestOptions"]["Enabled"], true);
     assert_eq!(search["NodeToNodeEncryptionOptions"]["Enabled"], true);
     assert_eq!(search["DomainEndpointOptions"]["EnforceHTTPS"], true);
-    assert_eq!(search["AdvancedSecurityOptions"]["Enabled"], true);
-    assert_eq!(
-        search["AdvancedSecurityOptions"]["MasterUserOptions"]["MasterUserPassword"],
-        json!({"Fn::Sub": "{{resolve:secretsmanager:${SearchSecret}:SecretString:password}}"})
-    );
-    let readers: Vec<&str> = [
-        "bootstrap-producer",
-        "bootstrap-consumer",
-        "bootstrap-loader",
-    ]
-    .into_iter()
-    .filter(|p| policy_json(p).to_string().contains("${SearchSecret}"))
-    .collect();
-    assert_eq!(
-        readers,
-        ["bootstrap-consumer"],
-        "who may read the search credentials"
-    );
     // Instance metadata v2 only, encrypted volumes.
     for (lt, props) in resources_of(&t, "AWS::EC2::LaunchTemplate") {
         let data = &props["LaunchTemplateData"];
@@ -881,4 +862,78 @@ fn each_executor_process_assumes_its_own_role_and_the_instance_role_nothing_else
             "ConsumerGroup does not wait for {id}"
         );
     }
+}
+
+#[test]
+fn each_search_executor_signs_with_its_role_and_may_write_only_its_index() {
+    let t = template();
+    let search = prop(&t, "SearchDomain");
+    // No internal users, no master password anywhere: access is by IAM principal.
+    assert!(
+        search["AdvancedSecurityOptions"].is_null(),
+        "no internal user database"
+    );
+    let statements = search["AccessPolicies"]["Statement"]
+        .as_array()
+        .expect("access policy statements")
+        .clone();
+    let domain = |path: &str| {
+        json!({"Fn::Sub": format!(
+            "arn:${{AWS::Partition}}:es:${{AWS::Region}}:${{AWS::AccountId}}:domain/${{SearchDomainName}}/{path}"
+        )})
+    };
+    let mut granted = BTreeMap::new();
+    for st in &statements {
+        assert_eq!(st["Effect"], "Allow", "{st}");
+        assert_eq!(
+            st["Action"],
+            json!(["es:ESHttpHead", "es:ESHttpPost", "es:ESHttpPut"]),
+            "{st}"
+        );
+        let role = st["Principal"]["AWS"]["Fn::GetAtt"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("a principal that is not one of the stack's roles: {st}"));
+        granted.insert(role.to_owned(), st["Resource"].clone());
+    }
+    let mut expected = BTreeMap::new();
+    for executor in Executor::ALL.into_iter().filter(|e| e.writes_search()) {
+        let binary = executor.name();
+        let settings = instance_settings(&t, binary);
+        let config: ExecutorConfig =
+            chief_config::load_str(&config_text(binary), &settings).expect("config");
+        let es = &config.elasticsearch;
+        assert_eq!(
+            es.aws_sigv4_service.as_deref(),
+            Some("es"),
+            "{binary} signs"
+        );
+        assert!(
+            es.username.is_none() && es.password.is_none() && es.api_key.is_none(),
+            "{binary} carries no search credential"
+        );
+        let role = match binary {
+            "chief-order-es-s3" => "OrderEsS3Role",
+            "chief-jobresult-es" => "JobResultEsRole",
+            other => panic!("{other} writes search but has no role here"),
+        };
+        assert!(
+            config.aws.role_arn.is_some(),
+            "{binary} signs as its own role"
+        );
+        expected.insert(
+            role.to_owned(),
+            json!([domain(&es.index), domain(&format!("{}/*", es.index))]),
+        );
+    }
+    assert_eq!(granted, expected, "who may write which index");
+    // No instance writes a search password.
+    let consumer = user_data(&t, "ConsumerLaunchTemplate");
+    assert!(
+        !consumer.contains("PASSWORD"),
+        "a password in the executors' instance files"
+    );
+    assert!(
+        !consumer.contains("secretsmanager"),
+        "the executors' bootstrap reads no secret"
+    );
 }
