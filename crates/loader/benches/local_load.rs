@@ -193,11 +193,28 @@ async fn bench(rows: u64) {
         t.load_seconds,
         rows as f64 / t.load_seconds
     );
+    // Where the time went: the phases the report times, and the rest (listing, lock,
+    // history lookups) by difference.
+    let other = seconds - t.fetch_seconds - t.stage_seconds - t.load_seconds - t.commit_seconds;
+    println!("split of the {seconds:.2} s:");
+    for (phase, s) in [
+        ("fetch (GET from moto, line counts)", t.fetch_seconds),
+        ("stage (sort, write the file)", t.stage_seconds),
+        ("LOAD DATA INFILE (the server)", t.load_seconds),
+        ("warnings, load_history, COMMIT", t.commit_seconds),
+        ("the rest (list, lock, history lookups)", other),
+    ] {
+        println!("  {phase:<42} {s:>8.2} s {:>5.1} %", s / seconds * 100.0);
+    }
     println!(
         "{{\"rows\":{rows},\"objects\":{},\"bytes\":{bytes},\"seconds\":{seconds:.3},\"load_seconds\":{:.3},\
+         \"fetch_seconds\":{:.3},\"stage_seconds\":{:.3},\"commit_seconds\":{:.3},\
          \"rows_per_s\":{:.0},\"load_rows_per_s\":{:.0}}}",
         keys.len(),
         t.load_seconds,
+        t.fetch_seconds,
+        t.stage_seconds,
+        t.commit_seconds,
         rows as f64 / seconds,
         rows as f64 / t.load_seconds
     );

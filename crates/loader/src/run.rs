@@ -142,6 +142,12 @@ pub struct TableReport {
     pub lock_holder: Option<u64>,
     /// Time in `LOAD DATA` statements, seconds.
     pub load_seconds: f64,
+    /// Time reading the objects from S3 (line counts; local mode: the bodies), seconds.
+    pub fetch_seconds: f64,
+    /// Local mode: time writing (and sorting) the staged file, seconds.
+    pub stage_seconds: f64,
+    /// Time checking warnings, writing `load_history` and committing, seconds.
+    pub commit_seconds: f64,
     /// Time for the whole table, seconds.
     pub seconds: f64,
 }
@@ -169,6 +175,9 @@ impl TableReport {
             error: None,
             lock_holder: None,
             load_seconds: 0.0,
+            fetch_seconds: 0.0,
+            stage_seconds: 0.0,
+            commit_seconds: 0.0,
             seconds: 0.0,
         }
     }
@@ -842,6 +851,7 @@ impl TableRun<'_> {
             LoaderError::ImportDir("local mode without an import directory".into())
         })?;
         let keys: Vec<String> = load.objects.iter().map(|o| o.key.clone()).collect();
+        let fetch_started = Instant::now();
         let (read, bodies): (Vec<ReadObject>, Vec<Vec<u8>>) = objects::read_all(
             self.s3,
             &self.settings.bucket,
@@ -853,6 +863,8 @@ impl TableRun<'_> {
         .into_iter()
         .map(|(object, body)| (object, body.unwrap_or_default()))
         .unzip();
+        report.fetch_seconds += fetch_started.elapsed().as_secs_f64();
+        let stage_started = Instant::now();
         // One file with every line of the load (sorted by key when that keeps IGNORE's
         // choice), so the server runs one LOAD DATA INFILE per load.
         let path = self.local_path(dir, index);
@@ -868,6 +880,7 @@ impl TableRun<'_> {
                     path: path.clone(),
                     source,
                 })?;
+        report.stage_seconds += stage_started.elapsed().as_secs_f64();
         let table = self.spec.table.as_str();
         let statement = sql::local_load_statement(self.spec, &path.to_string_lossy());
         let mut tx = self.conn.begin().await.map_err(db("BEGIN", table))?;
@@ -877,6 +890,7 @@ impl TableRun<'_> {
             .await
             .map_err(db("LOAD DATA INFILE", table))?;
         report.load_seconds += started.elapsed().as_secs_f64();
+        let commit_started = Instant::now();
         let lines: u64 = read.iter().map(|o| o.lines).sum();
         let inserted = result.rows_affected();
         tracing::info!(
@@ -902,6 +916,7 @@ impl TableRun<'_> {
         }
         history::record(&mut tx, table, &read).await?;
         tx.commit().await.map_err(db("COMMIT", table))?;
+        report.commit_seconds += commit_started.elapsed().as_secs_f64();
         account(report, &read, load.reloaded, inserted);
         Ok(())
     }
