@@ -132,6 +132,25 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A `chief-es-standin` of its own on a free port, started with `args`: the process and
+/// its URL.
+fn own_es_standin(args: &[&str]) -> (std::process::Child, String) {
+    let port = free_port();
+    let child = std::process::Command::new(chief_e2e::bin("chief-es-standin"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chief-es-standin");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the stand-in did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
 /// Waits at most `secs` for `proc` to exit by itself: its status and its log.
 fn exits_within(mut proc: chief_e2e::Proc, secs: u64) -> (std::process::ExitStatus, String) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -175,25 +194,8 @@ async fn checkpoints(run: &Run, table: &str) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_elasticsearch_credentials_stop_the_executor_with_one_line() {
     let run = Run::new("es-401").await;
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
     // A cluster with security on: only chief:right gets in.
-    let mut standin = std::process::Command::new(chief_e2e::bin("chief-es-standin"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--basic-auth",
-            "chief:right",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("chief-es-standin");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the stand-in did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut standin, url) = own_es_standin(&["--basic-auth", "chief:right"]);
     let started = Instant::now();
     let wrong = run.executor_with_env(
         "jobresult-es",
@@ -433,26 +435,9 @@ async fn an_index_whose_mapping_refuses_every_document_stops_the_executor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_executor_signs_with_sigv4_and_a_refused_signature_stops_it() {
     let run = Run::new("es-sigv4").await;
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
     // A domain with IAM authentication: only requests signed with chief-local's key pass
     // (the local stack's static credentials, config/local.toml).
-    let mut standin = std::process::Command::new(chief_e2e::bin("chief-es-standin"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--aws-sigv4",
-            "chief-local:chief-local",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("chief-es-standin");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the stand-in did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut standin, url) = own_es_standin(&["--aws-sigv4", "chief-local:chief-local"]);
     // Signed with the right key: ready, and the index exists (created through SigV4).
     let health = format!("127.0.0.1:{}", free_port());
     let signed = run.executor_with_env(

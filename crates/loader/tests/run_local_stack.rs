@@ -166,6 +166,18 @@ impl Fixture {
         self.config.loader.queue_url = Some(url);
     }
 
+    /// Another run's session holding `table`'s run lock: the connection and the lock.
+    async fn hold_lock(&self, table: &str) -> (sqlx::MySqlConnection, String) {
+        let mut holder = self.pool.acquire().await.expect("acquire").detach();
+        let lock = chief_loader::session::lock_name("chief", table);
+        assert!(
+            chief_loader::session::try_lock(&mut holder, &lock)
+                .await
+                .expect("lock")
+        );
+        (holder, lock)
+    }
+
     /// Messages waiting in the queue (visible or not).
     async fn queued_messages(&self) -> u64 {
         use aws_sdk_sqs::types::QueueAttributeName as A;
@@ -774,13 +786,7 @@ async fn a_queued_object_not_loaded_keeps_its_message_until_a_run_loads_it() {
     .await;
     // Another run holds the orders table's lock: this run takes the message but cannot
     // load its object, so the message must come back.
-    let mut holder = fx.pool.acquire().await.expect("acquire").detach();
-    let lock = chief_loader::session::lock_name("chief", &fx.orders);
-    assert!(
-        chief_loader::session::try_lock(&mut holder, &lock)
-            .await
-            .expect("lock")
-    );
+    let (mut holder, lock) = fx.hold_lock(&fx.orders).await;
     let blocked = fx.run("orders").await;
     assert_eq!(blocked.tables[0].outcome, Outcome::Locked);
     // S3's s3:TestEvent (nothing to load: deleted) and the object's event (kept).
@@ -1001,13 +1007,7 @@ async fn a_second_concurrent_run_is_refused_by_the_lock_with_exit_75() {
     )
     .await;
     // Another run: a session holding the table's lock.
-    let mut holder = fx.pool.acquire().await.expect("acquire").detach();
-    let lock = chief_loader::session::lock_name("chief", &fx.orders);
-    assert!(
-        chief_loader::session::try_lock(&mut holder, &lock)
-            .await
-            .expect("lock")
-    );
+    let (mut holder, lock) = fx.hold_lock(&fx.orders).await;
 
     let output = fx
         .command()

@@ -203,29 +203,7 @@ async fn sigterm_stops_generating_and_flushes_what_was_sent() {
     let dir = std::env::temp_dir().join(format!("chief-producer-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_chief-producer"))
-        .current_dir(workspace_root())
-        .args([
-            "--config",
-            "config/producer.toml",
-            "--config",
-            "config/local.toml",
-        ])
-        .args([
-            "--stream",
-            &stream,
-            "--generate",
-            "orders",
-            "--rate",
-            "500",
-            "--duration",
-            "10m",
-        ])
-        .arg("--failed-file")
-        .arg(dir.join("failed.jsonl"))
-        .env("CHIEF__METRICS__LISTEN", &addr)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+    let child = generating(&stream, "500", "10m", &dir, &addr)
         .spawn()
         .expect("spawn chief-producer");
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
@@ -281,6 +259,42 @@ async fn sigterm_stops_generating_and_flushes_what_was_sent() {
         .expect("DeleteStream");
 }
 
+/// `chief-producer` generating orders into `stream` at `rate` for `duration`, its failed
+/// file in `dir`, health and metrics on `addr`; output piped.
+fn generating(
+    stream: &str,
+    rate: &str,
+    duration: &str,
+    dir: &std::path::Path,
+    addr: &str,
+) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chief-producer"));
+    command
+        .current_dir(workspace_root())
+        .args([
+            "--config",
+            "config/producer.toml",
+            "--config",
+            "config/local.toml",
+        ])
+        .args([
+            "--stream",
+            stream,
+            "--generate",
+            "orders",
+            "--rate",
+            rate,
+            "--duration",
+            duration,
+        ])
+        .arg("--failed-file")
+        .arg(dir.join("failed.jsonl"))
+        .env("CHIEF__METRICS__LISTEN", addr)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -314,30 +328,8 @@ async fn is_not_ready_while_its_records_fail_and_says_why() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let addr = format!("127.0.0.1:{}", free_port());
     // Every record outlives a 1 ms time to live before it can be sent: each one fails.
-    let child = Command::new(env!("CARGO_BIN_EXE_chief-producer"))
-        .current_dir(workspace_root())
-        .args([
-            "--config",
-            "config/producer.toml",
-            "--config",
-            "config/local.toml",
-        ])
-        .args([
-            "--stream",
-            &stream,
-            "--generate",
-            "orders",
-            "--rate",
-            "50",
-            "--duration",
-            "6s",
-        ])
-        .arg("--failed-file")
-        .arg(dir.join("failed.jsonl"))
+    let child = generating(&stream, "50", "6s", &dir, &addr)
         .env("CHIEF__PRODUCER__RECORD_TTL_MS", "1")
-        .env("CHIEF__METRICS__LISTEN", &addr)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn chief-producer");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
