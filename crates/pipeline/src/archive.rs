@@ -29,6 +29,8 @@ use chief_config::retry::RetryPolicy;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
+use chief_sinks::{Batcher, Limits};
+
 use crate::dedup::DedupWindow;
 use crate::model::{JobResult, ModelError, Order};
 use crate::object_sink::{ObjectSink, ObjectSinkError};
@@ -122,14 +124,7 @@ pub enum RowKind {
     JobResults,
 }
 
-/// Where a record sits in its shard.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RecordPosition {
-    /// The Kinesis sequence number.
-    pub sequence_number: String,
-    /// The user record's index in its KPL aggregate (0 for a plain record).
-    pub sub_sequence_number: u64,
-}
+pub use chief_sinks::RecordPosition;
 
 /// One user record as the processor received it.
 #[derive(Debug, Clone, Copy)]
@@ -270,14 +265,6 @@ pub struct DeadLetter {
     pub data: String,
 }
 
-struct Batch {
-    rows: Vec<u8>,
-    records: usize,
-    first: RecordPosition,
-    first_arrival: DateTime<Utc>,
-    opened: Instant,
-}
-
 struct Counters {
     objects: metrics::Counter,
     records: metrics::Counter,
@@ -292,12 +279,9 @@ pub struct ShardArchiver<S> {
     kind: RowKind,
     executor: String,
     shard_id: String,
-    batch: Option<Batch>,
+    /// The open batch of TSV rows, and the accepted and durable positions.
+    batcher: Batcher<Vec<u8>>,
     row: Vec<u8>,
-    /// The last record handled (buffered, dead-lettered or dropped).
-    accepted: Option<RecordPosition>,
-    /// The last record such that it and everything before it is durable.
-    durable: Option<RecordPosition>,
     counters: Counters,
 }
 
@@ -319,16 +303,19 @@ impl<S: ObjectSink> ShardArchiver<S> {
             bytes: metrics::counter!("ArchiveBytesWritten", "executor" => label()),
             dead_letters: metrics::counter!("DeadLetters", "executor" => label()),
         };
+        let batcher = Batcher::new(Limits {
+            max_records: config.max_records,
+            max_bytes: config.max_bytes,
+            max_age: config.max_age(),
+        });
         Self {
             sink,
             config,
             kind,
             executor,
             shard_id: shard_id.into(),
-            batch: None,
+            batcher,
             row: Vec::new(),
-            accepted: None,
-            durable: None,
             counters,
         }
     }
@@ -350,7 +337,7 @@ impl<S: ObjectSink> ShardArchiver<S> {
         dedup: Option<&mut DedupWindow>,
         now: Instant,
     ) -> Result<Processed, ArchiveError> {
-        let before = self.durable.clone();
+        let before = self.batcher.durable().cloned();
         // An expired batch is written first; if that fails, the record still joins it
         // and the error is returned after.
         let expired = self.flush_if_due(now).await;
@@ -387,7 +374,7 @@ impl<S: ObjectSink> ShardArchiver<S> {
         expired?;
         Ok(Processed {
             disposition,
-            checkpoint: self.advanced(before),
+            checkpoint: self.batcher.advanced_since(before.as_ref()),
         })
     }
 
@@ -401,26 +388,22 @@ impl<S: ObjectSink> ShardArchiver<S> {
         may_write: bool,
     ) -> Result<(), ArchiveError> {
         let mut result = Ok(());
-        if may_write
-            && self
-                .batch
-                .as_ref()
-                .is_some_and(|b| b.rows.len() + self.row.len() > self.config.max_bytes)
-        {
+        if may_write && self.batcher.would_overflow(self.row.len()) {
             result = self.write_batch().await;
         }
-        let batch = self.batch.get_or_insert_with(|| Batch {
-            rows: Vec::with_capacity(self.row.len().max(64 * 1024)),
-            records: 0,
-            first: record.position.clone(),
-            first_arrival: record.arrival,
-            opened: now,
-        });
-        batch.rows.extend_from_slice(&self.row);
-        batch.records += 1;
-        let full =
-            batch.records >= self.config.max_records || batch.rows.len() >= self.config.max_bytes;
-        self.accepted = Some(record.position.clone());
+        let row = &self.row;
+        let full = self.batcher.push(
+            record.position,
+            record.arrival,
+            now,
+            row.len(),
+            |rows: &mut Vec<u8>| {
+                if rows.capacity() == 0 {
+                    rows.reserve(row.len().max(64 * 1024));
+                }
+                rows.extend_from_slice(row);
+            },
+        );
         result?;
         if full && may_write {
             self.write_batch().await?;
@@ -431,16 +414,7 @@ impl<S: ObjectSink> ShardArchiver<S> {
     /// Marks a record handled that needs no write; durable at once if nothing is
     /// buffered before it.
     fn accept(&mut self, position: &RecordPosition) {
-        self.accepted = Some(position.clone());
-        if self.batch.is_none() {
-            self.durable = Some(position.clone());
-        }
-    }
-
-    fn advanced(&self, before: Option<RecordPosition>) -> Option<RecordPosition> {
-        (self.durable != before)
-            .then(|| self.durable.clone())
-            .flatten()
+        self.batcher.skip(position);
     }
 
     /// Writes the batch if it is older than `max_age_ms` at `now`. Call it from the
@@ -453,9 +427,10 @@ impl<S: ObjectSink> ShardArchiver<S> {
         &mut self,
         now: Instant,
     ) -> Result<Option<RecordPosition>, ArchiveError> {
-        match self.deadline() {
-            Some(deadline) if now >= deadline => self.flush().await,
-            _ => Ok(None),
+        if self.batcher.is_due(now) {
+            self.flush().await
+        } else {
+            Ok(None)
         }
     }
 
@@ -464,41 +439,39 @@ impl<S: ObjectSink> ShardArchiver<S> {
     /// # Errors
     /// [`ArchiveError::Batch`]: the batch is kept and a later call tries again.
     pub async fn flush(&mut self) -> Result<Option<RecordPosition>, ArchiveError> {
-        let before = self.durable.clone();
+        let before = self.batcher.durable().cloned();
         self.write_batch().await?;
-        Ok(self.advanced(before))
+        Ok(self.batcher.advanced_since(before.as_ref()))
     }
 
     /// When the open batch reaches its age bound, if there is one.
     pub fn deadline(&self) -> Option<Instant> {
-        self.batch
-            .as_ref()
-            .map(|b| b.opened + self.config.max_age())
+        self.batcher.deadline()
     }
 
     /// The last position such that it and everything before it is durable.
     pub fn durable(&self) -> Option<&RecordPosition> {
-        self.durable.as_ref()
+        self.batcher.durable()
     }
 
     /// The last record handled (buffered, dead-lettered or dropped as a duplicate): after
     /// an error, records at or before it must not be offered again.
     pub fn accepted(&self) -> Option<&RecordPosition> {
-        self.accepted.as_ref()
+        self.batcher.accepted()
     }
 
     /// Rows waiting in the open batch.
     pub fn buffered_records(&self) -> usize {
-        self.batch.as_ref().map_or(0, |b| b.records)
+        self.batcher.buffered_records()
     }
 
     /// Bytes waiting in the open batch.
     pub fn buffered_bytes(&self) -> usize {
-        self.batch.as_ref().map_or(0, |b| b.rows.len())
+        self.batcher.buffered_bytes()
     }
 
     async fn write_batch(&mut self) -> Result<(), ArchiveError> {
-        let Some(batch) = self.batch.as_ref() else {
+        let Some(batch) = self.batcher.batch() else {
             return Ok(());
         };
         let key = batch_key(
@@ -508,12 +481,11 @@ impl<S: ObjectSink> ShardArchiver<S> {
             &batch.first,
         );
         let records = batch.records;
-        let body = Bytes::copy_from_slice(&batch.rows);
+        let body = Bytes::copy_from_slice(&batch.body);
         let bytes = body.len();
         match self.put(&key, body, tsv::CONTENT_TYPE).await {
             Ok(attempts) => {
-                self.batch = None;
-                self.durable = self.accepted.clone();
+                self.batcher.written();
                 self.counters.objects.increment(1);
                 self.counters.records.increment(records as u64);
                 self.counters.bytes.increment(bytes as u64);

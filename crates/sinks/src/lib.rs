@@ -1,0 +1,11 @@
+//! Record-agnostic pieces of chief's sinks, shared by every sink that writes a shard's
+//! records in batches (the executors' S3 archive and Elasticsearch indexer today).
+//!
+//! - [`batch`]: the per-shard [`Batcher`] — a batch bounded by records, bytes and age —
+//!   and the two positions every such sink keeps: the last record it has *accepted* and
+//!   the last one such that it and everything before it is *durable* (written, or
+//!   handled without a write), which is all a consumer may checkpoint.
+
+pub mod batch;
+
+pub use batch::{Batch, Batcher, Limits, RecordPosition};
