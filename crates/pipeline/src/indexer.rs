@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use chief_sinks::{Batcher, Limits};
+
 use crate::archive::{
     ArchiveConfig, ArchiveError, ArchiveRecord, Disposition, Processed, RecordPosition, RowKind,
     write_dead_letter,
@@ -97,12 +99,6 @@ struct Pending {
     arrival: DateTime<Utc>,
 }
 
-struct Batch {
-    pending: Vec<Pending>,
-    bytes: usize,
-    opened: Instant,
-}
-
 /// The search sink of one shard. Not shared between shards; the index and the
 /// dead-letter sink are.
 pub struct ShardIndexer<I, S> {
@@ -113,9 +109,8 @@ pub struct ShardIndexer<I, S> {
     kind: RowKind,
     executor: String,
     shard_id: String,
-    batch: Option<Batch>,
-    accepted: Option<RecordPosition>,
-    durable: Option<RecordPosition>,
+    /// The open batch of documents, and the accepted and durable positions.
+    batcher: Batcher<Vec<Pending>>,
     dead_lettered: metrics::Counter,
     /// Documents rejected for good since the last one indexed.
     rejected_in_a_row: usize,
@@ -135,6 +130,11 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
         shard_id: impl Into<String>,
     ) -> Self {
         let executor = executor.into();
+        let batcher = Batcher::new(Limits {
+            max_records: config.max_documents,
+            max_bytes: config.max_bytes,
+            max_age: Duration::from_millis(config.max_age_ms),
+        });
         let dead_lettered = metrics::counter!("DeadLetters", "executor" => executor.clone());
         Self {
             index,
@@ -144,9 +144,7 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
             kind,
             executor,
             shard_id: shard_id.into(),
-            batch: None,
-            accepted: None,
-            durable: None,
+            batcher,
             dead_lettered,
             rejected_in_a_row: 0,
         }
@@ -168,7 +166,7 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
         dedup: Option<&mut DedupWindow>,
         now: Instant,
     ) -> Result<Processed, IndexerError> {
-        let before = self.durable.clone();
+        let before = self.batcher.durable().cloned();
         let expired = self.flush_if_due(now).await.map(|_| ());
         let disposition = match record_id(self.kind, record.data) {
             Err(error) => {
@@ -193,23 +191,21 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
                     self.accept(record.position);
                     Disposition::Duplicate
                 } else {
-                    let batch = self.batch.get_or_insert_with(|| Batch {
-                        pending: Vec::new(),
-                        bytes: 0,
-                        opened: now,
-                    });
-                    batch.bytes += record.data.len();
-                    batch.pending.push(Pending {
+                    let pending = Pending {
                         document: Document {
                             id,
                             source: Bytes::copy_from_slice(record.data),
                         },
                         position: record.position.clone(),
                         arrival: record.arrival,
-                    });
-                    let full = batch.pending.len() >= self.config.max_documents
-                        || batch.bytes >= self.config.max_bytes;
-                    self.accepted = Some(record.position.clone());
+                    };
+                    let full = self.batcher.push(
+                        record.position,
+                        record.arrival,
+                        now,
+                        record.data.len(),
+                        |batch: &mut Vec<Pending>| batch.push(pending),
+                    );
                     if full && expired.is_ok() {
                         self.write_batch().await?;
                     }
@@ -220,9 +216,7 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
         expired?;
         Ok(Processed {
             disposition,
-            checkpoint: (self.durable != before)
-                .then(|| self.durable.clone())
-                .flatten(),
+            checkpoint: self.batcher.advanced_since(before.as_ref()),
         })
     }
 
@@ -234,10 +228,7 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
     }
 
     fn accept(&mut self, position: &RecordPosition) {
-        self.accepted = Some(position.clone());
-        if self.batch.is_none() {
-            self.durable = Some(position.clone());
-        }
+        self.batcher.skip(position);
     }
 
     /// Sends the batch if it is older than `max_age_ms` at `now`.
@@ -248,9 +239,10 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
         &mut self,
         now: Instant,
     ) -> Result<Option<RecordPosition>, IndexerError> {
-        match self.deadline() {
-            Some(deadline) if now >= deadline => self.flush().await,
-            _ => Ok(None),
+        if self.batcher.is_due(now) {
+            self.flush().await
+        } else {
+            Ok(None)
         }
     }
 
@@ -261,40 +253,36 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
     /// batch is kept; items already indexed are indexed again next time, which
     /// overwrites them).
     pub async fn flush(&mut self) -> Result<Option<RecordPosition>, IndexerError> {
-        let before = self.durable.clone();
+        let before = self.batcher.durable().cloned();
         self.write_batch().await?;
-        Ok((self.durable != before)
-            .then(|| self.durable.clone())
-            .flatten())
+        Ok(self.batcher.advanced_since(before.as_ref()))
     }
 
     /// When the open batch reaches its age bound, if there is one.
     pub fn deadline(&self) -> Option<Instant> {
-        self.batch
-            .as_ref()
-            .map(|b| b.opened + Duration::from_millis(self.config.max_age_ms))
+        self.batcher.deadline()
     }
 
     /// The last position such that it and everything before it is durable.
     pub fn durable(&self) -> Option<&RecordPosition> {
-        self.durable.as_ref()
+        self.batcher.durable()
     }
 
     /// The last record handled (buffered, dead-lettered or dropped).
     pub fn accepted(&self) -> Option<&RecordPosition> {
-        self.accepted.as_ref()
+        self.batcher.accepted()
     }
 
     /// Documents waiting in the open batch.
     pub fn buffered_documents(&self) -> usize {
-        self.batch.as_ref().map_or(0, |b| b.pending.len())
+        self.batcher.buffered_records()
     }
 
     async fn write_batch(&mut self) -> Result<(), IndexerError> {
-        let Some(batch) = self.batch.as_ref() else {
+        let Some(batch) = self.batcher.batch() else {
             return Ok(());
         };
-        let documents: Vec<Document> = batch.pending.iter().map(|p| p.document.clone()).collect();
+        let documents: Vec<Document> = batch.body.iter().map(|p| p.document.clone()).collect();
         let outcome = index_batch(self.index.as_ref(), &documents, &self.config.retry)
             .await
             .map_err(|source| IndexerError::Index {
@@ -320,7 +308,7 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
             });
         }
         for rejected in &outcome.rejected {
-            let Some(item) = batch.pending.get(rejected.index) else {
+            let Some(item) = batch.body.get(rejected.index) else {
                 continue;
             };
             write_dead_letter(
@@ -352,8 +340,7 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
             attempts = outcome.attempts,
             "batch indexed"
         );
-        self.batch = None;
-        self.durable = self.accepted.clone();
+        self.batcher.written();
         Ok(())
     }
 }

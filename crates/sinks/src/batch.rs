@@ -189,7 +189,11 @@ mod tests {
         let mut b: Batcher<Vec<u64>> = Batcher::new(limits());
         let now = Instant::now();
         b.skip(&pos(1));
-        assert_eq!(b.durable(), Some(&pos(1)), "nothing buffered: durable at once");
+        assert_eq!(
+            b.durable(),
+            Some(&pos(1)),
+            "nothing buffered: durable at once"
+        );
         assert!(!b.push(&pos(2), DateTime::<Utc>::UNIX_EPOCH, now, 1, |v| v.push(2)));
         b.skip(&pos(3));
         assert_eq!(b.durable(), Some(&pos(1)), "3 waits behind the buffered 2");
@@ -207,11 +211,17 @@ mod tests {
         let now = Instant::now();
         assert!(!b.push(&pos(1), DateTime::<Utc>::UNIX_EPOCH, now, 2, |v| v.push(1)));
         assert!(!b.push(&pos(2), DateTime::<Utc>::UNIX_EPOCH, now, 2, |v| v.push(2)));
-        assert!(b.push(&pos(3), DateTime::<Utc>::UNIX_EPOCH, now, 2, |v| v.push(3)), "3 records");
+        assert!(
+            b.push(&pos(3), DateTime::<Utc>::UNIX_EPOCH, now, 2, |v| v.push(3)),
+            "3 records"
+        );
         assert_eq!(b.batch().map(|x| x.body.clone()), Some(vec![1, 2, 3]));
         assert_eq!(b.batch().map(|x| x.first.clone()), Some(pos(1)));
         b.written();
-        assert!(b.push(&pos(4), DateTime::<Utc>::UNIX_EPOCH, now, 10, |_| {}), "10 bytes");
+        assert!(
+            b.push(&pos(4), DateTime::<Utc>::UNIX_EPOCH, now, 10, |_| {}),
+            "10 bytes"
+        );
         b.written();
         b.push(&pos(5), DateTime::<Utc>::UNIX_EPOCH, now, 6, |_| {});
         assert!(b.would_overflow(5) && !b.would_overflow(4));
