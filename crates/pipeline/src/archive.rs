@@ -33,7 +33,7 @@ use chief_sinks::{Batcher, Limits};
 
 use crate::dedup::DedupWindow;
 use crate::model::{JobResult, ModelError, Order};
-use crate::object_sink::{ObjectSink, ObjectSinkError};
+use crate::object_sink::{ObjectSink, ObjectSinkError, put_with_retry};
 use crate::tsv;
 
 /// The content type of a dead-letter object.
@@ -597,38 +597,6 @@ pub async fn write_dead_letter<S: ObjectSink>(
             attempts,
             source,
         }),
-    }
-}
-
-/// Puts with retries while the error is retryable and `retry` allows; the number of
-/// attempts, or the last error with it.
-async fn put_with_retry<S: ObjectSink>(
-    sink: &S,
-    retry: &RetryPolicy,
-    key: &str,
-    body: Bytes,
-    content_type: &str,
-) -> Result<u32, (u32, ObjectSinkError)> {
-    let started = Instant::now();
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        match sink.put(key, body.clone(), content_type).await {
-            Ok(()) => return Ok(attempts),
-            Err(error) if error.is_retryable() && retry.allows(started.elapsed()) => {
-                let delay = retry.jittered(attempts);
-                metrics::counter!("ObjectWriteRetries").increment(1);
-                tracing::warn!(
-                    key,
-                    attempts,
-                    delay_ms = delay.as_millis() as u64,
-                    error = %error,
-                    "write failed, retrying"
-                );
-                tokio::time::sleep(delay).await;
-            }
-            Err(error) => return Err((attempts, error)),
-        }
     }
 }
 

@@ -18,6 +18,9 @@ pub mod archive;
 pub mod dedup;
 pub mod indexer;
 pub mod model;
-pub mod object_sink;
+/// The object writer, from `chief-sinks` (where it lives now).
+pub mod object_sink {
+    pub use chief_sinks::object::*;
+}
 pub mod search;
 pub mod tsv;

@@ -5,7 +5,10 @@
 //!   and the two positions every such sink keeps: the last record it has *accepted* and
 //!   the last one such that it and everything before it is *durable* (written, or
 //!   handled without a write), which is all a consumer may checkpoint.
+//! - [`object`]: the object writer — [`object::ObjectSink`] over S3 or memory, and
+//!   [`object::put_with_retry`].
 
 pub mod batch;
+pub mod object;
 
 pub use batch::{Batch, Batcher, Limits, RecordPosition};

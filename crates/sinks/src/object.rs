@@ -1,7 +1,7 @@
-//! Where archived batches and dead letters go: the [`ObjectSink`] trait, with
-//! [`S3ObjectSink`] (Amazon S3, or moto on the local stack) and [`MemoryObjectSink`]
-//! (tests, benchmarks). Both pass the one conformance suite in
-//! `tests/object_sink.rs`.
+//! The object writer: the [`ObjectSink`] trait, with [`S3ObjectSink`] (Amazon S3, or
+//! moto on the local stack) and [`MemoryObjectSink`] (tests, benchmarks), and
+//! [`put_with_retry`], a write retried with the shared back-off. Both sinks pass the one
+//! conformance suite in `crates/pipeline/tests/object_sink.rs`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -12,6 +12,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
+use chief_config::retry::RetryPolicy;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -340,5 +341,40 @@ impl ObjectSink for MemoryObjectSink {
                 bucket: "memory".to_owned(),
                 key: key.to_owned(),
             })
+    }
+}
+
+/// Writes `body` under `key`, retrying retryable failures with `retry`'s jittered
+/// back-off until its deadline: the attempts it took, or the attempts and the last error.
+///
+/// # Errors
+/// A failure that is not retryable, or a retryable one past the deadline.
+pub async fn put_with_retry<S: ObjectSink>(
+    sink: &S,
+    retry: &RetryPolicy,
+    key: &str,
+    body: Bytes,
+    content_type: &str,
+) -> Result<u32, (u32, ObjectSinkError)> {
+    let started = std::time::Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match sink.put(key, body.clone(), content_type).await {
+            Ok(()) => return Ok(attempts),
+            Err(error) if error.is_retryable() && retry.allows(started.elapsed()) => {
+                let delay = retry.jittered(attempts);
+                metrics::counter!("ObjectWriteRetries").increment(1);
+                tracing::warn!(
+                    key,
+                    attempts,
+                    delay_ms = delay.as_millis() as u64,
+                    error = %error,
+                    "write failed, retrying"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Err(error) => return Err((attempts, error)),
+        }
     }
 }
