@@ -137,7 +137,12 @@ impl ExecutorConfig {
     pub fn validate(&self, executor: Executor) -> Result<(), ExecutorError> {
         let bad = |message: String| ExecutorError::Config { executor, message };
         self.consumer.validate().map_err(bad)?;
-        self.archive.validate().map_err(bad)?;
+        if executor.writes_archive() {
+            self.archive.validate().map_err(bad)?;
+        } else {
+            // Dead letters only: no batch prefix to set.
+            self.archive.validate_dead_letters().map_err(bad)?;
+        }
         if executor.writes_search() {
             self.elasticsearch.validate().map_err(bad)?;
         }

@@ -78,7 +78,7 @@ impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> ProcessorFactory
                     index,
                     self.dead_letters.clone(),
                     Arc::clone(&self.search_config),
-                    Arc::clone(&self.archive_config),
+                    Arc::new(self.archive_config.dead_letters()),
                     self.executor.kind(),
                     name,
                     shard_id,

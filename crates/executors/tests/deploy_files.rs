@@ -56,14 +56,27 @@ fn every_config_file_loads_and_is_valid_for_its_executor() {
             c.archive.prefix
         })
         .collect();
+    // chief-jobresult-es writes no batch files: it needs no prefix (its dead letters go
+    // under dead_letter_prefix); an executor that writes them cannot do without one.
     assert_eq!(
         prefixes,
         [
             "ChiefOrderS3",
             "ChiefOrderEsS3",
-            "ChiefJobResultEs",
+            "",
             "ChiefJobResultNotifyS3"
         ]
+    );
+    let text = std::fs::read_to_string(workspace_root().join("config/order-factory-s3.toml"))
+        .expect("read");
+    let mut no_prefix: ExecutorConfig = chief_config::load_str(&text, &[]).expect("parse");
+    no_prefix.archive.prefix.clear();
+    let err = no_prefix
+        .validate(Executor::OrderFactoryS3)
+        .expect_err("batch files need a prefix");
+    assert!(
+        err.to_string().contains("archive.prefix must be set"),
+        "{err}"
     );
 }
 

@@ -23,10 +23,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use bytes::Bytes;
 use chief_config::retry::RetryPolicy;
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use chief_sinks::{Batcher, Limits};
@@ -37,7 +36,8 @@ use crate::object_sink::{ObjectSink, ObjectSinkError, put_with_retry};
 use crate::tsv;
 
 /// The content type of a dead-letter object.
-pub const DEAD_LETTER_CONTENT_TYPE: &str = "application/json";
+pub use chief_sinks::dead_letter::CONTENT_TYPE as DEAD_LETTER_CONTENT_TYPE;
+pub use chief_sinks::dead_letter::{DeadLetter, DeadLetterSettings, dead_letter_key, hour_path};
 
 /// The `[archive]` config section of an S3-archiving executor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +81,14 @@ impl Default for ArchiveConfig {
 }
 
 impl ArchiveConfig {
+    /// Where this executor's dead letters go.
+    pub fn dead_letters(&self) -> DeadLetterSettings {
+        DeadLetterSettings {
+            prefix: self.dead_letter_prefix.clone(),
+            retry: self.retry.clone(),
+        }
+    }
+
     /// `max_age_ms` as a duration.
     pub fn max_age(&self) -> Duration {
         Duration::from_millis(self.max_age_ms)
@@ -91,11 +99,27 @@ impl ArchiveConfig {
     /// # Errors
     /// A sentence naming the field.
     pub fn validate(&self) -> Result<(), String> {
-        for (field, value) in [
+        self.check(true)
+    }
+
+    /// Checks what an executor that writes no batch files needs (bucket and dead-letter
+    /// prefix): `prefix` may stay unset.
+    ///
+    /// # Errors
+    /// A sentence naming the field.
+    pub fn validate_dead_letters(&self) -> Result<(), String> {
+        self.check(false)
+    }
+
+    fn check(&self, batches: bool) -> Result<(), String> {
+        let mut fields = vec![
             ("bucket", &self.bucket),
-            ("prefix", &self.prefix),
             ("dead_letter_prefix", &self.dead_letter_prefix),
-        ] {
+        ];
+        if batches {
+            fields.push(("prefix", &self.prefix));
+        }
+        for (field, value) in fields {
             if value.is_empty() {
                 return Err(format!("archive.{field} must be set"));
             }
@@ -198,17 +222,6 @@ impl ArchiveError {
     }
 }
 
-/// `YYYY/MM/DD/HH` of `time` (UTC).
-pub fn hour_path(time: DateTime<Utc>) -> String {
-    format!(
-        "{:04}/{:02}/{:02}/{:02}",
-        time.year(),
-        time.month(),
-        time.day(),
-        time.hour()
-    )
-}
-
 /// `<prefix>/YYYY/MM/DD/HH/<shard_id>-<sequence>[-<sub-sequence>]`: the key of a batch
 /// whose first record is at `first`, arrived at `arrival`.
 pub fn batch_key(
@@ -228,48 +241,10 @@ pub fn batch_key(
     key
 }
 
-/// `<dead_letter_prefix>/<executor>/YYYY/MM/DD/HH/<shard_id>-<sequence>-<sub-sequence>`.
-pub fn dead_letter_key(
-    dead_letter_prefix: &str,
-    executor: &str,
-    arrival: DateTime<Utc>,
-    shard_id: &str,
-    position: &RecordPosition,
-) -> String {
-    format!(
-        "{dead_letter_prefix}/{executor}/{}/{shard_id}-{}-{}",
-        hour_path(arrival),
-        position.sequence_number,
-        position.sub_sequence_number
-    )
-}
-
-/// The body of a dead-letter object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    /// The executor that received the record.
-    pub executor: String,
-    /// The shard.
-    pub shard_id: String,
-    /// The record's sequence number.
-    pub sequence_number: String,
-    /// The record's sub-sequence number.
-    pub sub_sequence_number: u64,
-    /// Its arrival time, RFC 3339.
-    pub arrival: String,
-    /// Why it was rejected.
-    pub error: String,
-    /// The record's bytes, base64 (exact).
-    pub data_base64: String,
-    /// The record's bytes as text (invalid UTF-8 replaced), for people.
-    pub data: String,
-}
-
 struct Counters {
     objects: metrics::Counter,
     records: metrics::Counter,
     bytes: metrics::Counter,
-    dead_letters: metrics::Counter,
 }
 
 /// The archive sink of one shard. Not shared between shards; the sink is.
@@ -301,7 +276,6 @@ impl<S: ObjectSink> ShardArchiver<S> {
             objects: metrics::counter!("ArchiveObjectsWritten", "executor" => label()),
             records: metrics::counter!("ArchiveRecordsWritten", "executor" => label()),
             bytes: metrics::counter!("ArchiveBytesWritten", "executor" => label()),
-            dead_letters: metrics::counter!("DeadLetters", "executor" => label()),
         };
         let batcher = Batcher::new(Limits {
             max_records: config.max_records,
@@ -523,7 +497,6 @@ impl<S: ObjectSink> ShardArchiver<S> {
             &error.to_string(),
         )
         .await?;
-        self.counters.dead_letters.increment(1);
         Ok(())
     }
 
@@ -552,56 +525,29 @@ pub async fn write_dead_letter<S: ObjectSink>(
     record: ArchiveRecord<'_>,
     error: &str,
 ) -> Result<String, ArchiveError> {
-    let key = dead_letter_key(
-        &config.dead_letter_prefix,
-        executor,
-        record.arrival,
-        shard_id,
-        record.position,
-    );
-    let letter = DeadLetter {
-        executor: executor.to_owned(),
-        shard_id: shard_id.to_owned(),
-        sequence_number: record.position.sequence_number.clone(),
-        sub_sequence_number: record.position.sub_sequence_number,
-        arrival: record.arrival.to_rfc3339(),
-        error: error.to_owned(),
-        data_base64: base64::engine::general_purpose::STANDARD.encode(record.data),
-        data: String::from_utf8_lossy(record.data).into_owned(),
-    };
-    // A struct of strings and integers always serialises.
-    let body = serde_json::to_vec_pretty(&letter).unwrap_or_default();
-    match put_with_retry(
+    chief_sinks::dead_letter::write(
         sink,
-        &config.retry,
-        &key,
-        Bytes::from(body),
-        DEAD_LETTER_CONTENT_TYPE,
+        &config.dead_letters(),
+        chief_sinks::dead_letter::Rejected {
+            application: executor,
+            shard_id,
+            position: record.position,
+            arrival: record.arrival,
+            data: record.data,
+            error,
+        },
     )
     .await
-    {
-        Ok(_) => {
-            tracing::warn!(
-                executor,
-                shard_id,
-                sequence_number = %record.position.sequence_number,
-                sub_sequence_number = record.position.sub_sequence_number,
-                key = %key,
-                error,
-                "record dead-lettered"
-            );
-            Ok(key)
-        }
-        Err((attempts, source)) => Err(ArchiveError::DeadLetter {
-            key,
-            attempts,
-            source,
-        }),
-    }
+    .map_err(|e| ArchiveError::DeadLetter {
+        key: e.key,
+        attempts: e.attempts,
+        source: e.source,
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
     use chrono::TimeZone;
 
     use super::*;

@@ -4,7 +4,7 @@
 //! items again on 429/5xx) when it reaches [`SearchConfig::max_documents`],
 //! [`SearchConfig::max_bytes`] or [`SearchConfig::max_age_ms`], or when the processor
 //! flushes. Items the cluster rejects for good (4xx, e.g. a mapping error) are written
-//! as dead letters ([`write_dead_letter`]) with the cluster's error.
+//! as dead letters ([`chief_sinks::dead_letter`]) with the cluster's error.
 //!
 //! The checkpoint contract is the archive sink's ([`crate::archive`]): every call
 //! returns the position the caller may checkpoint now, if it advanced — the last record
@@ -17,12 +17,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use chief_sinks::dead_letter::{self, DeadLetterError, DeadLetterSettings, Rejected};
 use chief_sinks::{Batcher, Limits};
 
-use crate::archive::{
-    ArchiveConfig, ArchiveError, ArchiveRecord, Disposition, Processed, RecordPosition, RowKind,
-    write_dead_letter,
-};
+use crate::archive::{ArchiveRecord, Disposition, Processed, RecordPosition, RowKind};
 use crate::dedup::DedupWindow;
 use crate::model::{JobResult, ModelError, Order, OrderId};
 use crate::object_sink::ObjectSink;
@@ -47,7 +45,7 @@ pub enum IndexerError {
     /// A dead letter (a record that does not parse, or an item the cluster rejected)
     /// could not be written; nothing is checkpointed past it.
     #[error(transparent)]
-    DeadLetter(#[from] ArchiveError),
+    DeadLetter(#[from] DeadLetterError),
     /// The index has rejected [`SearchConfig::fatal_after_rejected`] documents in a row
     /// for good and indexed none: its mapping refuses what the stream carries. The
     /// last batch is kept (not dead-lettered, not checkpointed). Not retryable: fix the
@@ -105,26 +103,25 @@ pub struct ShardIndexer<I, S> {
     index: Arc<I>,
     dead_letters: S,
     config: Arc<SearchConfig>,
-    archive: Arc<ArchiveConfig>,
+    dead_letter_settings: Arc<DeadLetterSettings>,
     kind: RowKind,
     executor: String,
     shard_id: String,
     /// The open batch of documents, and the accepted and durable positions.
     batcher: Batcher<Vec<Pending>>,
-    dead_lettered: metrics::Counter,
     /// Documents rejected for good since the last one indexed.
     rejected_in_a_row: usize,
 }
 
 impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
     /// The search sink of `shard_id` for `executor`: documents of `kind` go to `index`
-    /// in batches bounded by `config`; dead letters go to `dead_letters` under
-    /// `archive.dead_letter_prefix`, written with `archive.retry`.
+    /// in batches bounded by `config`; dead letters go to `dead_letters` as
+    /// `dead_letter_settings` say (prefix, retry).
     pub fn new(
         index: Arc<I>,
         dead_letters: S,
         config: Arc<SearchConfig>,
-        archive: Arc<ArchiveConfig>,
+        dead_letter_settings: Arc<DeadLetterSettings>,
         kind: RowKind,
         executor: impl Into<String>,
         shard_id: impl Into<String>,
@@ -135,17 +132,15 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
             max_bytes: config.max_bytes,
             max_age: Duration::from_millis(config.max_age_ms),
         });
-        let dead_lettered = metrics::counter!("DeadLetters", "executor" => executor.clone());
         Self {
             index,
             dead_letters,
             config,
-            archive,
+            dead_letter_settings,
             kind,
             executor,
             shard_id: shard_id.into(),
             batcher,
-            dead_lettered,
             rejected_in_a_row: 0,
         }
     }
@@ -170,16 +165,7 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
         let expired = self.flush_if_due(now).await.map(|_| ());
         let disposition = match record_id(self.kind, record.data) {
             Err(error) => {
-                let key = write_dead_letter(
-                    &self.dead_letters,
-                    &self.archive,
-                    &self.executor,
-                    &self.shard_id,
-                    record,
-                    &error.to_string(),
-                )
-                .await?;
-                self.dead_lettered.increment(1);
+                let key = self.dead_letter(record, &error.to_string()).await?;
                 tracing::debug!(key = %key, "unparseable record dead-lettered");
                 self.accept(record.position);
                 Disposition::DeadLettered
@@ -218,6 +204,26 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
             disposition,
             checkpoint: self.batcher.advanced_since(before.as_ref()),
         })
+    }
+
+    async fn dead_letter(
+        &self,
+        record: ArchiveRecord<'_>,
+        error: &str,
+    ) -> Result<String, DeadLetterError> {
+        dead_letter::write(
+            &self.dead_letters,
+            &self.dead_letter_settings,
+            Rejected {
+                application: &self.executor,
+                shard_id: &self.shard_id,
+                position: record.position,
+                arrival: record.arrival,
+                data: record.data,
+                error,
+            },
+        )
+        .await
     }
 
     /// Takes note of a record another sink of the same executor has dead-lettered
@@ -311,23 +317,16 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
             let Some(item) = batch.body.get(rejected.index) else {
                 continue;
             };
-            write_dead_letter(
-                &self.dead_letters,
-                &self.archive,
-                &self.executor,
-                &self.shard_id,
-                ArchiveRecord {
-                    data: &item.document.source,
-                    position: &item.position,
-                    arrival: item.arrival,
-                },
-                &format!(
-                    "rejected by index `{}` with HTTP {}: {}",
-                    self.config.index, rejected.status, rejected.error
-                ),
-            )
-            .await?;
-            self.dead_lettered.increment(1);
+            let error = format!(
+                "rejected by index `{}` with HTTP {}: {}",
+                self.config.index, rejected.status, rejected.error
+            );
+            let record = ArchiveRecord {
+                data: &item.document.source,
+                position: &item.position,
+                arrival: item.arrival,
+            };
+            self.dead_letter(record, &error).await?;
             self.rejected_in_a_row += 1;
         }
         tracing::info!(
@@ -397,16 +396,11 @@ mod tests {
             },
             ..SearchConfig::default()
         };
-        let archive = ArchiveConfig {
-            bucket: "b".into(),
-            prefix: "p".into(),
-            ..ArchiveConfig::default()
-        };
         ShardIndexer::new(
             Arc::clone(index),
             Arc::clone(sink),
             Arc::new(config),
-            Arc::new(archive),
+            Arc::new(crate::archive::ArchiveConfig::default().dead_letters()),
             RowKind::Orders,
             "chief-order-es-s3",
             SHARD,

@@ -5,10 +5,13 @@
 //!   and the two positions every such sink keeps: the last record it has *accepted* and
 //!   the last one such that it and everything before it is *durable* (written, or
 //!   handled without a write), which is all a consumer may checkpoint.
+//! - [`dead_letter`]: the dead-letter writer (one JSON object per undeliverable record,
+//!   with why, under `<prefix>/<application>/YYYY/MM/DD/HH/`).
 //! - [`object`]: the object writer — [`object::ObjectSink`] over S3 or memory, and
 //!   [`object::put_with_retry`].
 
 pub mod batch;
+pub mod dead_letter;
 pub mod object;
 
 pub use batch::{Batch, Batcher, Limits, RecordPosition};
