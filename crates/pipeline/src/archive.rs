@@ -85,7 +85,7 @@ impl ArchiveConfig {
     pub fn dead_letters(&self) -> DeadLetterSettings {
         DeadLetterSettings {
             prefix: self.dead_letter_prefix.clone(),
-            retry: self.retry.clone(),
+            retry: self.retry,
         }
     }
 
