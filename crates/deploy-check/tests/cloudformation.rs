@@ -546,21 +546,6 @@ fn every_alarm_watches_a_metric_a_binary_publishes_under_its_namespace() {
     }
 }
 
-/// The programs a launch template's user data ships to CloudWatch Logs, and the log group
-/// it names: `bash "$release/setup/ship-journal.sh" 'GROUP' PROGRAM...`.
-fn shipped_journal(script: &str) -> (String, Vec<String>) {
-    let line = script
-        .lines()
-        .map(str::trim)
-        .find_map(|l| l.strip_prefix("bash \"$release/setup/ship-journal.sh\" "))
-        .expect("the user data runs setup/ship-journal.sh");
-    let mut words = line
-        .split_whitespace()
-        .map(|w| w.trim_matches('\'').to_owned());
-    let group = words.next().expect("a log group");
-    (group, words.collect())
-}
-
 #[test]
 fn every_instance_ships_the_journal_of_its_programs_to_the_stacks_log_group() {
     let t = template();
@@ -571,11 +556,7 @@ fn every_instance_ships_the_journal_of_its_programs_to_the_stacks_log_group() {
     );
     assert_eq!(group["RetentionInDays"], json!({"Ref": "LogRetentionDays"}));
     let root = workspace_root();
-    for (lt, bootstrap) in [
-        ("ProducerLaunchTemplate", "bootstrap-producer"),
-        ("ConsumerLaunchTemplate", "bootstrap-consumer"),
-        ("LoaderLaunchTemplate", "bootstrap-loader"),
-    ] {
+    for (lt, bootstrap) in BOOTSTRAPS {
         let script = user_data(&t, lt);
         let (log_group, programs) = shipped_journal(&script);
         assert_eq!(

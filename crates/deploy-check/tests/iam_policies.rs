@@ -286,11 +286,7 @@ fn the_aurora_role_reads_only_what_the_loader_loads() {
 #[test]
 fn bootstrap_policies_allow_exactly_the_aws_cli_calls_of_the_user_data() {
     let template = template();
-    for (launch_template, bootstrap) in [
-        ("ProducerLaunchTemplate", "bootstrap-producer"),
-        ("ConsumerLaunchTemplate", "bootstrap-consumer"),
-        ("LoaderLaunchTemplate", "bootstrap-loader"),
-    ] {
+    for (launch_template, bootstrap) in BOOTSTRAPS {
         let script = user_data(&template, launch_template);
         let policy = policy(bootstrap);
         let mut needed = BTreeSet::new();
@@ -325,15 +321,7 @@ fn bootstrap_policies_allow_exactly_the_aws_cli_calls_of_the_user_data() {
             used.extend(policy.used_by(&r));
         }
         // ship-journal.sh: the CloudWatch agent writes the instance's streams in the group.
-        let group = script
-            .lines()
-            .find_map(|l| {
-                l.trim()
-                    .strip_prefix("bash \"$release/setup/ship-journal.sh\" ")
-            })
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(|g| g.trim_matches('\''))
-            .unwrap_or_else(|| panic!("{launch_template} does not ship its journal"));
+        let (group, _) = shipped_journal(&script);
         for (action, resource) in [
             ("logs:CreateLogStream", "log-stream:i-0123/chief-x"),
             ("logs:PutLogEvents", "log-stream:i-0123/chief-x"),

@@ -445,3 +445,25 @@ pub fn called_operations(binary: &str) -> BTreeSet<SdkOperation> {
         .filter(|op| operations::sdk_internal(op).is_none())
         .collect()
 }
+
+/// Each launch template with the policy of its instance's bootstrap.
+pub const BOOTSTRAPS: [(&str, &str); 3] = [
+    ("ProducerLaunchTemplate", "bootstrap-producer"),
+    ("ConsumerLaunchTemplate", "bootstrap-consumer"),
+    ("LoaderLaunchTemplate", "bootstrap-loader"),
+];
+
+/// The programs a launch template's user data ships to CloudWatch Logs, and the log group
+/// it names: `bash "$release/setup/ship-journal.sh" 'GROUP' PROGRAM...`.
+pub fn shipped_journal(script: &str) -> (String, Vec<String>) {
+    let line = script
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("bash \"$release/setup/ship-journal.sh\" "))
+        .expect("the user data runs setup/ship-journal.sh");
+    let mut words = line
+        .split_whitespace()
+        .map(|w| w.trim_matches('\'').to_owned());
+    let group = words.next().expect("a log group");
+    (group, words.collect())
+}
