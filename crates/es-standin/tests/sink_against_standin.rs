@@ -596,7 +596,7 @@ async fn sigv4_signed_requests_pass_and_a_wrong_secret_gets_403_with_awss_messag
     assert!(right.ensure_index().await.expect("create, signed"));
     let results = right
         .bulk_index(&[Document {
-            id: chief_pipeline::model::OrderId::new("o-1".to_owned()).expect("id"),
+            id: "o-1".to_owned(),
             source: Bytes::from_static(br#"{"orderid":"o-1","timestamp":"2024-01-01T00:00:00Z"}"#),
         }])
         .await
@@ -622,7 +622,7 @@ async fn sigv4_signed_requests_pass_and_a_wrong_secret_gets_403_with_awss_messag
         // A request with a body carries AWS's reason.
         let err = index
             .bulk_index(&[Document {
-                id: chief_pipeline::model::OrderId::new("o-2".to_owned()).expect("id"),
+                id: "o-2".to_owned(),
                 source: Bytes::from_static(br#"{"orderid":"o-2"}"#),
             }])
             .await

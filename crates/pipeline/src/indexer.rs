@@ -179,7 +179,7 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
                 } else {
                     let pending = Pending {
                         document: Document {
-                            id,
+                            id: id.into_string(),
                             source: Bytes::copy_from_slice(record.data),
                         },
                         position: record.position.clone(),

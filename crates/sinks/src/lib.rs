@@ -7,11 +7,15 @@
 //!   handled without a write), which is all a consumer may checkpoint.
 //! - [`dead_letter`]: the dead-letter writer (one JSON object per undeliverable record,
 //!   with why, under `<prefix>/<application>/YYYY/MM/DD/HH/`).
+//! - [`elasticsearch`]: the bulk writer — [`elasticsearch::SearchIndex`] over an
+//!   Elasticsearch/OpenSearch cluster (basic auth, API key or AWS SigV4) or memory, and
+//!   [`elasticsearch::index_batch`] (retry only the failed items, hand back the rejected).
 //! - [`object`]: the object writer — [`object::ObjectSink`] over S3 or memory, and
 //!   [`object::put_with_retry`].
 
 pub mod batch;
 pub mod dead_letter;
+pub mod elasticsearch;
 pub mod object;
 
 pub use batch::{Batch, Batcher, Limits, RecordPosition};
