@@ -93,15 +93,27 @@ sleep 3
 
 RUSAGE="$ROOT/.local/venv/bin/python deploy/local/rusage.py"
 # CPU seconds of the local stack's processes (kinesis-local, moto, the ES stand-in) so far.
-stack_cpu() {
-    local tick pid
-    tick=$(getconf CLK_TCK)
+# CPU seconds (user + system) and peak RSS (MiB) of a process so far.
+proc_cpu() {
+    local stat
+    read -r -a stat < <(cut -d' ' -f14,15 "/proc/$1/stat")
+    calc "(${stat[0]} + ${stat[1]}) / $(getconf CLK_TCK)"
+}
+proc_rss() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+# "pattern pid" of each local stack process (kinesis-local, moto, the ES stand-in) running.
+stack_pids() {
+    local pattern pid
     for pattern in kinesis-local/main.js moto_serialized.py chief-es-standin; do
         pid=$(pgrep -f "$pattern" | head -n1 || true)
-        [[ -n "$pid" ]] || continue
-        read -r -a stat < <(cut -d' ' -f14,15 "/proc/$pid/stat")
-        echo "$pattern $(calc "(${stat[0]} + ${stat[1]}) / $tick") $(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")"
+        [[ -n "$pid" ]] && echo "$pattern $pid"
     done
+    return 0
+}
+stack_cpu() {
+    local pattern pid
+    while read -r pattern pid; do
+        echo "$pattern $(proc_cpu "$pid") $(proc_rss "$pid")"
+    done < <(stack_pids)
 }
 stack_cpu >"$WORK/stack-before.txt"
 
@@ -126,18 +138,13 @@ dynamodb_calls() {
 
 # CPU seconds so far of each executor and of the local stack: "name seconds" lines.
 cpu_snapshot() {
-    local tick name pid pattern
-    tick=$(getconf CLK_TCK)
+    local name pattern pid
     for name in "${!pids[@]}"; do
-        read -r -a stat < <(cut -d' ' -f14,15 "/proc/${pids[$name]}/stat")
-        echo "$name $(calc "(${stat[0]} + ${stat[1]}) / $tick")"
+        echo "$name $(proc_cpu "${pids[$name]}")"
     done
-    for pattern in kinesis-local/main.js moto_serialized.py chief-es-standin; do
-        pid=$(pgrep -f "$pattern" | head -n1 || true)
-        [[ -n "$pid" ]] || continue
-        read -r -a stat < <(cut -d' ' -f14,15 "/proc/$pid/stat")
-        echo "$(basename "${pattern%%/*}" .py) $(calc "(${stat[0]} + ${stat[1]}) / $tick")"
-    done
+    while read -r pattern pid; do
+        echo "$(basename "${pattern%%/*}" .py) $(proc_cpu "$pid")"
+    done < <(stack_pids)
 }
 
 # Busy CPU seconds of the whole machine so far (all cores).
@@ -298,14 +305,10 @@ finished=$(date +%s.%N)
 unique=$(echo "$report" | field unique)
 
 step "resources per process (before SIGTERM)"
-tick=$(getconf CLK_TCK)
 printf '%-26s %12s %14s\n' process cpu_seconds peak_rss_mib
 for name in "${!pids[@]}"; do
     pid=${pids[$name]}
-    read -r -a stat < <(cut -d' ' -f14,15 "/proc/$pid/stat")
-    cpu=$(calc "(${stat[0]} + ${stat[1]}) / $tick")
-    hwm=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
-    printf '%-26s %12s %14s\n' "$name" "$cpu" "$hwm"
+    printf '%-26s %12s %14s\n' "$name" "$(proc_cpu "$pid")" "$(proc_rss "$pid")"
 done | sort
 sort "$WORK/rusage.txt"
 stack_cpu >"$WORK/stack-after.txt"

@@ -151,6 +151,25 @@ fn own_es_standin(args: &[&str]) -> (std::process::Child, String) {
     (child, format!("http://127.0.0.1:{port}"))
 }
 
+/// Puts `records` (as JSON) into `stream`, one Kinesis record each; every one must be put.
+async fn put_all(run: &Run, stream: &str, records: &[serde_json::Value]) {
+    use chief_stream::{KinesisClient, PutEntry, StreamClient};
+    let entries: Vec<PutEntry> = records
+        .iter()
+        .enumerate()
+        .map(|(i, record)| PutEntry {
+            partition_key: format!("k-{i}"),
+            explicit_hash_key: None,
+            data: bytes::Bytes::from(serde_json::to_vec(record).expect("json")),
+        })
+        .collect();
+    let put = KinesisClient::new(run.clients.kinesis())
+        .put_records(stream, entries)
+        .await
+        .expect("PutRecords");
+    assert!(put.iter().all(Result::is_ok));
+}
+
 /// Waits at most `secs` for `proc` to exit by itself: its status and its log.
 fn exits_within(mut proc: chief_e2e::Proc, secs: u64) -> (std::process::ExitStatus, String) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -240,7 +259,6 @@ async fn refused_elasticsearch_credentials_stop_the_executor_with_one_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_bucket_stops_the_executor_and_checkpoints_nothing() {
-    use chief_stream::{KinesisClient, PutEntry, StreamClient};
     let run = Run::new("no-bucket").await;
     let missing = format!("e2e-missing-{}", run.id);
     // The fault is real: the bucket does not exist.
@@ -253,27 +271,18 @@ async fn a_missing_bucket_stops_the_executor_and_checkpoints_nothing() {
             .await
             .is_err()
     );
-    let entries: Vec<PutEntry> = (0..40)
-        .map(|i| PutEntry {
-            partition_key: format!("k-{i}"),
-            explicit_hash_key: None,
-            data: bytes::Bytes::from(
-                serde_json::to_vec(&serde_json::json!({
-                    "orderid": format!("order-{i}"),
-                    "user": {"userid": "user-1", "name": "A"},
-                    "factoryid": "factory-1",
-                    "items": [{"sku": "S", "product": "P", "quantity": 1, "unit_price_cents": 1}],
-                    "timestamp": "2024-01-02T03:04:05Z"
-                }))
-                .expect("json"),
-            ),
+    let orders: Vec<serde_json::Value> = (0..40)
+        .map(|i| {
+            serde_json::json!({
+                "orderid": format!("order-{i}"),
+                "user": {"userid": "user-1", "name": "A"},
+                "factoryid": "factory-1",
+                "items": [{"sku": "S", "product": "P", "quantity": 1, "unit_price_cents": 1}],
+                "timestamp": "2024-01-02T03:04:05Z"
+            })
         })
         .collect();
-    let put = KinesisClient::new(run.clients.kinesis())
-        .put_records(&run.orders, entries)
-        .await
-        .expect("PutRecords");
-    assert!(put.iter().all(Result::is_ok));
+    put_all(&run, &run.orders, &orders).await;
     let proc = run.executor_with_env(
         "order-factory-s3",
         "ofs",
@@ -340,7 +349,6 @@ async fn a_deleted_lease_table_stops_the_executor_within_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_index_whose_mapping_refuses_every_document_stops_the_executor() {
-    use chief_stream::{KinesisClient, PutEntry, StreamClient};
     let run = Run::new("es-mapping").await;
     // An operator created the index with a mapping that cannot hold an order id.
     run.es_create_index(
@@ -349,28 +357,19 @@ async fn an_index_whose_mapping_refuses_every_document_stops_the_executor() {
     )
     .await;
     let total = 60;
-    let entries: Vec<PutEntry> = (0..total)
-        .map(|i| PutEntry {
-            partition_key: format!("k-{i}"),
-            explicit_hash_key: None,
-            data: bytes::Bytes::from(
-                serde_json::to_vec(&serde_json::json!({
-                    "orderid": format!("order-{i}"),
-                    "userid": "user-1",
-                    "factoryid": "factory-1",
-                    "robotid": "robot-1",
-                    "jobstatus": "completed",
-                    "timestamp": "2024-01-02T03:04:05Z"
-                }))
-                .expect("json"),
-            ),
+    let jobs: Vec<serde_json::Value> = (0..total)
+        .map(|i| {
+            serde_json::json!({
+                "orderid": format!("order-{i}"),
+                "userid": "user-1",
+                "factoryid": "factory-1",
+                "robotid": "robot-1",
+                "jobstatus": "completed",
+                "timestamp": "2024-01-02T03:04:05Z"
+            })
         })
         .collect();
-    let put = KinesisClient::new(run.clients.kinesis())
-        .put_records(&run.jobs, entries)
-        .await
-        .expect("PutRecords");
-    assert!(put.iter().all(Result::is_ok));
+    put_all(&run, &run.jobs, &jobs).await;
     let proc = run.executor_with_env(
         "jobresult-es",
         "jes",
