@@ -73,6 +73,7 @@ async fn the_stack_standin_indexes_through_429s_and_counts() {
     assert!(index.ensure_index().await.expect("create"));
     let docs: Vec<Document> = (0..300)
         .map(|n| Document {
+            index: None,
             id: format!("o-{n}").parse().expect("orderid"),
             source: Bytes::from(format!(r#"{{"orderid":"o-{n}"}}"#)),
         })

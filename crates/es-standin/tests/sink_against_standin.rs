@@ -91,6 +91,7 @@ async fn set_faults(es: &RunningStandin, index: &str, faults: Value) {
 fn order(n: usize) -> Document {
     let id = format!("order-{n:05}");
     Document {
+        index: None,
         source: Bytes::from(format!(
             r#"{{"orderid":"{id}","user":{{"userid":"u-{}","name":"Zoë \"Z\" Tab\tby"}},"factoryid":"f-{}","items":[{{"sku":"s-1","quantity":{n},"unit_price_cents":199}}],"timestamp":"2024-05-01T12:00:00.000Z"}}"#,
             n % 17,
@@ -164,6 +165,7 @@ async fn bulk_indexed_documents_are_counted_and_read_back_byte_for_byte() {
     let mut docs = orders(500);
     // An id that needs percent-encoding in a `_doc` path.
     docs.push(Document {
+        index: None,
         id: "order/ä 1".parse().expect("orderid"),
         source: Bytes::from_static(br#"{"orderid":"order/\u00e4 1","note":"a\\tb"}"#),
     });
@@ -283,6 +285,7 @@ async fn a_source_that_is_not_json_is_a_400_item_the_rest_is_indexed() {
     let docs = vec![
         order(1),
         Document {
+            index: None,
             id: "order-bad".parse().expect("orderid"),
             source: Bytes::from_static(b"{\"orderid\": \"order-bad\", oops}"),
         },
@@ -484,6 +487,7 @@ async fn the_binary_serves_and_exits_0_on_sigterm() {
 /// An order at the edges of the record contract, as JSON.
 fn edge_order(id: &str, quantity: &str, price: &str, timestamp: &str) -> Document {
     Document {
+        index: None,
         id: id.parse().expect("orderid"),
         source: Bytes::from(format!(
             r#"{{"orderid":"{id}","user":{{"userid":"{}","name":"n"}},"factoryid":"f","items":[{{"sku":"s","product":"p","quantity":{quantity},"unit_price_cents":{price}}}],"timestamp":"{timestamp}"}}"#,
@@ -523,14 +527,17 @@ async fn the_mapping_and_the_record_contract_agree_at_the_boundaries() {
         edge_order("leap", "1", "1", "2016-12-31T23:59:60Z"),
         edge_order("space", "1", "1", "2024-01-01 00:00:00Z"),
         Document {
+            index: None,
             id: "utf8".parse().expect("orderid"),
             source: Bytes::from_static(b"{\"orderid\":\"utf8\",\"user\":{\"name\":\"\xff\xfe\"}}"),
         },
         Document {
+            index: None,
             id: "twice".parse().expect("orderid"),
             source: Bytes::from_static(br#"{"orderid":"twice","x":{"a":1,"a":2}}"#),
         },
         Document {
+            index: None,
             id: "array".parse().expect("orderid"),
             source: Bytes::from_static(br#"["array"]"#),
         },
@@ -596,6 +603,7 @@ async fn sigv4_signed_requests_pass_and_a_wrong_secret_gets_403_with_awss_messag
     assert!(right.ensure_index().await.expect("create, signed"));
     let results = right
         .bulk_index(&[Document {
+            index: None,
             id: "o-1".to_owned(),
             source: Bytes::from_static(br#"{"orderid":"o-1","timestamp":"2024-01-01T00:00:00Z"}"#),
         }])
@@ -622,6 +630,7 @@ async fn sigv4_signed_requests_pass_and_a_wrong_secret_gets_403_with_awss_messag
         // A request with a body carries AWS's reason.
         let err = index
             .bulk_index(&[Document {
+                index: None,
                 id: "o-2".to_owned(),
                 source: Bytes::from_static(br#"{"orderid":"o-2"}"#),
             }])

@@ -179,6 +179,7 @@ impl<I: SearchIndex, S: ObjectSink> ShardIndexer<I, S> {
                 } else {
                     let pending = Pending {
                         document: Document {
+                            index: None,
                             id: id.into_string(),
                             source: Bytes::copy_from_slice(record.data),
                         },

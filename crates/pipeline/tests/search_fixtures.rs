@@ -107,6 +107,7 @@ fn index(url: &str) -> ElasticsearchIndex {
 fn docs(n: usize) -> Vec<Document> {
     (1..=n)
         .map(|i| Document {
+            index: None,
             id: format!("o-{i}").parse().expect("orderid"),
             source: Bytes::from(format!(r#"{{"orderid":"o-{i}"}}"#)),
         })

@@ -231,6 +231,7 @@ fn config(server: &Server) -> SearchConfig {
 
 fn doc(id: &str, source: &str) -> Document {
     Document {
+        index: None,
         id: id.parse().expect("orderid"),
         source: Bytes::from(source.to_owned()),
     }

@@ -226,6 +226,8 @@ pub fn is_retryable_status(status: u16) -> bool {
 pub struct Document {
     /// Its `_id`.
     pub id: String,
+    /// Its `_index` when not the writer's own (time-rotated indices: `logs-2026-12-04`).
+    pub index: Option<String>,
     /// Its `_source`: the record's JSON.
     pub source: Bytes,
 }
@@ -621,7 +623,10 @@ struct BulkItemError {
 fn bulk_lines(docs: &[Document]) -> Vec<Bytes> {
     let mut lines = Vec::with_capacity(docs.len() * 2);
     for doc in docs {
-        let action = json!({"index": {"_id": doc.id.as_str()}});
+        let action = match &doc.index {
+            Some(index) => json!({"index": {"_index": index, "_id": doc.id.as_str()}}),
+            None => json!({"index": {"_id": doc.id.as_str()}}),
+        };
         lines.push(Bytes::from(action.to_string()));
         if doc.source.iter().any(|b| *b == b'\n' || *b == b'\r') {
             let flat: Vec<u8> = doc
@@ -737,7 +742,8 @@ pub struct MemorySearchIndex {
 #[derive(Debug, Default)]
 struct MemoryIndexState {
     exists: bool,
-    docs: HashMap<String, Bytes>,
+    /// By (`_index` if not the default, `_id`).
+    docs: HashMap<(String, String), Bytes>,
     failures: Vec<u16>,
     requests: u32,
 }
@@ -758,9 +764,18 @@ impl MemorySearchIndex {
         self.lock().failures.clear();
     }
 
-    /// The source stored under `id`.
+    /// The source stored under `id` (in the default index).
     pub fn get(&self, id: &str) -> Option<Bytes> {
-        self.lock().docs.get(id).cloned()
+        self.get_in("", id)
+    }
+
+    /// The source stored under `id` in `index` (a document's own `_index`; `""` for the
+    /// default).
+    pub fn get_in(&self, index: &str, id: &str) -> Option<Bytes> {
+        self.lock()
+            .docs
+            .get(&(index.to_owned(), id.to_owned()))
+            .cloned()
     }
 
     /// How many documents it holds.
@@ -814,7 +829,10 @@ impl SearchIndex for MemorySearchIndex {
             }
             let replaced = state
                 .docs
-                .insert(doc.id.as_str().to_owned(), doc.source.clone())
+                .insert(
+                    (doc.index.clone().unwrap_or_default(), doc.id.clone()),
+                    doc.source.clone(),
+                )
                 .is_some();
             results.push(ItemResult::Indexed {
                 status: if replaced { 200 } else { 201 },

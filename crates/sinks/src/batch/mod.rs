@@ -8,9 +8,13 @@
 //! calls [`Batcher::written`]. [`Batcher::durable`] never passes a buffered record, so a
 //! checkpoint at it never skips data that is not in its sink.
 
+pub mod partitioned;
+
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+
+pub use partitioned::{PartitionedBatcher, TooManyPartitions};
 
 /// Where a record sits in its shard.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

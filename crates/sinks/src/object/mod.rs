@@ -3,6 +3,8 @@
 //! [`put_with_retry`], a write retried with the shared back-off. Both sinks pass the one
 //! conformance suite in `crates/pipeline/tests/object_sink.rs`.
 
+pub mod template;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
