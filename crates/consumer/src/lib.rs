@@ -37,6 +37,7 @@ mod shard;
 pub use checkpoint::{CheckpointError, Checkpointer};
 pub use config::{
     ConsumerConfig, FetcherKind, InitialPosition, OnProcessingFailure, OutOfRangeRecords,
+    default_worker_id,
 };
 pub use lease::{
     DynamoDbLeaseStore, ExtendedSequenceNumber, Lease, LeaseError, LeaseStore, MemoryLeaseStore,

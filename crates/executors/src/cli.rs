@@ -30,16 +30,7 @@ struct Cli {
     log_format: Option<chief_config::telemetry::LogFormat>,
 }
 
-/// `<hostname>-<pid>`.
-pub fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("{host}-{}", std::process::id())
-}
+pub use chief_consumer::default_worker_id;
 
 /// The `main` of `executor`'s binary.
 pub fn main(executor: Executor) -> ExitCode {

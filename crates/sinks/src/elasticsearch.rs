@@ -298,6 +298,30 @@ pub async fn index_batch<I: SearchIndex>(
     docs: &[Document],
     retry: &RetryPolicy,
 ) -> Result<BatchOutcome, SearchError> {
+    index_until(index, docs, retry, false).await
+}
+
+/// [`index_batch`] as Firehose does it: at the deadline the documents still failing
+/// (429/5xx, or the whole remainder after a retryable error of the request) are
+/// rejected with their last error, for the caller to back up, instead of failing the
+/// batch.
+///
+/// # Errors
+/// A fatal error of the request as a whole (credentials refused, index unusable).
+pub async fn index_batch_or_reject<I: SearchIndex>(
+    index: &I,
+    docs: &[Document],
+    retry: &RetryPolicy,
+) -> Result<BatchOutcome, SearchError> {
+    index_until(index, docs, retry, true).await
+}
+
+async fn index_until<I: SearchIndex>(
+    index: &I,
+    docs: &[Document],
+    retry: &RetryPolicy,
+    reject_at_deadline: bool,
+) -> Result<BatchOutcome, SearchError> {
     let started = Instant::now();
     let mut outcome = BatchOutcome::default();
     let mut pending: Vec<usize> = (0..docs.len()).collect();
@@ -350,6 +374,16 @@ pub async fn index_batch<I: SearchIndex>(
         };
         pending = still;
         if let Some((status, reason)) = last.filter(|_| !pending.is_empty()) {
+            if !retry.allows(started.elapsed()) && reject_at_deadline {
+                outcome
+                    .rejected
+                    .extend(pending.drain(..).map(|index| Rejected {
+                        index,
+                        status,
+                        error: reason.clone(),
+                    }));
+                break;
+            }
             if !retry.allows(started.elapsed()) {
                 return Err(SearchError::GaveUp {
                     pending: pending.len(),

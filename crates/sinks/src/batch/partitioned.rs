@@ -119,6 +119,11 @@ impl<K: Eq + Hash + Clone, B: Default> PartitionedBatcher<K, B> {
         self.open.get(key).map(|o| &o.batch)
     }
 
+    /// `key`'s open batch, to take its body for a write (and put it back if that fails).
+    pub fn batch_mut(&mut self, key: &K) -> Option<&mut Batch<B>> {
+        self.open.get_mut(key).map(|o| &mut o.batch)
+    }
+
     /// The keys of every open batch, oldest first.
     pub fn open_keys(&self) -> Vec<K> {
         let mut keys: Vec<(u64, K)> = self
