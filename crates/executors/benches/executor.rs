@@ -82,35 +82,9 @@ async fn produce<C: StreamClient>(client: C, stream: &str, sent: &[Vec<u8>]) {
 
 /// The last sequence number of every shard.
 async fn tips<C: StreamClient>(client: &C, stream: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for shard in client.list_shards(stream).await.expect("shards") {
-        let mut iterator = client
-            .get_shard_iterator(
-                stream,
-                &shard.shard_id,
-                &chief_stream::IteratorPosition::TrimHorizon,
-            )
-            .await
-            .expect("iterator");
-        let mut last = None;
-        loop {
-            let page = client
-                .get_records(stream, &iterator, 10_000)
-                .await
-                .expect("records");
-            if let Some(r) = page.records.last() {
-                last = Some(r.sequence_number.clone());
-            }
-            match page.next_shard_iterator {
-                Some(next) if !page.records.is_empty() => iterator = next,
-                _ => break,
-            }
-        }
-        if let Some(last) = last {
-            out.push((shard.shard_id, last));
-        }
-    }
-    out
+    chief_stream::shard_tips(client, stream)
+        .await
+        .expect("shard tips")
 }
 
 /// Runs the executor until every shard is checkpointed at its tip; the time it took.

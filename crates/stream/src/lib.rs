@@ -142,3 +142,35 @@ pub trait StreamClient: Send + Sync + 'static {
         position: &IteratorPosition,
     ) -> impl Future<Output = Result<Subscription, StreamError>> + Send;
 }
+
+/// The last sequence number of every shard of `stream` that has records, read from
+/// `TRIM_HORIZON` (benchmarks and tests: "every shard is checkpointed at its tip").
+///
+/// # Errors
+/// A ListShards, GetShardIterator or GetRecords failure.
+pub async fn shard_tips<C: StreamClient>(
+    client: &C,
+    stream: &str,
+) -> Result<Vec<(String, String)>, StreamError> {
+    let mut out = Vec::new();
+    for shard in client.list_shards(stream).await? {
+        let mut iterator = client
+            .get_shard_iterator(stream, &shard.shard_id, &IteratorPosition::TrimHorizon)
+            .await?;
+        let mut last = None;
+        loop {
+            let page = client.get_records(stream, &iterator, 10_000).await?;
+            if let Some(r) = page.records.last() {
+                last = Some(r.sequence_number.clone());
+            }
+            match page.next_shard_iterator {
+                Some(next) if !page.records.is_empty() => iterator = next,
+                _ => break,
+            }
+        }
+        if let Some(last) = last {
+            out.push((shard.shard_id, last));
+        }
+    }
+    Ok(out)
+}
