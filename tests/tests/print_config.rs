@@ -84,6 +84,15 @@ fn no_binary_prints_a_password_or_secret() {
             vec!["secret_access_key = \"<redacted>\""],
         ),
         (
+            "chief-firehose",
+            vec!["--config", "config/firehose-analysed-logs.toml"],
+            vec![
+                "secret_access_key = \"<redacted>\"",
+                "password = \"<redacted>\"",
+                "api_key = \"<redacted>\"",
+            ],
+        ),
+        (
             "chief-loader",
             vec!["--config", "config/loader.toml", "run"],
             vec![
