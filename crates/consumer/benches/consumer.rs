@@ -194,6 +194,14 @@ impl LeaseStore for Counting {
         self.tick();
         self.inner.checkpoint(l, c).await
     }
+    async fn prepare_checkpoint(
+        &self,
+        l: &Lease,
+        c: &ExtendedSequenceNumber,
+    ) -> Result<Lease, LeaseError> {
+        self.tick();
+        self.inner.prepare_checkpoint(l, c).await
+    }
     async fn set_child_shards(&self, l: &Lease, c: &BTreeSet<String>) -> Result<Lease, LeaseError> {
         self.tick();
         self.inner.set_child_shards(l, c).await

@@ -161,10 +161,12 @@ impl<S: LeaseStore> HeldLease<S> {
         }
     }
 
-    /// Writes a checkpoint, conditional on the lease as last seen.
+    /// Writes a checkpoint (or, `prepare`, a pending one), conditional on the lease as last
+    /// seen.
     pub(crate) async fn checkpoint(
         &self,
         position: &ExtendedSequenceNumber,
+        prepare: bool,
     ) -> Result<(), CheckpointError> {
         let lost = || CheckpointError::LeaseLost {
             stream: self.stream.clone(),
@@ -176,10 +178,15 @@ impl<S: LeaseStore> HeldLease<S> {
             return Err(lost());
         }
         let mut lease = self.lease.lock().await;
-        match self.store.checkpoint(&lease, position).await {
+        let written = if prepare {
+            self.store.prepare_checkpoint(&lease, position).await
+        } else {
+            self.store.checkpoint(&lease, position).await
+        };
+        match written {
             Ok(written) => {
                 *lease = written;
-                tracing::debug!(stream = %self.stream, shard_id = %self.shard_id, lease_owner = %self.worker_id, checkpoint = %position, "checkpointed");
+                tracing::debug!(stream = %self.stream, shard_id = %self.shard_id, lease_owner = %self.worker_id, checkpoint = %position, prepare, "checkpointed");
                 Ok(())
             }
             Err(e) if e.is_conflict() => {
@@ -228,12 +235,12 @@ type WriteFuture<'a> = Pin<Box<dyn Future<Output = Result<(), CheckpointError>> 
 
 /// The object-safe face of a held lease, so that [`Checkpointer`] has no type parameter.
 trait CheckpointWrite: Send + Sync {
-    fn write<'a>(&'a self, position: &'a ExtendedSequenceNumber) -> WriteFuture<'a>;
+    fn write<'a>(&'a self, position: &'a ExtendedSequenceNumber, prepare: bool) -> WriteFuture<'a>;
 }
 
 impl<S: LeaseStore> CheckpointWrite for HeldLease<S> {
-    fn write<'a>(&'a self, position: &'a ExtendedSequenceNumber) -> WriteFuture<'a> {
-        Box::pin(self.checkpoint(position))
+    fn write<'a>(&'a self, position: &'a ExtendedSequenceNumber, prepare: bool) -> WriteFuture<'a> {
+        Box::pin(self.checkpoint(position, prepare))
     }
 }
 
@@ -340,6 +347,28 @@ impl Checkpointer {
         &self,
         position: ExtendedSequenceNumber,
     ) -> Result<(), CheckpointError> {
+        self.check_range(&position)?;
+        self.write(position).await
+    }
+
+    /// KCL's `prepareCheckpoint`: records on the lease (`pendingCheckpoint`) that the
+    /// records up to this delivered one may reach a sink before they are checkpointed —
+    /// written before a sink write, so that after a crash the next owner knows which of the
+    /// records it reads again were perhaps delivered already
+    /// ([`InitializationInput::pending_checkpoint`](crate::InitializationInput)). The next
+    /// checkpoint clears it.
+    ///
+    /// # Errors
+    /// As [`checkpoint_at`](Self::checkpoint_at).
+    pub async fn prepare_checkpoint_at(
+        &self,
+        position: ExtendedSequenceNumber,
+    ) -> Result<(), CheckpointError> {
+        self.check_range(&position)?;
+        self.writer.write(&position, true).await
+    }
+
+    fn check_range(&self, position: &ExtendedSequenceNumber) -> Result<(), CheckpointError> {
         {
             let p = self.progress();
             let refuse = |reason: String| CheckpointError::OutOfRange {
@@ -351,21 +380,21 @@ impl Checkpointer {
                 return Err(refuse("not a sequence number".into()));
             }
             match &p.delivered {
-                Some(d) if compare(&position, d).is_le() => {}
+                Some(d) if compare(position, d).is_le() => {}
                 Some(d) => return Err(refuse(format!("after the last delivered record {d}"))),
                 None => return Err(refuse("nothing was delivered yet".into())),
             }
             if let Some(c) = &p.checkpointed
-                && compare(&position, c).is_lt()
+                && compare(position, c).is_lt()
             {
                 return Err(refuse(format!("before the last checkpoint {c}")));
             }
         }
-        self.write(position).await
+        Ok(())
     }
 
     async fn write(&self, position: ExtendedSequenceNumber) -> Result<(), CheckpointError> {
-        self.writer.write(&position).await?;
+        self.writer.write(&position, false).await?;
         self.progress().checkpointed = Some(position);
         Ok(())
     }

@@ -80,7 +80,9 @@ pub struct Lease {
     /// How far the shard was processed (`checkpoint`, S, and `checkpointSubSequenceNumber`, N).
     pub checkpoint: ExtendedSequenceNumber,
     /// A checkpoint being prepared (`pendingCheckpoint`, S, and
-    /// `pendingCheckpointSubSequenceNumber`, N); chief never writes one but keeps it.
+    /// `pendingCheckpointSubSequenceNumber`, N): written by
+    /// [`Checkpointer::prepare_checkpoint_at`](crate::Checkpointer::prepare_checkpoint_at),
+    /// cleared by the next checkpoint.
     pub pending_checkpoint: Option<ExtendedSequenceNumber>,
     /// The shard's parents (`parentShardId`, SS).
     pub parent_shard_ids: BTreeSet<String>,
@@ -224,11 +226,21 @@ pub trait LeaseStore: Send + Sync + 'static {
         lease: &Lease,
     ) -> impl Future<Output = Result<Lease, LeaseError>> + Send;
 
-    /// Writes a checkpoint (and resets the owner switches), if `lease` is still as read.
+    /// Writes a checkpoint (resets the owner switches, clears a pending checkpoint), if
+    /// `lease` is still as read.
     fn checkpoint(
         &self,
         lease: &Lease,
         checkpoint: &ExtendedSequenceNumber,
+    ) -> impl Future<Output = Result<Lease, LeaseError>> + Send;
+
+    /// Writes a pending checkpoint (`pendingCheckpoint`, KCL's `prepareCheckpoint`): the
+    /// records up to it may already be in a sink although they are not checkpointed. The
+    /// next [`checkpoint`](Self::checkpoint) clears it.
+    fn prepare_checkpoint(
+        &self,
+        lease: &Lease,
+        pending: &ExtendedSequenceNumber,
     ) -> impl Future<Output = Result<Lease, LeaseError>> + Send;
 
     /// Records the shard's children on its lease, if `lease` is still as read.

@@ -69,6 +69,10 @@ pub struct InitializationInput<'a> {
     pub shard_id: &'a str,
     /// Where processing resumes (a checkpoint or a sentinel).
     pub checkpoint: &'a ExtendedSequenceNumber,
+    /// A pending checkpoint a previous owner prepared and never completed
+    /// ([`Checkpointer::prepare_checkpoint_at`]): the records after `checkpoint` up to it
+    /// may already be in the sink.
+    pub pending_checkpoint: Option<&'a ExtendedSequenceNumber>,
 }
 
 /// Given to [`RecordProcessor::process_records`].

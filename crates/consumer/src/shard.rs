@@ -301,6 +301,7 @@ impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
                 .initialize(InitializationInput {
                     shard_id: &shard_id,
                     checkpoint: &checkpoint,
+                    pending_checkpoint: lease.pending_checkpoint.as_ref(),
                 })
                 .await;
             match init {

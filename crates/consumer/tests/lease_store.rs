@@ -113,6 +113,39 @@ async fn conformance<S: LeaseStore + Clone>(store: S) {
         .expect("take released");
     assert_eq!(c.lease_owner.as_deref(), Some("worker-c"));
 
+    // A pending checkpoint: written conditionally, kept until the next checkpoint.
+    let pending = ExtendedSequenceNumber::new(
+        "49590338271490256608559692538361571095921575989136588999",
+        2,
+    );
+    let p1 = store
+        .prepare_checkpoint(&c, &pending)
+        .await
+        .expect("prepare");
+    assert_eq!(p1.pending_checkpoint.as_ref(), Some(&pending));
+    assert!(
+        conflict(store.prepare_checkpoint(&c, &pending).await),
+        "a stale view is refused"
+    );
+    let read = store
+        .get_lease(&lease.lease_key)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(read, p1);
+    let done = ExtendedSequenceNumber::new(
+        "49590338271490256608559692538361571095921575989136588999",
+        2,
+    );
+    let c = store.checkpoint(&p1, &done).await.expect("checkpoint");
+    assert_eq!(c.pending_checkpoint, None);
+    let read = store
+        .get_lease(&lease.lease_key)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!((read.pending_checkpoint, read.checkpoint), (None, done));
+
     // Children, then SHARD_END.
     let kids = BTreeSet::from([
         "shardId-000000000005".to_owned(),
@@ -481,9 +514,23 @@ async fn rows_written_by_kcl_2_and_3_are_taken_renewed_checkpointed_and_released
         );
         assert_eq!(item["checkpointSubSequenceNumber"], attr_n("3"));
         assert_eq!(item["ownerSwitchesSinceCheckpoint"], attr_n("0"));
+        // As KCL's checkpoint: the pending checkpoint is cleared.
+        for name in [
+            "pendingCheckpoint",
+            "pendingCheckpointSubSequenceNumber",
+            "pendingCheckpointState",
+        ] {
+            assert!(!item.contains_key(name), "{name} left after a checkpoint");
+        }
         let checkpointing = [
             taking.as_slice(),
-            &["checkpoint", "checkpointSubSequenceNumber"],
+            &[
+                "checkpoint",
+                "checkpointSubSequenceNumber",
+                "pendingCheckpoint",
+                "pendingCheckpointSubSequenceNumber",
+                "pendingCheckpointState",
+            ],
         ]
         .concat();
         assert_kcl_row(&item, &original, &checkpointing);

@@ -337,3 +337,165 @@ async fn memory_fan_out_initial_position_latest() {
 async fn memory_fan_out_initial_position_at_timestamp() {
     initial_position_at_timestamp(&FanOut(mem(2)), "t").await;
 }
+
+/// Prepares a checkpoint at the last record of every batch (and never checkpoints), or
+/// checkpoints every batch; records the pending checkpoint `initialize` was given.
+struct Preparing {
+    prepare: bool,
+    pending_seen:
+        std::sync::Arc<std::sync::Mutex<Vec<Option<chief_consumer::ExtendedSequenceNumber>>>>,
+}
+
+impl chief_consumer::RecordProcessor for Preparing {
+    async fn initialize(
+        &mut self,
+        input: chief_consumer::InitializationInput<'_>,
+    ) -> Result<(), chief_consumer::ProcessorError> {
+        self.pending_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(input.pending_checkpoint.cloned());
+        Ok(())
+    }
+
+    async fn process_records(
+        &mut self,
+        input: chief_consumer::ProcessRecordsInput<'_>,
+    ) -> Result<(), chief_consumer::ProcessorError> {
+        if let Some(last) = input.records.last() {
+            if self.prepare {
+                input
+                    .checkpointer
+                    .prepare_checkpoint_at(last.position())
+                    .await?;
+            } else {
+                input.checkpointer.checkpoint().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn shard_ended(
+        &mut self,
+        input: chief_consumer::ShardEndedInput<'_>,
+    ) -> Result<(), chief_consumer::ProcessorError> {
+        input.checkpointer.checkpoint().await?;
+        Ok(())
+    }
+}
+
+struct PreparingFactory(
+    bool,
+    std::sync::Arc<std::sync::Mutex<Vec<Option<chief_consumer::ExtendedSequenceNumber>>>>,
+);
+
+impl chief_consumer::ProcessorFactory for PreparingFactory {
+    type Processor = Preparing;
+    fn create(&self, _shard_id: &str) -> Preparing {
+        Preparing {
+            prepare: self.0,
+            pending_seen: self.1.clone(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_prepared_checkpoint_reaches_the_next_owner_and_a_checkpoint_clears_it() {
+    use chief_consumer::{LeaseStore, Scheduler};
+    let m = mem(1);
+    let entries = (0..10)
+        .map(|i| PutEntry {
+            partition_key: format!("k{i}"),
+            explicit_hash_key: None,
+            data: bytes::Bytes::from(format!("r{i}")),
+        })
+        .collect();
+    let put = m.streams.put_records(STREAM, entries).await.expect("put");
+    let last = put
+        .last()
+        .and_then(|r| r.as_ref().ok())
+        .expect("put")
+        .sequence_number
+        .clone();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let lease_of = |store: MemoryLeaseStore| async move {
+        store
+            .list_leases()
+            .await
+            .expect("leases")
+            .into_iter()
+            .next()
+    };
+
+    // A worker prepares at its last record and stops without a checkpoint.
+    let token = tokio_util::sync::CancellationToken::new();
+    let scheduler = Scheduler::new(
+        fast_config(STREAM, "t", "w1"),
+        m.streams.clone(),
+        m.leases.clone(),
+        PreparingFactory(true, seen.clone()),
+    )
+    .expect("scheduler");
+    let run = tokio::spawn(scheduler.run(token.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lease_of(m.leases.clone())
+        .await
+        .and_then(|l| l.pending_checkpoint)
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pending checkpoint written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    token.cancel();
+    run.await.expect("join").expect("run");
+    let lease = lease_of(m.leases.clone()).await.expect("lease");
+    assert!(
+        lease.checkpoint.is_sentinel(),
+        "never checkpointed: {}",
+        lease.checkpoint
+    );
+    assert_eq!(
+        lease
+            .pending_checkpoint
+            .as_ref()
+            .map(|p| p.sequence_number.as_str()),
+        Some(last.as_str())
+    );
+
+    // The next owner is told; its checkpoint clears it.
+    let token = tokio_util::sync::CancellationToken::new();
+    let scheduler = Scheduler::new(
+        fast_config(STREAM, "t", "w2"),
+        m.streams.clone(),
+        m.leases.clone(),
+        PreparingFactory(false, seen.clone()),
+    )
+    .expect("scheduler");
+    let run = tokio::spawn(scheduler.run(token.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lease_of(m.leases.clone())
+        .await
+        .is_none_or(|l| l.checkpoint.is_sentinel())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    token.cancel();
+    run.await.expect("join").expect("run");
+    let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0], None, "the first owner found none");
+    assert_eq!(
+        seen[1].as_ref().map(|p| p.sequence_number.as_str()),
+        Some(last.as_str())
+    );
+    let lease = lease_of(m.leases.clone()).await.expect("lease");
+    assert_eq!(lease.pending_checkpoint, None);
+    assert_eq!(lease.checkpoint.sequence_number, last);
+}

@@ -96,6 +96,14 @@ impl LeaseStore for SlowStore {
         self.switches.jitter().await;
         self.inner.checkpoint(lease, checkpoint).await
     }
+    async fn prepare_checkpoint(
+        &self,
+        lease: &Lease,
+        pending: &ExtendedSequenceNumber,
+    ) -> Result<Lease, LeaseError> {
+        self.switches.jitter().await;
+        self.inner.prepare_checkpoint(lease, pending).await
+    }
     async fn set_child_shards(
         &self,
         lease: &Lease,

@@ -448,6 +448,14 @@ impl<I: SearchIndex, O: ObjectSink> ShardEsDelivery<I, O> {
         format!("{prefix}{}", s3.object_name(time))
     }
 
+    /// Whether offering records of `bytes` in all (`records` of them) and then indexing
+    /// what is due at `now` may write (index or back up) anything: an upper bound.
+    pub fn may_write(&self, records: usize, bytes: usize, now: Instant) -> bool {
+        (records > 0 && self.settings.limits.max_age.is_zero())
+            || self.batcher.deadline().is_some_and(|d| d <= now)
+            || self.batcher.buffered_bytes() + bytes >= self.settings.limits.max_bytes
+    }
+
     /// The last position such that it and everything before it is indexed or in S3.
     pub fn durable(&self) -> Option<&RecordPosition> {
         self.batcher.durable()

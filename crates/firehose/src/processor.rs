@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use chief_consumer::{
-    ConsumedRecord, ExtendedSequenceNumber, Fatal, LeaseLostInput, ProcessRecordsInput,
-    ProcessorError, ProcessorFactory, RecordProcessor, ShardEndedInput, ShutdownRequestedInput,
+    Checkpointer, ConsumedRecord, ExtendedSequenceNumber, Fatal, InitializationInput,
+    LeaseLostInput, ProcessRecordsInput, ProcessorError, ProcessorFactory, RecordProcessor,
+    ShardEndedInput, ShutdownRequestedInput,
 };
 use chief_sinks::batch::RecordPosition;
 use chief_sinks::elasticsearch::SearchIndex;
@@ -16,6 +17,7 @@ use chief_stream::compare_sequence_numbers;
 use chrono::{DateTime, Utc};
 
 use crate::elasticsearch::{EsSettings, ShardEsDelivery};
+use crate::metrics as m;
 use crate::s3::{DeliveryError, Incoming, S3Settings, ShardS3Delivery};
 
 /// Where a delivery writes.
@@ -75,6 +77,7 @@ impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> ProcessorFactory
             shard_id: shard_id.to_owned(),
             writer,
             checkpointed: None,
+            replay_until: None,
         }
     }
 }
@@ -85,6 +88,8 @@ pub struct FirehoseProcessor<O, I> {
     shard_id: String,
     writer: Writer<O, I>,
     checkpointed: Option<RecordPosition>,
+    /// A previous owner's pending checkpoint: the records up to it may be in S3 already.
+    replay_until: Option<RecordPosition>,
 }
 
 fn compare(a: &RecordPosition, b: &RecordPosition) -> Ordering {
@@ -151,6 +156,56 @@ impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> FirehoseProcesso
         }
     }
 
+    fn may_write(&self, records: usize, bytes: usize, now: Instant) -> bool {
+        match &self.writer {
+            Writer::S3(w) => w.may_write(records, bytes, now),
+            Writer::Elasticsearch(w) => w.may_write(records, bytes, now),
+        }
+    }
+
+    /// Records on the lease that the records up to `last` may reach the destination
+    /// before they are checkpointed (KCL's `prepareCheckpoint`), so that a worker that
+    /// takes the shard over after a crash counts what it delivers again.
+    async fn prepare(
+        &self,
+        checkpointer: &Checkpointer,
+        last: Option<&RecordPosition>,
+    ) -> Result<(), ProcessorError> {
+        let Some(last) = last else {
+            return Ok(());
+        };
+        if self
+            .checkpointed
+            .as_ref()
+            .is_some_and(|c| compare(last, c).is_le())
+        {
+            return Ok(());
+        }
+        checkpointer
+            .prepare_checkpoint_at(ExtendedSequenceNumber::new(
+                last.sequence_number.clone(),
+                last.sub_sequence_number,
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Counts a record a previous owner may have delivered already.
+    fn count_replay(&mut self, record: &ConsumedRecord) {
+        let Some(until) = &self.replay_until else {
+            return;
+        };
+        let position = RecordPosition {
+            sequence_number: record.sequence_number.clone(),
+            sub_sequence_number: record.sub_sequence_number,
+        };
+        if compare(&position, until).is_le() {
+            metrics::counter!(m::REPLAYED_RECORDS, m::DELIVERY => self.name.clone()).increment(1);
+        } else {
+            self.replay_until = None;
+        }
+    }
+
     async fn flush_due(&mut self, now: Instant) -> Result<(), DeliveryError> {
         match &mut self.writer {
             Writer::S3(w) => w.flush_due(now).await,
@@ -194,17 +249,43 @@ impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> FirehoseProcesso
 impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> RecordProcessor
     for FirehoseProcessor<O, I>
 {
+    async fn initialize(&mut self, input: InitializationInput<'_>) -> Result<(), ProcessorError> {
+        if let Some(pending) = input.pending_checkpoint {
+            tracing::info!(
+                delivery = %self.name,
+                shard_id = input.shard_id,
+                checkpoint = %input.checkpoint,
+                pending_checkpoint = %pending,
+                "a previous owner may have delivered records after the checkpoint; counting them as replayed"
+            );
+            self.replay_until = Some(RecordPosition {
+                sequence_number: pending.sequence_number.clone(),
+                sub_sequence_number: pending.sub_sequence_number,
+            });
+        }
+        Ok(())
+    }
+
     async fn process_records(
         &mut self,
         input: ProcessRecordsInput<'_>,
     ) -> Result<(), ProcessorError> {
         let now = Instant::now();
+        let bytes = input.records.iter().map(|r| r.data.len()).sum();
+        if self.may_write(input.records.len(), bytes, now) {
+            // Every record of this call, or what is buffered when the call has none.
+            let last = input.records.last().map(|r| RecordPosition {
+                sequence_number: r.sequence_number.clone(),
+                sub_sequence_number: r.sub_sequence_number,
+            });
+            let last = last.or_else(|| self.accepted().cloned());
+            self.prepare(input.checkpointer, last.as_ref()).await?;
+        }
         for record in input.records {
+            self.count_replay(record);
             self.accept(record, now).await.map_err(delivery_error)?;
         }
-        self.flush_due(Instant::now())
-            .await
-            .map_err(delivery_error)?;
+        self.flush_due(now).await.map_err(delivery_error)?;
         self.checkpoint(input.checkpointer).await
     }
 
@@ -220,6 +301,9 @@ impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> RecordProcessor
     }
 
     async fn shard_ended(&mut self, input: ShardEndedInput<'_>) -> Result<(), ProcessorError> {
+        if self.buffered() > 0 {
+            self.prepare(input.checkpointer, self.accepted()).await?;
+        }
         self.flush().await.map_err(delivery_error)?;
         input.checkpointer.checkpoint().await?;
         Ok(())
@@ -229,6 +313,9 @@ impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> RecordProcessor
         &mut self,
         input: ShutdownRequestedInput<'_>,
     ) -> Result<(), ProcessorError> {
+        if self.buffered() > 0 {
+            self.prepare(input.checkpointer, self.accepted()).await?;
+        }
         let flushed = self.flush().await.map_err(delivery_error);
         // Whatever did get written is checkpointed, even if a flush failed.
         self.checkpoint(input.checkpointer).await?;

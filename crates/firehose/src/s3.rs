@@ -601,6 +601,17 @@ impl<O: ObjectSink> ShardS3Delivery<O> {
         Ok(())
     }
 
+    /// Whether offering records of `bytes` in all (`records` of them) and then writing
+    /// what is due at `now` may write an object: an upper bound, so that a caller can
+    /// record a pending checkpoint before any write.
+    pub fn may_write(&self, records: usize, bytes: usize, now: Instant) -> bool {
+        // An error record is base64 (4/3) plus its fields.
+        let incoming = bytes * 4 / 3 + records * 512;
+        (records > 0 && self.settings.limits.max_age.is_zero())
+            || self.batcher.deadline().is_some_and(|d| d <= now)
+            || self.batcher.buffered_bytes() + incoming >= self.settings.limits.max_bytes
+    }
+
     /// The last position such that it and everything before it is in S3.
     pub fn durable(&self) -> Option<&RecordPosition> {
         self.batcher.durable()

@@ -483,6 +483,28 @@ impl LeaseStore for DynamoDbLeaseStore {
                 (attr::CHECKPOINT_SUB, n(checkpoint.sub_sequence_number)),
                 (attr::OWNER_SWITCHES, n(0)),
             ],
+            // As KCL's checkpoint: the pending checkpoint (and KCL 3's state) is done with.
+            vec![
+                attr::PENDING_CHECKPOINT,
+                attr::PENDING_CHECKPOINT_SUB,
+                "pendingCheckpointState",
+            ],
+        )
+        .await
+    }
+
+    async fn prepare_checkpoint(
+        &self,
+        lease: &Lease,
+        pending: &ExtendedSequenceNumber,
+    ) -> Result<Lease, LeaseError> {
+        self.conditional_update(
+            "PrepareCheckpoint",
+            lease,
+            vec![
+                (attr::PENDING_CHECKPOINT, s(&pending.sequence_number)),
+                (attr::PENDING_CHECKPOINT_SUB, n(pending.sub_sequence_number)),
+            ],
             Vec::new(),
         )
         .await

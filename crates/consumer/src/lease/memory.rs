@@ -111,6 +111,17 @@ impl LeaseStore for MemoryLeaseStore {
         self.conditional("Checkpoint", lease, |l| {
             l.checkpoint = checkpoint.clone();
             l.owner_switches_since_checkpoint = 0;
+            l.pending_checkpoint = None;
+        })
+    }
+
+    async fn prepare_checkpoint(
+        &self,
+        lease: &Lease,
+        pending: &ExtendedSequenceNumber,
+    ) -> Result<Lease, LeaseError> {
+        self.conditional("PrepareCheckpoint", lease, |l| {
+            l.pending_checkpoint = Some(pending.clone());
         })
     }
 
