@@ -77,6 +77,7 @@ fn roles_carry_exactly_the_documents_of_deploy_aws_iam() {
         ("OrderEsS3Role", vec!["chief-order-es-s3"]),
         ("JobResultEsRole", vec!["chief-jobresult-es"]),
         ("JobResultNotifyS3Role", vec!["chief-jobresult-notify-s3"]),
+        ("FirehoseTaxiRole", vec!["chief-firehose-taxi"]),
         ("LoaderRole", vec!["chief-loader", "bootstrap-loader"]),
         ("AuroraS3Role", vec!["aurora-load-from-s3"]),
     ]);
@@ -228,7 +229,8 @@ fn user_data_is_valid_bash_and_installs_what_the_release_holds() {
                 "{lt} installs {path}, which the release does not hold"
             );
         }
-        // The units it enables are the ones it installs, and each has its drop-in.
+        // The units it enables are the ones it installs (a template `x@` by its instances
+        // `x@…`), and each has its drop-in.
         let units: BTreeSet<String> = installed
             .iter()
             .filter_map(|p| p.strip_prefix("systemd/"))
@@ -240,9 +242,19 @@ fn user_data_is_valid_bash_and_installs_what_the_release_holds() {
             .flat_map(|l| l.split_whitespace().map(str::to_owned))
             .filter(|u| u.starts_with("chief-"))
             .collect();
-        assert_eq!(units, enabled, "{lt}: units installed vs enabled");
+        let unit_files_enabled: BTreeSet<String> = enabled
+            .iter()
+            .map(|u| match u.split_once('@') {
+                Some((template, _)) => format!("{template}@"),
+                None => u.clone(),
+            })
+            .collect();
+        assert_eq!(
+            units, unit_files_enabled,
+            "{lt}: units installed vs enabled"
+        );
         let files = userdata::written_files(&script);
-        for unit in &units {
+        for unit in &enabled {
             let drop_in = format!("/etc/systemd/system/{unit}.service.d/stack.conf");
             assert!(
                 files.iter().any(|f| f.path == drop_in),
@@ -279,6 +291,18 @@ fn each_binary_accepts_its_settings_on_the_instance() {
             "chief-producer" => {
                 let _: ProducerAppConfig = chief_config::load_str(&text, &settings)
                     .unwrap_or_else(|e| panic!("{binary}: {e}"));
+            }
+            _ if delivery_of(binary).is_some() => {
+                let c: chief_firehose::FirehoseConfig = chief_config::load_str(&text, &settings)
+                    .unwrap_or_else(|e| panic!("{binary}: {e}"));
+                c.validate().unwrap_or_else(|e| panic!("{binary}: {e}"));
+                assert_eq!(c.consumer.stream, value_of("TaxiTripsStream"), "{binary}");
+                assert_eq!(
+                    c.consumer.table,
+                    value_of("FirehoseTaxiLeaseTable"),
+                    "{binary}"
+                );
+                assert_eq!(c.s3.bucket, value_of("FirehoseBucket"), "{binary}");
             }
             "chief-loader" => {
                 let c: LoaderConfig = chief_config::load_str(&text, &settings)
@@ -578,15 +602,23 @@ fn every_instance_ships_the_journal_of_its_programs_to_the_stacks_log_group() {
             "{lt}: the programs whose journal it ships"
         );
         // Each unit logs under the identifier rsyslog picks its lines by.
-        for unit in programs.iter().filter(|p| p.as_str() != "chief-bootstrap") {
-            let unit_file = root.join(format!("deploy/systemd/{unit}.service"));
-            if let Ok(text) = std::fs::read_to_string(&unit_file) {
-                assert!(
-                    text.lines()
-                        .any(|l| l.trim() == format!("SyslogIdentifier={unit}")),
-                    "{unit}.service: SyslogIdentifier={unit}"
-                );
-            }
+        for program in programs.iter().filter(|p| p.as_str() != "chief-bootstrap") {
+            let (unit_file, _) = unit_of(program);
+            // The producer and the loader run from their own scripts and cron, not units.
+            let Ok(text) = std::fs::read_to_string(root.join("deploy/systemd").join(&unit_file))
+            else {
+                continue;
+            };
+            // A template's instance `x@d` logs as `x-d`.
+            let identifier = match delivery_of(program) {
+                Some(_) => "chief-firehose-%i".to_owned(),
+                None => program.clone(),
+            };
+            assert!(
+                text.lines()
+                    .any(|l| l.trim() == format!("SyslogIdentifier={identifier}")),
+                "{unit_file}: SyslogIdentifier={identifier}"
+            );
         }
         // What the script writes for these programs: rsyslog sends each program's lines to
         // a file, and the CloudWatch agent ships each of those files to the log group.
@@ -747,6 +779,7 @@ fn executor_role(id: &str) -> Option<&'static str> {
         "OrderEsS3Role" => Some("chief-order-es-s3"),
         "JobResultEsRole" => Some("chief-jobresult-es"),
         "JobResultNotifyS3Role" => Some("chief-jobresult-notify-s3"),
+        "FirehoseTaxiRole" => Some("chief-firehose-taxi"),
         _ => None,
     }
 }
@@ -778,15 +811,22 @@ fn each_executor_process_assumes_its_own_role_and_the_instance_role_nothing_else
             vec![&value_of(&format!("{id}.Arn"))],
             "{binary} must assume {id}"
         );
-        let config: ExecutorConfig =
-            chief_config::load_str(&config_text(binary), &settings).expect("config");
+        let role = if delivery_of(binary).is_some() {
+            let config: chief_firehose::FirehoseConfig =
+                chief_config::load_str(&config_text(binary), &settings).expect("config");
+            config.aws.role_arn
+        } else {
+            let config: ExecutorConfig =
+                chief_config::load_str(&config_text(binary), &settings).expect("config");
+            config.aws.role_arn
+        };
         assert_eq!(
-            config.aws.role_arn.as_deref(),
+            role.as_deref(),
             Some(value_of(&format!("{id}.Arn")).as_str())
         );
     }
-    assert_eq!(assumable.len(), 4, "one role per executor");
-    // The instance role may assume those four roles and nothing else of IAM or STS; its
+    assert_eq!(assumable.len(), 5, "one role per executor and delivery");
+    // The instance role may assume those roles and nothing else of IAM or STS; its
     // other statements are the bootstrap's (release, search secret, logs).
     let instance = policy("assume-executor-roles");
     assert_eq!(
@@ -816,6 +856,7 @@ fn each_executor_process_assumes_its_own_role_and_the_instance_role_nothing_else
         "chief-order-es-s3",
         "chief-jobresult-es",
         "chief-jobresult-notify-s3",
+        "chief-firehose-taxi",
     ] {
         let own = policy(binary).allowed_actions();
         let shared: BTreeSet<String> = bootstrap
@@ -835,6 +876,7 @@ fn each_executor_process_assumes_its_own_role_and_the_instance_role_nothing_else
         "OrderEsS3Role",
         "JobResultEsRole",
         "JobResultNotifyS3Role",
+        "FirehoseTaxiRole",
     ] {
         assert!(
             depends

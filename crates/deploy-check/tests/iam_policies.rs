@@ -126,7 +126,9 @@ fn the_source_of_the_linked_crates_calls_every_operation_the_binaries_contain() 
     let mut failures = Vec::new();
     let mut report = Vec::new();
     for binary in binaries() {
-        let package = ws.package_of(binary).unwrap_or_else(|e| panic!("{e}"));
+        let package = ws
+            .package_of(binary_file(binary))
+            .unwrap_or_else(|e| panic!("{e}"));
         let mut in_source: BTreeMap<SdkOperation, BTreeSet<String>> = BTreeMap::new();
         for member in ws.linked_members(&package.name) {
             let services = ws.sdk_services(member);

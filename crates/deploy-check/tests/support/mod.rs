@@ -15,17 +15,52 @@ use chief_deploy_check::template;
 use chief_deploy_check::userdata;
 use chief_deploy_check::workspace_root;
 use chief_executors::{Executor, ExecutorConfig};
+use chief_firehose::FirehoseConfig;
 use chief_loader::LoaderConfig;
 use chief_pipeline::archive::{RecordPosition, batch_key, dead_letter_key};
 use serde_json::Value;
 
-/// The binaries that run on the stack's instances, each with its own policy
-/// `deploy/aws/iam/<binary>.json`.
+/// The programs that run on the stack's instances, each with its own policy
+/// `deploy/aws/iam/<program>.json`: a binary, or a delivery of `chief-firehose`
+/// (`chief-firehose-<delivery>`, the unit instance `chief-firehose@<delivery>` with
+/// `config/firehose-<delivery>.toml`).
 pub fn binaries() -> Vec<&'static str> {
     let mut out = vec!["chief-producer"];
     out.extend(Executor::ALL.iter().map(|e| e.name()));
     out.push("chief-loader");
+    out.extend(DELIVERIES.iter().map(|(program, _)| *program));
     out
+}
+
+/// The stack's Firehose-style deliveries: (program, delivery).
+pub const DELIVERIES: [(&str, &str); 1] = [("chief-firehose-taxi", "taxi")];
+
+/// The delivery a program is, if it is one.
+pub fn delivery_of(program: &str) -> Option<&'static str> {
+    DELIVERIES
+        .iter()
+        .find(|(p, _)| *p == program)
+        .map(|(_, d)| *d)
+}
+
+/// The binary file a program runs.
+pub fn binary_file(program: &str) -> &str {
+    if delivery_of(program).is_some() {
+        "chief-firehose"
+    } else {
+        program
+    }
+}
+
+/// The unit file of a program (`deploy/systemd/…`) and the unit it runs as.
+pub fn unit_of(program: &str) -> (String, String) {
+    match delivery_of(program) {
+        Some(delivery) => (
+            "chief-firehose@.service".to_owned(),
+            format!("chief-firehose@{delivery}"),
+        ),
+        None => (format!("{program}.service"), program.to_owned()),
+    }
 }
 
 /// The value the tests give a `Fn::Sub` placeholder (stands for what CloudFormation would
@@ -93,8 +128,9 @@ pub fn instance_settings(template: &Value, binary: &str) -> Vec<(String, String)
     let script = user_data(template, launch_template_of(binary));
     let files = userdata::written_files(&script);
     let mut settings = Vec::new();
-    let unit = workspace_root().join(format!("deploy/systemd/{binary}.service"));
-    if let Ok(text) = std::fs::read_to_string(&unit) {
+    let (unit_file, unit) = unit_of(binary);
+    let unit_file = workspace_root().join(format!("deploy/systemd/{unit_file}"));
+    if let Ok(text) = std::fs::read_to_string(&unit_file) {
         let lines: Vec<String> = text.lines().map(str::to_owned).collect();
         settings.extend(userdata::chief_settings(&lines));
     }
@@ -103,7 +139,7 @@ pub fn instance_settings(template: &Value, binary: &str) -> Vec<(String, String)
     } else {
         "/etc/chief/chief.env"
     };
-    let drop_in = format!("/etc/systemd/system/{binary}.service.d/stack.conf");
+    let drop_in = format!("/etc/systemd/system/{unit}.service.d/stack.conf");
     for wanted in [env_file, drop_in.as_str()] {
         for f in files.iter().filter(|f| f.path == wanted) {
             settings.extend(userdata::chief_settings(&f.body));
@@ -185,11 +221,14 @@ pub fn uses(template: &Value, binary: &str) -> Uses {
                 chief_config::load_str(&text, &settings)
                     .unwrap_or_else(|e| panic!("{binary} with its instance settings: {e}"));
             uses.metrics_namespace = config.metrics.cloudwatch.map(|c| c.namespace);
-            // `--stream` names the stream: the stack's two.
+            // `--stream` names the stream: the stack's two of the pipeline (the taxi trips
+            // stream is fed by its own agent).
             uses.streams = template::resources_of(template, "AWS::Kinesis::Stream")
                 .into_iter()
+                .filter(|(id, _)| *id != "TaxiTripsStream")
                 .map(|(id, _)| value_of(id))
                 .collect();
+            assert_eq!(uses.streams.len(), 2, "the pipeline's streams");
         }
         "chief-loader" => {
             let config: LoaderConfig = chief_config::load_str(&text, &settings)
@@ -218,6 +257,39 @@ pub fn uses(template: &Value, binary: &str) -> Uses {
                     format!(
                         "{}/{}/2024/01/02/20240102T030405.000Z-4242-0.json",
                         l.manifest_prefix, table.table
+                    ),
+                ));
+            }
+        }
+        _ if delivery_of(binary).is_some() => {
+            let config: FirehoseConfig = chief_config::load_str(&text, &settings)
+                .unwrap_or_else(|e| panic!("{binary} with its instance settings: {e}"));
+            config
+                .validate()
+                .unwrap_or_else(|e| panic!("{binary} with its instance settings: {e}"));
+            uses.metrics_namespace = config.metrics.cloudwatch.map(|c| c.namespace);
+            uses.streams.push(config.consumer.stream.clone());
+            uses.tables.push(config.consumer.table.clone());
+            // An object and an error object, keyed as the delivery keys them.
+            let (prefix, error) = config.s3.templates().expect("templates");
+            let partition = std::collections::BTreeMap::new();
+            let values = |kind| chief_sinks::object::template::KeyValues {
+                time: arrival(),
+                error_output_type: kind,
+                partition: &partition,
+            };
+            for (template, kind) in [(prefix, ""), (error, "processing-failed")] {
+                uses.written.push((
+                    config.s3.bucket.clone(),
+                    format!(
+                        "{}{}",
+                        template.render(&values(kind)).expect("key"),
+                        chief_sinks::object::template::firehose_object_name(
+                            &config.delivery.name,
+                            config.delivery.version,
+                            arrival(),
+                            "",
+                        )
                     ),
                 ));
             }
@@ -438,7 +510,7 @@ pub fn built_binary(binary: &str) -> PathBuf {
 
 /// The SDK operations compiled into `binary`, those the SDK sends by itself left out.
 pub fn called_operations(binary: &str) -> BTreeSet<SdkOperation> {
-    let path = built_binary(binary);
+    let path = built_binary(binary_file(binary));
     operations::from_binary(&path)
         .unwrap_or_else(|e| panic!("{e}"))
         .into_iter()
