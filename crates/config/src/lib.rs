@@ -19,6 +19,7 @@ pub mod health;
 pub mod local_stack;
 pub mod retry;
 pub mod secret;
+pub mod service;
 mod sources;
 pub mod systemd;
 pub mod telemetry;

@@ -399,3 +399,42 @@ impl Checkpointer {
         Ok(())
     }
 }
+
+/// The position a processor last checkpointed, moved forward only: what a processor that
+/// checkpoints "everything its sinks made durable" keeps between calls.
+#[derive(Debug, Default, Clone)]
+pub struct CheckpointTracker {
+    last: Option<ExtendedSequenceNumber>,
+}
+
+impl CheckpointTracker {
+    /// The position last checkpointed through this tracker.
+    pub fn last(&self) -> Option<&ExtendedSequenceNumber> {
+        self.last.as_ref()
+    }
+
+    /// Whether `position` is at or before the last checkpoint.
+    pub fn covers(&self, position: &ExtendedSequenceNumber) -> bool {
+        self.last
+            .as_ref()
+            .is_some_and(|last| compare(position, last).is_le())
+    }
+
+    /// Checkpoints at `position` if it is past the last checkpoint; whether it wrote one.
+    ///
+    /// # Errors
+    /// As [`Checkpointer::checkpoint_at`].
+    pub async fn advance(
+        &mut self,
+        checkpointer: &Checkpointer,
+        position: ExtendedSequenceNumber,
+    ) -> Result<bool, CheckpointError> {
+        if self.covers(&position) {
+            return Ok(false);
+        }
+        checkpointer.checkpoint_at(position.clone()).await?;
+        tracing::debug!(shard_id = checkpointer.shard_id(), checkpoint = %position, "checkpointed");
+        self.last = Some(position);
+        Ok(true)
+    }
+}

@@ -64,17 +64,6 @@ pub enum OutOfRangeRecords {
     Deliver,
 }
 
-/// `<hostname>-<pid>`: the worker id service binaries use when none is configured.
-pub fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("{host}-{}", std::process::id())
-}
-
 /// How a consumer reads a stream and shares it with other workers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

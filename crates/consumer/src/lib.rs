@@ -34,10 +34,10 @@ mod processor;
 mod scheduler;
 mod shard;
 
-pub use checkpoint::{CheckpointError, Checkpointer};
+pub use checkpoint::{CheckpointError, CheckpointTracker, Checkpointer};
+pub use chief_config::service::default_worker_id;
 pub use config::{
     ConsumerConfig, FetcherKind, InitialPosition, OnProcessingFailure, OutOfRangeRecords,
-    default_worker_id,
 };
 pub use lease::{
     DynamoDbLeaseStore, ExtendedSequenceNumber, Lease, LeaseError, LeaseStore, MemoryLeaseStore,

@@ -33,8 +33,7 @@ use chief_pipeline::archive::{ArchiveConfig, RowKind};
 use chief_pipeline::dedup::DedupConfig;
 use chief_pipeline::object_sink::{ObjectSink, S3ObjectSink};
 use chief_pipeline::search::{
-    AwsSigner, ElasticsearchIndex, SearchConfig, SearchError, SearchIndex, job_results_mapping,
-    orders_mapping,
+    ElasticsearchIndex, SearchConfig, SearchError, SearchIndex, job_results_mapping, orders_mapping,
 };
 use chief_stream::{KinesisClient, StreamClient};
 use serde::{Deserialize, Serialize};
@@ -224,26 +223,15 @@ pub async fn run(
     config.validate(executor)?;
     let clients = AwsClients::new(&config.aws).await;
     let index = if executor.writes_search() {
-        let mut index = ElasticsearchIndex::new(&config.elasticsearch, executor.mapping())
-            .map_err(|source| ExecutorError::Search { executor, source })?;
         // Amazon OpenSearch Service with IAM: signed with this process's AWS credentials
         // (its role), the same chain as its other AWS clients.
-        if let Some(service) = &config.elasticsearch.aws_sigv4_service {
-            let credentials = clients.sdk_config().credentials_provider().ok_or_else(|| {
-                ExecutorError::Search {
-                    executor,
-                    source: SearchError::Setup {
-                        url: config.elasticsearch.url.clone(),
-                        reason: "elasticsearch.aws_sigv4_service needs AWS credentials".into(),
-                    },
-                }
-            })?;
-            index = index.signed_with(AwsSigner::new(
-                credentials,
-                config.aws.region.clone(),
-                service.clone(),
-            ));
-        }
+        let index = ElasticsearchIndex::with_aws_credentials(
+            &config.elasticsearch,
+            executor.mapping(),
+            clients.sdk_config().credentials_provider(),
+            &config.aws.region,
+        )
+        .map_err(|source| ExecutorError::Search { executor, source })?;
         Some(Arc::new(index))
     } else {
         None

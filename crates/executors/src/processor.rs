@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use chief_consumer::{
-    ConsumedRecord, ExtendedSequenceNumber, Fatal, LeaseLostInput, ProcessRecordsInput,
-    ProcessorError, ProcessorFactory, RecordProcessor, ShardEndedInput, ShutdownRequestedInput,
+    CheckpointTracker, ConsumedRecord, ExtendedSequenceNumber, Fatal, LeaseLostInput,
+    ProcessRecordsInput, ProcessorError, ProcessorFactory, RecordProcessor, ShardEndedInput,
+    ShutdownRequestedInput,
 };
 use chief_pipeline::archive::{
     ArchiveConfig, ArchiveError, ArchiveRecord, Disposition, RecordPosition, ShardArchiver,
@@ -63,7 +64,6 @@ impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> ProcessorFactory
         let name = self.executor.name();
         ExecutorProcessor {
             executor: self.executor,
-            shard_id: shard_id.to_owned(),
             archiver: self.archive.clone().map(|sink| {
                 ShardArchiver::new(
                     sink,
@@ -85,7 +85,7 @@ impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> ProcessorFactory
                 )
             }),
             dedup: DedupWindow::new(&self.dedup, name),
-            checkpointed: None,
+            checkpointed: CheckpointTracker::default(),
         }
     }
 }
@@ -93,13 +93,12 @@ impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> ProcessorFactory
 /// The processor of one shard.
 pub struct ExecutorProcessor<O, I> {
     executor: Executor,
-    shard_id: String,
     archiver: Option<ShardArchiver<O>>,
     indexer: Option<ShardIndexer<I, O>>,
     /// Ids recently seen in this shard. It feeds the first sink only: the archive when
     /// there is one (a duplicate sent to Elasticsearch only overwrites itself).
     dedup: DedupWindow,
-    checkpointed: Option<RecordPosition>,
+    checkpointed: CheckpointTracker,
 }
 
 fn compare(a: &RecordPosition, b: &RecordPosition) -> Ordering {
@@ -233,27 +232,12 @@ impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> ExecutorProcesso
         let Some(durable) = self.durable() else {
             return Ok(());
         };
-        if self
-            .checkpointed
-            .as_ref()
-            .is_some_and(|c| compare(&durable, c).is_le())
-        {
-            return Ok(());
-        }
-        checkpointer
-            .checkpoint_at(ExtendedSequenceNumber::new(
-                durable.sequence_number.clone(),
-                durable.sub_sequence_number,
-            ))
+        self.checkpointed
+            .advance(
+                checkpointer,
+                ExtendedSequenceNumber::new(durable.sequence_number, durable.sub_sequence_number),
+            )
             .await?;
-        tracing::debug!(
-            executor = %self.executor,
-            shard_id = %self.shard_id,
-            sequence_number = %durable.sequence_number,
-            sub_sequence_number = durable.sub_sequence_number,
-            "checkpointed"
-        );
-        self.checkpointed = Some(durable);
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! output (`elasticsearch-failed`); with `AllDocuments` every record also goes to the
 //! S3 backup prefix.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,13 +14,12 @@ use chief_config::secret::Secret;
 use chief_sinks::batch::{Batcher, Limits, RecordPosition};
 use chief_sinks::elasticsearch::{Document, SearchConfig, SearchIndex, index_batch_or_reject};
 use chief_sinks::object::ObjectSink;
-use chief_sinks::object::template::KeyValues;
 use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error_record::{ELASTICSEARCH_FAILED, ErrorRecord, PROCESSING_FAILED};
 use crate::metrics as m;
-use crate::s3::{DeliveryError, Incoming, S3Settings, put_object};
+use crate::s3::{DeliveryError, Incoming, Partition, S3Settings, put_object};
 
 /// How the index name rotates: a suffix from the record's arrival time (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -394,7 +394,7 @@ impl<I: SearchIndex, O: ObjectSink> ShardEsDelivery<I, O> {
             if lines.is_empty() {
                 continue;
             }
-            let key = self.key(&s3, true, kind, first_arrival);
+            let key = s3.object_key(&Partition::Error(kind), first_arrival);
             let body = s3.encode(&lines).map_err(DeliveryError::Compress)?;
             put_object(&self.objects, &s3, &key, body).await?;
         }
@@ -403,7 +403,7 @@ impl<I: SearchIndex, O: ObjectSink> ShardEsDelivery<I, O> {
             for document in &documents {
                 s3.append(&mut body, &document.source);
             }
-            let key = self.key(&s3, false, "", first_arrival);
+            let key = s3.object_key(&Partition::Data(BTreeMap::new()), first_arrival);
             let body = s3.encode(&body).map_err(DeliveryError::Compress)?;
             put_object(&self.objects, &s3, &key, body).await?;
             metrics::counter!(m::BACKUP_RECORDS, m::DELIVERY => s3.delivery.clone())
@@ -433,19 +433,6 @@ impl<I: SearchIndex, O: ObjectSink> ShardEsDelivery<I, O> {
         );
         self.batcher.written();
         Ok(())
-    }
-
-    fn key(&self, s3: &S3Settings, error: bool, kind: &str, time: DateTime<Utc>) -> String {
-        let template = if error { &s3.error_prefix } else { &s3.prefix };
-        let empty = std::collections::BTreeMap::new();
-        let prefix = template
-            .render(&KeyValues {
-                time,
-                error_output_type: kind,
-                partition: &empty,
-            })
-            .unwrap_or_default();
-        format!("{prefix}{}", s3.object_name(time))
     }
 
     /// Whether offering records of `bytes` in all (`records` of them) and then indexing

@@ -37,7 +37,7 @@ use chief_config::aws::{AwsClients, AwsConfig};
 use chief_config::health::Health;
 use chief_config::telemetry::{LogConfig, MetricsConfig};
 use chief_consumer::{ConsumerConfig, ConsumerError, DynamoDbLeaseStore, LeaseStore, Scheduler};
-use chief_sinks::elasticsearch::{AwsSigner, ElasticsearchIndex, SearchError, SearchIndex};
+use chief_sinks::elasticsearch::{ElasticsearchIndex, SearchError, SearchIndex};
 use chief_sinks::object::{ObjectSink, S3ObjectSink};
 use chief_stream::{KinesisClient, StreamClient};
 use serde::{Deserialize, Serialize};
@@ -195,21 +195,13 @@ pub async fn run(
     let clients = AwsClients::new(&config.aws).await;
     let index = if config.delivery.destination == DestinationKind::Elasticsearch {
         let search = config.elasticsearch.search_config();
-        let mut index = ElasticsearchIndex::new(&search, serde_json::Value::Null)
-            .map_err(FirehoseError::Search)?;
-        if let Some(service) = &search.aws_sigv4_service {
-            let credentials = clients.sdk_config().credentials_provider().ok_or_else(|| {
-                FirehoseError::Search(SearchError::Setup {
-                    url: search.url.clone(),
-                    reason: "elasticsearch.aws_sigv4_service needs AWS credentials".into(),
-                })
-            })?;
-            index = index.signed_with(AwsSigner::new(
-                credentials,
-                config.aws.region.clone(),
-                service.clone(),
-            ));
-        }
+        let index = ElasticsearchIndex::with_aws_credentials(
+            &search,
+            serde_json::Value::Null,
+            clients.sdk_config().credentials_provider(),
+            &config.aws.region,
+        )
+        .map_err(FirehoseError::Search)?;
         Some(Arc::new(index))
     } else {
         None

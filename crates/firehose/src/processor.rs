@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use chief_consumer::{
-    Checkpointer, ConsumedRecord, ExtendedSequenceNumber, Fatal, InitializationInput,
-    LeaseLostInput, ProcessRecordsInput, ProcessorError, ProcessorFactory, RecordProcessor,
-    ShardEndedInput, ShutdownRequestedInput,
+    CheckpointTracker, Checkpointer, ConsumedRecord, ExtendedSequenceNumber, Fatal,
+    InitializationInput, LeaseLostInput, ProcessRecordsInput, ProcessorError, ProcessorFactory,
+    RecordProcessor, ShardEndedInput, ShutdownRequestedInput,
 };
 use chief_sinks::batch::RecordPosition;
 use chief_sinks::elasticsearch::SearchIndex;
@@ -76,7 +76,7 @@ impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> ProcessorFactory
             name: self.name.clone(),
             shard_id: shard_id.to_owned(),
             writer,
-            checkpointed: None,
+            checkpointed: CheckpointTracker::default(),
             replay_until: None,
         }
     }
@@ -87,7 +87,7 @@ pub struct FirehoseProcessor<O, I> {
     name: String,
     shard_id: String,
     writer: Writer<O, I>,
-    checkpointed: Option<RecordPosition>,
+    checkpointed: CheckpointTracker,
     /// A previous owner's pending checkpoint: the records up to it may be in S3 already.
     replay_until: Option<RecordPosition>,
 }
@@ -174,19 +174,11 @@ impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> FirehoseProcesso
         let Some(last) = last else {
             return Ok(());
         };
-        if self
-            .checkpointed
-            .as_ref()
-            .is_some_and(|c| compare(last, c).is_le())
-        {
-            return Ok(());
+        let last =
+            ExtendedSequenceNumber::new(last.sequence_number.clone(), last.sub_sequence_number);
+        if !self.checkpointed.covers(&last) {
+            checkpointer.prepare_checkpoint_at(last).await?;
         }
-        checkpointer
-            .prepare_checkpoint_at(ExtendedSequenceNumber::new(
-                last.sequence_number.clone(),
-                last.sub_sequence_number,
-            ))
-            .await?;
         Ok(())
     }
 
@@ -228,20 +220,12 @@ impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> FirehoseProcesso
         let Some(durable) = self.durable().cloned() else {
             return Ok(());
         };
-        if self
-            .checkpointed
-            .as_ref()
-            .is_some_and(|c| compare(&durable, c).is_le())
-        {
-            return Ok(());
-        }
-        checkpointer
-            .checkpoint_at(ExtendedSequenceNumber::new(
-                durable.sequence_number.clone(),
-                durable.sub_sequence_number,
-            ))
+        self.checkpointed
+            .advance(
+                checkpointer,
+                ExtendedSequenceNumber::new(durable.sequence_number, durable.sub_sequence_number),
+            )
             .await?;
-        self.checkpointed = Some(durable);
         Ok(())
     }
 }

@@ -231,6 +231,28 @@ impl S3Settings {
         firehose_object_name(&self.delivery, self.version, time, extension)
     }
 
+    /// The key of a new object of `partition` whose oldest record arrived at `time`: the
+    /// prefix (or error prefix) rendered, then the object name.
+    pub(crate) fn object_key(&self, partition: &Partition, time: DateTime<Utc>) -> String {
+        let empty = BTreeMap::new();
+        let (template, values, kind) = match partition {
+            Partition::Data(values) => (&self.prefix, values, ""),
+            Partition::Error(kind) => (&self.error_prefix, &empty, *kind),
+        };
+        let prefix = template
+            .render(&KeyValues {
+                time,
+                error_output_type: kind,
+                partition: values,
+            })
+            .unwrap_or_else(|missing| {
+                // Data partitions always have every key the prefix uses.
+                tracing::error!(missing, "partition key missing when naming an object");
+                String::new()
+            });
+        format!("{prefix}{}", self.object_name(time))
+    }
+
     /// `body` as it is stored.
     pub(crate) fn encode(&self, body: &[u8]) -> Result<Bytes, std::io::Error> {
         match self.compression {
@@ -536,26 +558,7 @@ impl<O: ObjectSink> ShardS3Delivery<O> {
             return Ok(());
         };
         let (records, bytes, first_arrival) = (batch.records, batch.bytes, batch.first_arrival);
-        let empty = BTreeMap::new();
-        let (template, values) = match key {
-            Partition::Data(values) => (&self.settings.prefix, values),
-            Partition::Error(_) => (&self.settings.error_prefix, &empty),
-        };
-        let prefix = template
-            .render(&KeyValues {
-                time: first_arrival,
-                error_output_type: match key {
-                    Partition::Error(kind) => kind,
-                    Partition::Data(_) => "",
-                },
-                partition: values,
-            })
-            .unwrap_or_else(|missing| {
-                // Data partitions always have every key the prefix uses.
-                tracing::error!(missing, "partition key missing when naming an object");
-                String::new()
-            });
-        let object_key = format!("{prefix}{}", self.settings.object_name(first_arrival));
+        let object_key = self.settings.object_key(key, first_arrival);
         let Some(batch) = self.batcher.batch_mut(key) else {
             return Ok(());
         };

@@ -3,26 +3,15 @@
 //! checks, each unit instance passes `systemd-analyze verify`, runs the binary with the
 //! config the instance names, and waits out the worst flush on stop.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::PathBuf;
+
 use std::process::Command;
+use support::binary;
 
 use chief_config::local_stack::workspace_root;
 use chief_firehose::{DestinationKind, FirehoseConfig};
-
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/debug")
-        .join("chief-firehose");
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo build --workspace --bins` (make test does)",
-        path.display()
-    );
-    path
-}
 
 /// `(instance, config)` of every shipped delivery: `config/firehose-<instance>.toml`.
 fn deliveries() -> Vec<(String, FirehoseConfig)> {

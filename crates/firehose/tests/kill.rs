@@ -4,32 +4,21 @@
 //! (some twice: at-least-once, as Firehose). Its `/healthz` and `/metrics` answer, with
 //! Firehose's metric names.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::binary;
 
 use bytes::Bytes;
 use chief_config::aws::AwsClients;
 use chief_config::local_stack::{LocalStack, workspace_root};
 use chief_consumer::{DynamoDbLeaseStore, LeaseStore};
 use chief_stream::{KinesisClient, PutEntry, StreamClient};
-
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/debug")
-        .join("chief-firehose");
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo build --workspace --bins` (make test does)",
-        path.display()
-    );
-    path
-}
 
 struct Worker {
     child: Child,

@@ -90,23 +90,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("chief-producer: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("chief-producer: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    chief_config::service::main("chief-producer", run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -534,6 +534,30 @@ impl ElasticsearchIndex {
         })
     }
 
+    /// [`new`](Self::new), signed with `credentials` (the process's AWS credentials, its
+    /// role) for `region` when `config.aws_sigv4_service` is set (Amazon OpenSearch
+    /// Service with IAM).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new); [`SearchError::Setup`] when signing is asked for and there
+    /// are no credentials.
+    pub fn with_aws_credentials(
+        config: &SearchConfig,
+        mapping: Value,
+        credentials: Option<SharedCredentialsProvider>,
+        region: &str,
+    ) -> Result<Self, SearchError> {
+        let index = Self::new(config, mapping)?;
+        let Some(service) = &config.aws_sigv4_service else {
+            return Ok(index);
+        };
+        let credentials = credentials.ok_or_else(|| SearchError::Setup {
+            url: config.url.clone(),
+            reason: "elasticsearch.aws_sigv4_service needs AWS credentials".into(),
+        })?;
+        Ok(index.signed_with(AwsSigner::new(credentials, region, service.clone())))
+    }
+
     /// Signs every request with `signer` (`[elasticsearch] aws_sigv4_service`).
     #[must_use]
     pub fn signed_with(mut self, signer: AwsSigner) -> Self {
