@@ -1,0 +1,686 @@
+//! One flow at work: tail → records (multi-line, truncation) → `dataProcessingOptions` →
+//! the producer; a record that does not convert goes to the flow's error file. Every
+//! line is delivered in order per file: the checkpoint moves past a line only once the
+//! stream acknowledged it (or the error file holds it), and a record the producer gives
+//! up on is sent again, never skipped.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use chief_aggregation::UserRecord;
+use chief_producer::{Producer, RecordReceipt};
+use chief_stream::StreamClient;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{Checkpoints, FlowCheckpoint};
+use crate::config::{Flow, InitialPosition, KINESIS_MAX_RECORD, PartitionKeyOption};
+use crate::convert::Pipeline;
+use crate::metrics as m;
+use crate::tail::{Event, FileKey, Line, Tailer};
+
+/// Why a flow stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlowError {
+    /// The flow's settings are not usable.
+    #[error("flow {flow}: {message}")]
+    Config {
+        /// The flow.
+        flow: String,
+        /// Why.
+        message: String,
+    },
+    /// Files could not be read, or the error file or checkpoint written.
+    #[error("flow {flow}: {source}")]
+    Io {
+        /// The flow.
+        flow: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The checkpoint file could not be written.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// The producer refused a record for good (the stream does not exist, access denied).
+    #[error("flow {flow}: the stream refused a record: {reason}")]
+    Rejected {
+        /// The flow.
+        flow: String,
+        /// Kinesis' code and message.
+        reason: String,
+    },
+}
+
+/// How far each file's lines are delivered, shared by the flow and its acknowledger.
+pub type Delivered = Arc<Mutex<HashMap<FileKey, u64>>>;
+
+/// The checkpoint file shared by every flow.
+#[derive(Debug, Clone)]
+pub struct CheckpointFile {
+    path: PathBuf,
+    state: Arc<Mutex<Checkpoints>>,
+}
+
+impl CheckpointFile {
+    /// `path`, as read at start.
+    pub fn new(path: PathBuf, state: Checkpoints) -> Self {
+        Self {
+            path,
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    /// The flow's files from the file.
+    pub fn flow(&self, id: &str) -> FlowCheckpoint {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .flows
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Replaces the flow's files and writes the whole file.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn store(
+        &self,
+        id: &str,
+        flow: FlowCheckpoint,
+    ) -> Result<(), crate::checkpoint::CheckpointError> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.version = 1;
+        state.flows.insert(id.to_owned(), flow);
+        state.store(&self.path)
+    }
+}
+
+/// A record on its way: what to resend if the producer gives up on it.
+struct InFlight {
+    file: FileKey,
+    end: u64,
+    record: Option<UserRecord>,
+    receipt: Option<RecordReceipt>,
+}
+
+/// A multi-line record being assembled.
+struct Assembling {
+    file: FileKey,
+    text: Vec<u8>,
+    number: u64,
+    end: u64,
+    replayed: bool,
+    last: Instant,
+}
+
+/// Runs one flow until `shutdown`.
+pub struct FlowRunner<C: StreamClient> {
+    id: String,
+    flow: Flow,
+    producer: Arc<Producer>,
+    _client: std::marker::PhantomData<C>,
+    pipeline: Pipeline,
+    start: Option<regex::bytes::Regex>,
+    checkpoints: CheckpointFile,
+    error_path: PathBuf,
+    error_file: Option<std::fs::File>,
+    delivered: Delivered,
+    assembling: HashMap<FileKey, Assembling>,
+    paths: HashMap<FileKey, PathBuf>,
+    stats: Stats,
+}
+
+/// What a flow did (logged every 30 s as the agent logs its progress).
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Lines read.
+    pub lines: u64,
+    /// Records handed to the producer.
+    pub sent: u64,
+    /// Records acknowledged by the stream.
+    pub acked: u64,
+    /// Records written to the error file.
+    pub errors: u64,
+    /// Records sent again after the producer gave up on them.
+    pub resent: u64,
+    /// Records perhaps sent before a restart, sent again.
+    pub replayed: u64,
+}
+
+fn partition_key(option: PartitionKeyOption, data: &[u8]) -> String {
+    use md5::Digest as _;
+    match option {
+        PartitionKeyOption::Random => format!("{:032x}", rand::random::<u128>()),
+        PartitionKeyOption::Deterministic => {
+            let digest = md5::Md5::digest(data);
+            digest.iter().map(|b| format!("{b:02x}")).collect()
+        }
+    }
+}
+
+fn rfc3339_now() -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_millis()
+    )
+}
+
+impl<C: StreamClient> FlowRunner<C> {
+    /// A runner of `flow` sending with `producer`.
+    ///
+    /// # Errors
+    /// Bad processing options or multi-line pattern.
+    pub fn new(
+        flow: Flow,
+        producer: Arc<Producer>,
+        checkpoints: CheckpointFile,
+        default_error_dir: &std::path::Path,
+    ) -> Result<Self, FlowError> {
+        let id = flow.id();
+        let bad = |message: String| FlowError::Config {
+            flow: id.clone(),
+            message,
+        };
+        let pipeline = Pipeline::new(&flow.data_processing_options).map_err(bad)?;
+        let start = flow
+            .multi_line_start_pattern
+            .as_deref()
+            .map(regex::bytes::Regex::new)
+            .transpose()
+            .map_err(|e| bad(e.to_string()))?;
+        let error_path = flow.error_file.clone().unwrap_or_else(|| {
+            let safe: String = id
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            default_error_dir.join(format!("{safe}.jsonl"))
+        });
+        Ok(Self {
+            id,
+            flow,
+            producer,
+            _client: std::marker::PhantomData,
+            pipeline,
+            start,
+            checkpoints,
+            error_path,
+            error_file: None,
+            delivered: Arc::new(Mutex::new(HashMap::new())),
+            assembling: HashMap::new(),
+            paths: HashMap::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    fn io(&self, source: std::io::Error) -> FlowError {
+        FlowError::Io {
+            flow: self.id.clone(),
+            source,
+        }
+    }
+
+    fn delivered_of(&self) -> impl Fn(FileKey) -> Option<u64> + '_ {
+        move |key| {
+            self.delivered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&key)
+                .copied()
+        }
+    }
+
+    /// Runs until `shutdown`; then waits for what is in flight (at most `drain`), writes
+    /// the last checkpoint and returns.
+    ///
+    /// # Errors
+    /// A file, error file or checkpoint that cannot be read or written, or a stream that
+    /// refuses records for good.
+    pub async fn run(
+        mut self,
+        shutdown: CancellationToken,
+        drain: Duration,
+    ) -> Result<Stats, FlowError> {
+        let known = self.checkpoints.flow(&self.id).files;
+        let mut tailer = Tailer::new(
+            &self.flow.file_pattern,
+            self.flow.initial_position == InitialPosition::EndOfFile,
+            self.flow.skip_header_lines,
+            known,
+        )
+        .map_err(|message| FlowError::Config {
+            flow: self.id.clone(),
+            message,
+        })?;
+        let mut inflight: VecDeque<InFlight> = VecDeque::new();
+        let mut last_scan = Instant::now() - Duration::from_secs(60);
+        let mut last_checkpoint = Instant::now();
+        let mut last_progress = Instant::now();
+        let mut events = Vec::new();
+        let mut lines = Vec::new();
+        loop {
+            let stopping = shutdown.is_cancelled();
+            if !stopping {
+                if last_scan.elapsed() >= Duration::from_millis(500) {
+                    tailer.scan(&mut events).map_err(|e| self.io(e))?;
+                    last_scan = Instant::now();
+                }
+                // Reading waits while much is in flight (the producer's buffer bounds it too).
+                if inflight.len() < 100_000 {
+                    let delivered = self.delivered.clone();
+                    tailer
+                        .read(
+                            4 * 1024 * 1024,
+                            |key| {
+                                delivered
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .get(&key)
+                                    .copied()
+                            },
+                            &mut lines,
+                            &mut events,
+                        )
+                        .map_err(|e| self.io(e))?;
+                }
+                self.note_events(&mut events);
+                if tailer.needs_checkpoint_before_sending() {
+                    self.write_checkpoint(&mut tailer)?;
+                    last_checkpoint = Instant::now();
+                }
+                let read_any = !lines.is_empty();
+                for line in lines.drain(..) {
+                    self.stats.lines += 1;
+                    metrics::counter!(m::LINES_READ, m::FLOW => self.id.clone()).increment(1);
+                    self.take_line(line, &mut inflight).await?;
+                }
+                self.flush_assembled(!read_any, &mut inflight).await?;
+            }
+            self.drain_acks(&mut inflight, false).await?;
+            if last_checkpoint.elapsed() >= Duration::from_secs(1) {
+                self.write_checkpoint(&mut tailer)?;
+                last_checkpoint = Instant::now();
+            }
+            if last_progress.elapsed() >= Duration::from_secs(30) {
+                self.progress(&tailer);
+                last_progress = Instant::now();
+            }
+            if stopping {
+                break;
+            }
+            if inflight.is_empty() || lines.is_empty() {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        }
+        // Shutdown: what is assembled goes, then what is in flight is waited for.
+        self.flush_assembled(true, &mut inflight).await?;
+        self.producer.flush().await;
+        let deadline = Instant::now() + drain;
+        while !inflight.is_empty() && Instant::now() < deadline {
+            self.drain_acks(&mut inflight, true).await?;
+        }
+        self.write_checkpoint(&mut tailer)?;
+        self.progress(&tailer);
+        Ok(self.stats)
+    }
+
+    fn note_events(&mut self, events: &mut Vec<Event>) {
+        for event in events.drain(..) {
+            match event {
+                Event::Opened { file, path, offset } => {
+                    tracing::info!(flow = %self.id, path = %path.display(), offset, "tailing file");
+                    self.paths.insert(file, path);
+                }
+                Event::Truncated {
+                    file,
+                    copy,
+                    missing,
+                } => {
+                    tracing::info!(flow = %self.id, file, copy = ?copy, missing, "file truncated in place (copytruncate)");
+                    if missing > 0 {
+                        metrics::counter!(m::BYTES_LOST_TO_TRUNCATION, m::FLOW => self.id.clone())
+                            .increment(missing);
+                    }
+                }
+                Event::Closed { file } => {
+                    tracing::info!(flow = %self.id, path = ?self.paths.get(&file), "file read to its end and gone; closed");
+                    self.paths.remove(&file);
+                }
+            }
+        }
+    }
+
+    async fn take_line(
+        &mut self,
+        line: Line,
+        inflight: &mut VecDeque<InFlight>,
+    ) -> Result<(), FlowError> {
+        let Some(start) = &self.start else {
+            return self
+                .record(
+                    line.file,
+                    line.text,
+                    line.number,
+                    line.end,
+                    line.replayed,
+                    inflight,
+                )
+                .await;
+        };
+        let begins = start.is_match(&line.text);
+        if begins {
+            if let Some(done) = self.assembling.remove(&line.file) {
+                self.record(
+                    done.file,
+                    done.text,
+                    done.number,
+                    done.end,
+                    done.replayed,
+                    inflight,
+                )
+                .await?;
+            }
+            self.assembling.insert(
+                line.file,
+                Assembling {
+                    file: line.file,
+                    text: line.text,
+                    number: line.number,
+                    end: line.end,
+                    replayed: line.replayed,
+                    last: Instant::now(),
+                },
+            );
+            Ok(())
+        } else if let Some(open) = self.assembling.get_mut(&line.file) {
+            open.text.push(b'\n');
+            open.text.extend_from_slice(&line.text);
+            open.end = line.end;
+            open.last = Instant::now();
+            Ok(())
+        } else {
+            // Lines before the first start line are a record each.
+            self.record(
+                line.file,
+                line.text,
+                line.number,
+                line.end,
+                line.replayed,
+                inflight,
+            )
+            .await
+        }
+    }
+
+    async fn flush_assembled(
+        &mut self,
+        idle: bool,
+        inflight: &mut VecDeque<InFlight>,
+    ) -> Result<(), FlowError> {
+        let age = Duration::from_millis(self.flow.max_buffer_age_millis);
+        let due: Vec<FileKey> = self
+            .assembling
+            .iter()
+            .filter(|(_, a)| idle && a.last.elapsed() >= age.min(Duration::from_secs(1)))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            if let Some(done) = self.assembling.remove(&key) {
+                self.record(
+                    done.file,
+                    done.text,
+                    done.number,
+                    done.end,
+                    done.replayed,
+                    inflight,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One record: converted and sent, or written to the error file.
+    async fn record(
+        &mut self,
+        file: FileKey,
+        text: Vec<u8>,
+        number: u64,
+        end: u64,
+        replayed: bool,
+        inflight: &mut VecDeque<InFlight>,
+    ) -> Result<(), FlowError> {
+        if replayed {
+            self.stats.replayed += 1;
+            metrics::counter!(m::REPLAYED_RECORDS, m::FLOW => self.id.clone()).increment(1);
+        }
+        let converted = if self.pipeline.is_empty() {
+            let mut data = text.clone();
+            data.push(b'\n');
+            Ok(data)
+        } else {
+            self.pipeline.convert(&text, &rfc3339_now())
+        };
+        let mut data = match converted {
+            Ok(data) => data,
+            Err(why) => {
+                self.write_error(file, number, &text, &why)?;
+                inflight.push_back(InFlight {
+                    file,
+                    end,
+                    record: None,
+                    receipt: None,
+                });
+                return Ok(());
+            }
+        };
+        let key = partition_key(self.flow.partition_key_option, &data);
+        let max = KINESIS_MAX_RECORD - key.len();
+        if data.len() > max {
+            let terminator = self.flow.truncated_record_terminator.as_bytes();
+            data.truncate(max.saturating_sub(terminator.len()));
+            data.extend_from_slice(terminator);
+            metrics::counter!(m::RECORDS_TRUNCATED, m::FLOW => self.id.clone()).increment(1);
+        }
+        let record = UserRecord {
+            partition_key: key,
+            explicit_hash_key: None,
+            data: Bytes::from(data),
+        };
+        let receipt = self.send(record.clone()).await?;
+        inflight.push_back(InFlight {
+            file,
+            end,
+            record: Some(record),
+            receipt: Some(receipt),
+        });
+        Ok(())
+    }
+
+    async fn send(&mut self, record: UserRecord) -> Result<RecordReceipt, FlowError> {
+        match self.producer.send(record).await {
+            Ok(receipt) => {
+                self.stats.sent += 1;
+                metrics::counter!(m::RECORDS_SENT, m::FLOW => self.id.clone()).increment(1);
+                Ok(receipt)
+            }
+            Err(e) => Err(FlowError::Rejected {
+                flow: self.id.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn write_error(
+        &mut self,
+        file: FileKey,
+        number: u64,
+        text: &[u8],
+        why: &str,
+    ) -> Result<(), FlowError> {
+        use base64::Engine as _;
+        if self.error_file.is_none() {
+            if let Some(dir) = self.error_path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
+            }
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.error_path)
+                .map_err(|e| self.io(e))?;
+            self.error_file = Some(f);
+        }
+        let entry = serde_json::json!({
+            "flow": self.id,
+            "file": self.paths.get(&file).map(|p| p.display().to_string()),
+            "line": number,
+            "error": why,
+            "data": String::from_utf8_lossy(text),
+            "dataBase64": base64::engine::general_purpose::STANDARD.encode(text),
+            "time": rfc3339_now(),
+        });
+        let mut line = entry.to_string().into_bytes();
+        line.push(b'\n');
+        if let Some(f) = self.error_file.as_mut() {
+            f.write_all(&line).map_err(|e| FlowError::Io {
+                flow: self.id.clone(),
+                source: e,
+            })?;
+        }
+        self.stats.errors += 1;
+        metrics::counter!(m::RECORDS_IN_ERROR_FILE, m::FLOW => self.id.clone()).increment(1);
+        tracing::warn!(flow = %self.id, line = number, error = why, file = %self.error_path.display(), "record does not convert; written to the error file");
+        Ok(())
+    }
+
+    /// Moves the delivered offsets past the acknowledged records at the front, in order;
+    /// a record the producer gave up on is sent again. With `wait`, waits for the front.
+    async fn drain_acks(
+        &mut self,
+        inflight: &mut VecDeque<InFlight>,
+        wait: bool,
+    ) -> Result<(), FlowError> {
+        loop {
+            let Some(front) = inflight.front_mut() else {
+                return Ok(());
+            };
+            let outcome = match front.receipt.as_mut() {
+                None => None,
+                Some(receipt) if wait => Some(
+                    tokio::time::timeout(Duration::from_millis(200), receipt)
+                        .await
+                        .ok(),
+                ),
+                Some(receipt) => Some(tokio::time::timeout(Duration::ZERO, receipt).await.ok()),
+            };
+            match outcome {
+                // An error-file record: delivered as soon as it is at the front.
+                None => {}
+                // Not acknowledged yet.
+                Some(None) => return Ok(()),
+                Some(Some(Ok(_))) => {
+                    self.stats.acked += 1;
+                    metrics::counter!(m::RECORDS_ACKED, m::FLOW => self.id.clone()).increment(1);
+                }
+                Some(Some(Err(failure))) => {
+                    if let chief_producer::FailureReason::Rejected { code, message } =
+                        &failure.reason
+                        && chief_stream::is_fatal_code(code)
+                    {
+                        return Err(FlowError::Rejected {
+                            flow: self.id.clone(),
+                            reason: format!("{code}: {message}"),
+                        });
+                    }
+                    let record = front.record.clone();
+                    tracing::warn!(flow = %self.id, reason = ?failure.reason, "record not put; sending it again");
+                    let Some(record) = record else { return Ok(()) };
+                    self.stats.resent += 1;
+                    let receipt = self.send(record).await?;
+                    if let Some(front) = inflight.front_mut() {
+                        front.receipt = Some(receipt);
+                    }
+                    continue;
+                }
+            }
+            if let Some(done) = inflight.pop_front() {
+                self.delivered
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(done.file, done.end);
+            }
+        }
+    }
+
+    fn write_checkpoint(&mut self, tailer: &mut Tailer) -> Result<(), FlowError> {
+        if let Some(f) = self.error_file.as_mut() {
+            // The error records a checkpoint moves past are on disk first.
+            f.sync_data().map_err(|e| FlowError::Io {
+                flow: self.id.clone(),
+                source: e,
+            })?;
+        }
+        let delivered = self.delivered.clone();
+        let files = tailer.positions(|key| {
+            delivered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&key)
+                .copied()
+        });
+        self.checkpoints.store(&self.id, FlowCheckpoint { files })?;
+        Ok(())
+    }
+
+    fn progress(&self, tailer: &Tailer) {
+        let s = &self.stats;
+        tracing::info!(
+            flow = %self.id,
+            files = tailer.open_files(),
+            lines = s.lines,
+            sent = s.sent,
+            acked = s.acked,
+            errors = s.errors,
+            resent = s.resent,
+            replayed = s.replayed,
+            "progress"
+        );
+        let _ = self.delivered_of();
+    }
+}

@@ -1,0 +1,633 @@
+//! Tailing the files of a flow without losing or repeating lines.
+//!
+//! A file is known by its device and inode while chief holds it open, and by a
+//! fingerprint — its first bytes, up to [`FINGERPRINT_BYTES`] — across renames, copies and
+//! restarts. Every file the pattern matches is opened once and read through its open
+//! descriptor, so a file renamed away (`create` rotation) or deleted is still read to its
+//! end. A file that shrinks below what was read was truncated in place (`copytruncate`):
+//! its copy — a file that starts with the same bytes — carries on from the same offset,
+//! and the truncated file starts again from 0 as a new file. Only whole lines are handed
+//! out; a last line without its newline waits until it has one, or until its file is gone
+//! for good.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How many leading bytes identify a file.
+pub const FINGERPRINT_BYTES: usize = 256;
+
+/// How long a file that the pattern no longer matches (renamed away, deleted) is kept
+/// open after it was last read to its end.
+pub const GONE_GRACE: Duration = Duration::from_secs(5);
+
+/// A logical file: what offsets in checkpoints and acknowledgements refer to.
+pub type FileKey = u64;
+
+/// A file's identity on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Inode {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+}
+
+/// Where a known file was read up to: what a checkpoint holds per file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FilePosition {
+    /// The path it was last seen at.
+    pub path: PathBuf,
+    /// Its inode.
+    pub inode: Inode,
+    /// Its first bytes (base64 in the checkpoint file).
+    #[serde(with = "b64")]
+    pub fingerprint: Vec<u8>,
+    /// Bytes of it already delivered (the end of the last acknowledged line).
+    pub offset: u64,
+    /// Bytes of it that may have been sent: lines after `offset` up to here are sent
+    /// again after a crash, and counted as replayed.
+    #[serde(default)]
+    pub sent: u64,
+}
+
+/// How far past what it has read a checkpoint says a file may have been sent, so that
+/// the file is rewritten once per this many bytes at most.
+pub const SENT_LOOKAHEAD: u64 = 4 * 1024 * 1024;
+
+mod b64 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One whole line of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// The logical file.
+    pub file: FileKey,
+    /// The line without its newline (`\n`, or `\r\n`).
+    pub text: Vec<u8>,
+    /// Its 1-based number in its file (0 when the file was entered mid-way).
+    pub number: u64,
+    /// The offset just past it: where reading resumes once it is delivered.
+    pub end: u64,
+    /// Whether it may have been sent before a restart (at-least-once).
+    pub replayed: bool,
+}
+
+/// What a tailer reports besides lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A file is being read from `offset`.
+    Opened {
+        /// The logical file.
+        file: FileKey,
+        /// Where.
+        path: PathBuf,
+        /// From.
+        offset: u64,
+    },
+    /// A file was truncated in place; its copy carries on.
+    Truncated {
+        /// The logical file (now read from the copy, if one was found).
+        file: FileKey,
+        /// The copy, if one was found.
+        copy: Option<PathBuf>,
+        /// Bytes read of it that no copy holds (lost unless already read).
+        missing: u64,
+    },
+    /// A file was read to its end and is gone from the pattern: closed.
+    Closed {
+        /// The logical file.
+        file: FileKey,
+    },
+}
+
+#[derive(Debug)]
+struct Tracked {
+    key: FileKey,
+    path: PathBuf,
+    inode: Inode,
+    file: File,
+    fingerprint: Vec<u8>,
+    /// Bytes handed out as lines (or skipped as headers).
+    offset: u64,
+    /// Line number of the next line (0: unknown).
+    next_line: u64,
+    /// Bytes read past `offset` that do not yet end with a newline.
+    pending: Vec<u8>,
+    /// Whether the pattern matched it at the last scan.
+    matched: bool,
+    /// When it was last read to its end with nothing new.
+    idle_since: Option<Instant>,
+    /// Header lines still to skip.
+    skip: u64,
+    /// Where it started: what is delivered of it before any acknowledgement.
+    start: u64,
+    /// The `sent` of the last checkpoint written.
+    sent_mark: u64,
+    /// Lines ending at or before this were perhaps sent before a restart.
+    replay_until: u64,
+}
+
+/// The tailer of one flow's pattern.
+#[derive(Debug)]
+pub struct Tailer {
+    dir: PathBuf,
+    pattern: String,
+    files: Vec<Tracked>,
+    /// Files known from a checkpoint (or closed): by fingerprint and inode.
+    known: Vec<FilePosition>,
+    /// Copies of tracked files seen before their original was truncated.
+    next_key: FileKey,
+    start_at_end: bool,
+    first_scan: bool,
+    skip_header_lines: u64,
+    chunk: Vec<u8>,
+}
+
+/// A `filePattern` split into its directory and a glob on file names (`*`, `?`).
+///
+/// # Errors
+/// A pattern with a wildcard in a directory part, or without a file name.
+pub fn split_pattern(pattern: &str) -> Result<(PathBuf, String), String> {
+    let path = Path::new(pattern);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("filePattern `{pattern}` names no file"))?;
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    if dir.to_string_lossy().contains(['*', '?', '[']) {
+        return Err(format!(
+            "filePattern `{pattern}`: wildcards are supported in the file name only"
+        ));
+    }
+    Ok((dir.to_path_buf(), name.to_owned()))
+}
+
+/// Whether `name` matches the glob `pattern` (`*` any run, `?` one character).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+fn inode(meta: &std::fs::Metadata) -> Inode {
+    Inode {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    }
+}
+
+fn read_prefix(file: &mut File, len: usize) -> io::Result<Vec<u8>> {
+    let mut out = vec![0; len];
+    let mut filled = 0;
+    file.seek(SeekFrom::Start(0))?;
+    while filled < len {
+        let n = file.read(&mut out[filled..])?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    out.truncate(filled);
+    Ok(out)
+}
+
+/// Whether a file whose first bytes are `candidate` is the file fingerprinted `known`.
+fn same_start(known: &[u8], candidate: &[u8]) -> bool {
+    !known.is_empty() && candidate.len() >= known.len() && candidate[..known.len()] == *known
+}
+
+impl Tailer {
+    /// A tailer of `pattern` (see [`split_pattern`]); files found at the first scan
+    /// start at their end when `start_at_end` (the agent's `END_OF_FILE`), others at 0;
+    /// `known` are the checkpoint's positions; the first `skip_header_lines` lines of
+    /// every file read from its start are skipped.
+    ///
+    /// # Errors
+    /// A bad pattern.
+    pub fn new(
+        pattern: &str,
+        start_at_end: bool,
+        skip_header_lines: u64,
+        known: Vec<FilePosition>,
+    ) -> Result<Self, String> {
+        let (dir, pattern) = split_pattern(pattern)?;
+        Ok(Self {
+            dir,
+            pattern,
+            files: Vec::new(),
+            known,
+            next_key: 1,
+            start_at_end,
+            first_scan: true,
+            skip_header_lines,
+            chunk: vec![0; 256 * 1024],
+        })
+    }
+
+    /// The position of every open file, and of files known but not open (closed, or from
+    /// the checkpoint and not yet seen): what to checkpoint once `delivered` says how far
+    /// each open file's lines are delivered.
+    pub fn positions(&mut self, delivered: impl Fn(FileKey) -> Option<u64>) -> Vec<FilePosition> {
+        let mut out: Vec<FilePosition> = self
+            .files
+            .iter_mut()
+            .map(|t| {
+                t.sent_mark = t.sent_mark.max(t.offset + SENT_LOOKAHEAD);
+                FilePosition {
+                    path: t.path.clone(),
+                    inode: t.inode,
+                    fingerprint: t.fingerprint.clone(),
+                    offset: delivered(t.key).unwrap_or(t.start),
+                    sent: t.sent_mark,
+                }
+            })
+            .collect();
+        out.extend(self.known.iter().cloned());
+        out
+    }
+
+    /// Whether lines past what the last checkpoint says may be sent have been read: the
+    /// checkpoint must be written before they are sent.
+    pub fn needs_checkpoint_before_sending(&self) -> bool {
+        self.files.iter().any(|t| t.offset > t.sent_mark)
+    }
+
+    /// Open files.
+    pub fn open_files(&self) -> usize {
+        self.files.len()
+    }
+
+    fn matched_paths(&self) -> io::Result<Vec<(PathBuf, std::fs::Metadata)>> {
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            // The directory may appear later.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !glob_match(&self.pattern, name) {
+                continue;
+            }
+            let path = entry.path();
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => out.push((path, meta)),
+                _ => {}
+            }
+        }
+        // Oldest first: rotated files before the one being written.
+        out.sort_by_key(|(_, m)| m.modified().ok());
+        Ok(out)
+    }
+
+    /// Looks for new, rotated and truncated files.
+    ///
+    /// # Errors
+    /// The directory or a file cannot be read.
+    pub fn scan(&mut self, events: &mut Vec<Event>) -> io::Result<()> {
+        let paths = self.matched_paths()?;
+        for t in &mut self.files {
+            t.matched = false;
+        }
+        let mut fresh = Vec::new();
+        for (path, meta) in &paths {
+            let id = inode(meta);
+            if let Some(t) = self.files.iter_mut().find(|t| t.inode == id) {
+                t.matched = true;
+                t.path.clone_from(path);
+                continue;
+            }
+            fresh.push((path.clone(), meta.clone()));
+        }
+        // Truncated in place (copytruncate): the copy carries on.
+        let mut copies: Vec<PathBuf> = Vec::new();
+        for i in 0..self.files.len() {
+            let size = self.files[i].file.metadata()?.len();
+            let read_to = self.files[i].offset + self.files[i].pending.len() as u64;
+            if size >= read_to {
+                continue;
+            }
+            let t = &self.files[i];
+            let mut copy = None;
+            for (path, _) in &fresh {
+                if copies.contains(path) {
+                    continue;
+                }
+                let mut f = File::open(path)?;
+                let size = f.metadata()?.len();
+                let start = read_prefix(&mut f, t.fingerprint.len())?;
+                if same_start(&t.fingerprint, &start) && size >= t.offset {
+                    copy = Some((path.clone(), f));
+                    break;
+                }
+            }
+            let old_key = t.key;
+            let missing;
+            match copy {
+                Some((path, file)) => {
+                    copies.push(path.clone());
+                    let meta = file.metadata()?;
+                    missing = 0;
+                    let key = self.files[i].key;
+                    let offset = self.files[i].offset;
+                    let fingerprint = self.files[i].fingerprint.clone();
+                    let next_line = self.files[i].next_line;
+                    self.files.push(Tracked {
+                        key,
+                        path: path.clone(),
+                        inode: inode(&meta),
+                        file,
+                        fingerprint,
+                        offset,
+                        next_line,
+                        pending: Vec::new(),
+                        matched: true,
+                        idle_since: None,
+                        skip: 0,
+                        start: offset,
+                        sent_mark: 0,
+                        replay_until: 0,
+                    });
+                    events.push(Event::Truncated {
+                        file: key,
+                        copy: Some(path),
+                        missing,
+                    });
+                }
+                None => {
+                    missing = read_to.saturating_sub(size);
+                    events.push(Event::Truncated {
+                        file: old_key,
+                        copy: None,
+                        missing,
+                    });
+                }
+            }
+            // The truncated file is a new one from 0.
+            let key = self.next_key;
+            self.next_key += 1;
+            let t = &mut self.files[i];
+            t.key = key;
+            t.offset = 0;
+            t.next_line = 1;
+            t.pending.clear();
+            t.fingerprint = read_prefix(&mut t.file, FINGERPRINT_BYTES)?;
+            t.skip = self.skip_header_lines;
+            t.idle_since = None;
+            t.start = 0;
+            t.sent_mark = 0;
+            t.replay_until = 0;
+            events.push(Event::Opened {
+                file: key,
+                path: t.path.clone(),
+                offset: 0,
+            });
+        }
+        for (path, meta) in fresh {
+            if copies.contains(&path) {
+                continue;
+            }
+            let mut file = match File::open(&path) {
+                Ok(f) => f,
+                // Rotated away between the listing and now.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let id = inode(&meta);
+            let start = read_prefix(&mut file, FINGERPRINT_BYTES)?;
+            // A copy of an open file made before it was truncated: its bytes are being
+            // read from the original.
+            if self
+                .files
+                .iter()
+                .any(|t| same_start(&t.fingerprint, &start) && t.inode != id)
+            {
+                continue;
+            }
+            // Known from the checkpoint (or read before and closed): resume.
+            let known = self.known.iter().position(|k| {
+                (k.inode == id && (k.fingerprint.is_empty() || same_start(&k.fingerprint, &start)))
+                    || same_start(&k.fingerprint, &start)
+            });
+            let (offset, next_line, skip, replay_until) = match known {
+                Some(i) => {
+                    let k = self.known.remove(i);
+                    (k.offset.min(meta.len()), 0, 0, k.sent)
+                }
+                None if self.first_scan && self.start_at_end => (meta.len(), 0, 0, 0),
+                None => (0, 1, self.skip_header_lines, 0),
+            };
+            let key = self.next_key;
+            self.next_key += 1;
+            events.push(Event::Opened {
+                file: key,
+                path: path.clone(),
+                offset,
+            });
+            self.files.push(Tracked {
+                key,
+                path,
+                inode: id,
+                file,
+                fingerprint: start,
+                offset,
+                next_line,
+                pending: Vec::new(),
+                matched: true,
+                idle_since: None,
+                skip,
+                start: offset,
+                sent_mark: 0,
+                replay_until,
+            });
+        }
+        self.first_scan = false;
+        Ok(())
+    }
+
+    /// Reads what is new in every open file, up to about `max_bytes`: whole lines, oldest
+    /// file first. Files gone from the pattern and idle for [`GONE_GRACE`] are closed
+    /// (their last line, even without a newline, is handed out first) and remembered once
+    /// `delivered` says every line of them is delivered.
+    ///
+    /// # Errors
+    /// A file cannot be read.
+    pub fn read(
+        &mut self,
+        max_bytes: usize,
+        delivered: impl Fn(FileKey) -> Option<u64>,
+        lines: &mut Vec<Line>,
+        events: &mut Vec<Event>,
+    ) -> io::Result<()> {
+        let mut budget = max_bytes;
+        let mut closed = Vec::new();
+        for (i, t) in self.files.iter_mut().enumerate() {
+            if budget == 0 {
+                break;
+            }
+            let mut got_any = false;
+            loop {
+                let want = budget.min(self.chunk.len());
+                if want == 0 {
+                    break;
+                }
+                t.file
+                    .seek(SeekFrom::Start(t.offset + t.pending.len() as u64))?;
+                let n = t.file.read(&mut self.chunk[..want])?;
+                if n == 0 {
+                    break;
+                }
+                got_any = true;
+                budget = budget.saturating_sub(n);
+                t.pending.extend_from_slice(&self.chunk[..n]);
+                if t.fingerprint.len() < FINGERPRINT_BYTES && t.offset == 0 {
+                    let more = FINGERPRINT_BYTES.min(t.pending.len());
+                    if more > t.fingerprint.len() {
+                        t.fingerprint = t.pending[..more].to_vec();
+                    }
+                }
+                split_lines(t, lines);
+            }
+            if got_any {
+                t.idle_since = None;
+            } else {
+                let idle = *t.idle_since.get_or_insert_with(Instant::now);
+                if !t.matched && idle.elapsed() >= GONE_GRACE {
+                    if !t.pending.is_empty() {
+                        // Gone and read out: its last line goes even without a newline.
+                        let text = std::mem::take(&mut t.pending);
+                        t.offset += text.len() as u64;
+                        emit(t, text, lines);
+                    } else if delivered(t.key).unwrap_or(t.start) >= t.offset {
+                        // Closed once every line of it is delivered.
+                        closed.push(i);
+                    }
+                }
+            }
+        }
+        for i in closed.into_iter().rev() {
+            let t = self.files.remove(i);
+            events.push(Event::Closed { file: t.key });
+            self.known.push(FilePosition {
+                path: t.path,
+                inode: t.inode,
+                fingerprint: t.fingerprint,
+                offset: t.offset,
+                sent: t.offset,
+            });
+        }
+        // Known files no longer on disk are forgotten.
+        let paths: Vec<PathBuf> = self.known.iter().map(|k| k.path.clone()).collect();
+        let mut keep = Vec::new();
+        for (k, path) in self.known.drain(..).zip(paths) {
+            if path.exists() {
+                keep.push(k);
+            }
+        }
+        self.known = keep;
+        Ok(())
+    }
+}
+
+fn emit(t: &mut Tracked, mut text: Vec<u8>, lines: &mut Vec<Line>) {
+    if text.last() == Some(&b'\n') {
+        text.pop();
+        if text.last() == Some(&b'\r') {
+            text.pop();
+        }
+    }
+    let number = t.next_line;
+    if t.next_line > 0 {
+        t.next_line += 1;
+    }
+    if t.skip > 0 {
+        t.skip -= 1;
+        return;
+    }
+    lines.push(Line {
+        file: t.key,
+        text,
+        number,
+        end: t.offset,
+        replayed: t.offset <= t.replay_until,
+    });
+}
+
+fn split_lines(t: &mut Tracked, lines: &mut Vec<Line>) {
+    let mut start = 0;
+    while let Some(pos) = memchr(b'\n', &t.pending[start..]) {
+        let end = start + pos + 1;
+        let text = t.pending[start..end].to_vec();
+        t.offset += (end - start) as u64;
+        emit(t, text, lines);
+        start = end;
+    }
+    t.pending.drain(..start);
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|b| *b == needle)
+}
+
+/// Keys of the files a tailer has map to stable strings in logs.
+pub type Keys = HashMap<FileKey, PathBuf>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("access_log*", "access_log"));
+        assert!(glob_match("access_log*", "access_log.1"));
+        assert!(glob_match("*.csv", "taxi-1.csv"));
+        assert!(!glob_match("*.csv", "taxi-1.csv.gz"));
+        assert!(glob_match("app-?.log", "app-1.log"));
+        assert!(!glob_match("app-?.log", "app-12.log"));
+        assert!(split_pattern("/var/*/x.log").is_err());
+        assert_eq!(
+            split_pattern("/tmp/app.log*"),
+            Ok((PathBuf::from("/tmp"), "app.log*".to_owned()))
+        );
+    }
+}
