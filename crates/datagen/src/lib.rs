@@ -21,7 +21,10 @@
 //!   failed, 3 % cancelled.
 //!
 //! [`write_json_lines`] writes records one JSON object per line; the `chief-datagen`
-//! binary is a thin CLI over it.
+//! binary is a thin CLI over it. [`lines`] has the text lines of the agent seeds:
+//! Apache access logs, NYC taxi CSV rows, application logs.
+
+pub mod lines;
 
 use std::io::{self, Write};
 
