@@ -185,6 +185,23 @@ install_systemd_analyze() {
     as_root rm -f /usr/sbin/policy-rc.d
 }
 
+# Debian's logrotate rotates the files chief-agent tails in its tests
+# (crates/agent/tests/rotation.rs).
+has_logrotate() {
+    command -v logrotate >/dev/null || [[ -x /usr/sbin/logrotate ]]
+}
+
+install_logrotate() {
+    has_logrotate && return 0
+    log "installing logrotate (for chief-agent's rotation tests)"
+    if ! { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+        && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq logrotate; } \
+        >"$LOGS/apt-logrotate.log" 2>&1; then
+        tail -n 30 "$LOGS/apt-logrotate.log" >&2
+        die "installing logrotate failed (log: $LOGS/apt-logrotate.log)"
+    fi
+}
+
 create_database() {
     local client
     client=$(command -v mariadb || command -v mysql) || die "mariadb client not found"
@@ -202,7 +219,7 @@ create_database() {
 # Fast path: everything already answers.
 if answers 127.0.0.1 "$KINESIS_PORT" && answers 127.0.0.1 "$MOTO_PORT" \
     && answers 127.0.0.1 "$MARIADB_PORT" && answers 127.0.0.1 "$ES_PORT" \
-    && [[ -x "$LOCAL/venv/bin/python" ]] \
+    && [[ -x "$LOCAL/venv/bin/python" ]] && has_logrotate \
     && cmp -s "$ROOT/deploy/local/requirements.txt" "$LOCAL/venv/.requirements"; then
     log "local stack already up (Kinesis :$KINESIS_PORT, DynamoDB+S3 :$MOTO_PORT, MariaDB :$MARIADB_PORT, Elasticsearch stand-in :$ES_PORT)"
     exit 0
@@ -210,6 +227,7 @@ fi
 
 install_venv
 install_systemd_analyze
+install_logrotate
 start_es_standin
 start_kinesis
 start_moto

@@ -45,9 +45,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         settings.log.format = format;
     }
     if cli.print_config {
-        println!("{}", serde_json::to_string_pretty(&agent)?);
-        print!("{}", chief_config::to_toml(&settings)?);
-        return Ok(ExitCode::SUCCESS);
+        use std::io::Write as _;
+        let text = format!(
+            "{}\n{}",
+            serde_json::to_string_pretty(&agent)?,
+            chief_config::to_toml(&settings)?
+        );
+        return match std::io::stdout().write_all(text.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(ExitCode::SUCCESS),
+        };
     }
     chief_config::telemetry::init(&settings.log);
     let health = chief_config::health::Health::new();

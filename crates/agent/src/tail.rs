@@ -56,7 +56,7 @@ pub struct FilePosition {
 
 /// How far past what it has read a checkpoint says a file may have been sent, so that
 /// the file is rewritten once per this many bytes at most.
-pub const SENT_LOOKAHEAD: u64 = 4 * 1024 * 1024;
+pub const SENT_LOOKAHEAD: u64 = 1024 * 1024;
 
 mod b64 {
     use base64::Engine as _;
