@@ -292,7 +292,10 @@ async fn rotate_kill_and_count(mode: &str) {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     // The kill interrupted lines read and not yet checkpointed: the restart read them again.
-    assert!(replayed > 0.0, "the restarted agent read nothing again: no fault");
+    assert!(
+        replayed > 0.0,
+        "the restarted agent read nothing again: no fault"
+    );
     assert!(
         replayed >= duplicates as f64,
         "{duplicates} lines twice in the stream, {replayed} counted as replayed"

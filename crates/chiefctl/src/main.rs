@@ -69,6 +69,10 @@ enum Command {
         /// Stop after this many user records (default: follow until interrupted).
         #[arg(long)]
         max_records: Option<u64>,
+        /// Print each record's data as the seed's Lambda does: `Decoded payload:` and the
+        /// data (indented when it is JSON) instead of a JSON line.
+        #[arg(long)]
+        decode: bool,
         /// Kinesis endpoint override, e.g. http://127.0.0.1:4568.
         #[arg(long)]
         endpoint: Option<String>,
@@ -99,9 +103,10 @@ fn main() -> std::process::ExitCode {
             stream,
             from,
             max_records,
+            decode,
             endpoint,
             config,
-        } => tail::main(&stream, from, max_records, endpoint, &config),
+        } => tail::main(&stream, from, max_records, decode, endpoint, &config),
         Command::Reconcile(args) => reconcile::main(args),
         Command::Probe(args) => probe::main(args),
     }

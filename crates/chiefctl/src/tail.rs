@@ -42,10 +42,11 @@ pub fn main(
     stream: &str,
     from: From,
     max_records: Option<u64>,
+    decode: bool,
     endpoint: Option<String>,
     config: &[PathBuf],
 ) -> ExitCode {
-    match run(stream, from, max_records, endpoint, config) {
+    match run(stream, from, max_records, decode, endpoint, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("chiefctl tail: {e:#}");
@@ -58,6 +59,7 @@ fn run(
     stream: &str,
     from: From,
     max_records: Option<u64>,
+    decode: bool,
     endpoint: Option<String>,
     config: &[PathBuf],
 ) -> anyhow::Result<()> {
@@ -71,7 +73,14 @@ fn run(
         .context("starting the runtime")?;
     runtime.block_on(async {
         let client = KinesisClient::new(AwsClients::new(&aws).await.kinesis());
-        tail(&client, stream, from, max_records.unwrap_or(u64::MAX)).await
+        tail(
+            &client,
+            stream,
+            from,
+            max_records.unwrap_or(u64::MAX),
+            decode,
+        )
+        .await
     })
 }
 
@@ -80,6 +89,7 @@ async fn tail<C: StreamClient>(
     stream: &str,
     from: From,
     max: u64,
+    decode: bool,
 ) -> anyhow::Result<()> {
     let position = match from {
         From::TrimHorizon => IteratorPosition::TrimHorizon,
@@ -128,6 +138,11 @@ async fn tail<C: StreamClient>(
                 if printed >= max {
                     break;
                 }
+                if decode {
+                    write_decoded(&mut out, &d.record.data).context("writing stdout")?;
+                    printed += 1;
+                    continue;
+                }
                 let line = RecordLine {
                     shard: &shard,
                     sequence_number: &r.sequence_number,
@@ -171,4 +186,78 @@ async fn tail<C: StreamClient>(
         }
     }
     Ok(())
+}
+
+/// `Decoded payload:` and the data: indented when it is JSON (keys in the record's own
+/// order), else as text.
+fn write_decoded(out: &mut impl std::io::Write, data: &[u8]) -> std::io::Result<()> {
+    writeln!(out, "Decoded payload:")?;
+    let text = String::from_utf8_lossy(data);
+    let text = text.trim_end_matches('\n');
+    if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+        writeln!(out, "{}", indent_json(text))
+    } else {
+        writeln!(out, "{text}")
+    }
+}
+
+/// Valid JSON `text` indented by four spaces a level, its keys in their order.
+fn indent_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut depth = 0usize;
+    let (mut in_string, mut escaped) = (false, false);
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.push_str(&"    ".repeat(depth));
+    };
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                depth += 1;
+                newline(&mut out, depth);
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decoded_payloads_keep_their_key_order() {
+        let mut out = Vec::new();
+        super::write_decoded(&mut out, b"{\"b\":\"x, y\",\"a\":[1,{\"c\":\"}\"}]}\n")
+            .unwrap_or_default();
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "Decoded payload:\n{\n    \"b\": \"x, y\",\n    \"a\": [\n        1,\n        {\n            \"c\": \"}\"\n        }\n    ]\n}\n"
+        );
+    }
 }
