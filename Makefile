@@ -77,3 +77,7 @@ bench-capacity: stack-up ## Raise the rate until the pipeline falls behind: the 
 .PHONY: demo
 demo: stack-up build ## Run the pipeline end to end on the local stack
 	@bash deploy/local/demo.sh
+
+.PHONY: demo-taxi
+demo-taxi: stack-up build ## Seed 002: taxi CSV files → chief-agent → Kinesis → chief-firehose → S3, checked row by row
+	@bash deploy/local/demo-taxi.sh

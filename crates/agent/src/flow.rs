@@ -138,6 +138,7 @@ pub struct FlowRunner<C: StreamClient> {
     assembling: HashMap<FileKey, Assembling>,
     paths: HashMap<FileKey, PathBuf>,
     stats: Stats,
+    max_in_flight: usize,
 }
 
 /// What a flow did (logged every 30 s as the agent logs its progress).
@@ -243,7 +244,15 @@ impl<C: StreamClient> FlowRunner<C> {
             assembling: HashMap::new(),
             paths: HashMap::new(),
             stats: Stats::default(),
+            max_in_flight: 5_000,
         })
+    }
+
+    /// Reading waits while this many records are in flight.
+    #[must_use]
+    pub fn with_max_in_flight(mut self, records: usize) -> Self {
+        self.max_in_flight = records.max(1);
+        self
     }
 
     fn io(&self, source: std::io::Error) -> FlowError {
@@ -298,8 +307,9 @@ impl<C: StreamClient> FlowRunner<C> {
                     tailer.scan(&mut events).map_err(|e| self.io(e))?;
                     last_scan = Instant::now();
                 }
-                // Reading waits while much is in flight (the producer's buffer bounds it too).
-                if inflight.len() < 100_000 {
+                // Reading waits while much is in flight: lines wait in their files, not in
+                // memory, and a record never waits long enough in the producer to expire.
+                if inflight.len() < self.max_in_flight {
                     let delivered = self.delivered.clone();
                     tailer
                         .read(

@@ -55,6 +55,9 @@ pub struct AgentSettings {
     pub producer: ProducerConfig,
     /// Longest a stop waits for records in flight, ms. Default 30,000.
     pub drain_ms: u64,
+    /// Records of a flow sent and not yet acknowledged before reading waits (as the
+    /// agent's bounded publish queue). Default 5,000.
+    pub max_in_flight_records: usize,
 }
 
 /// Why the agent stopped.

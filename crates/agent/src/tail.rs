@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// How many leading bytes identify a file.
-pub const FINGERPRINT_BYTES: usize = 256;
+pub const FINGERPRINT_BYTES: usize = 4096;
 
 /// How long a file that the pattern no longer matches (renamed away, deleted) is kept
 /// open after it was last read to its end.
@@ -152,7 +152,8 @@ pub struct Tailer {
     files: Vec<Tracked>,
     /// Files known from a checkpoint (or closed): by fingerprint and inode.
     known: Vec<FilePosition>,
-    /// Copies of tracked files seen before their original was truncated.
+    /// New files that start like an open one, held back since (see [`COPY_GRACE`]).
+    parked: HashMap<Inode, Instant>,
     next_key: FileKey,
     start_at_end: bool,
     first_scan: bool,
@@ -228,10 +229,15 @@ fn read_prefix(file: &mut File, len: usize) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Whether a file whose first bytes are `candidate` is the file fingerprinted `known`.
-fn same_start(known: &[u8], candidate: &[u8]) -> bool {
-    !known.is_empty() && candidate.len() >= known.len() && candidate[..known.len()] == *known
+/// Whether two files agree on the bytes both have of their starts.
+fn similar(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().min(b.len());
+    n > 0 && a[..n] == b[..n]
 }
+
+/// How long a new file that starts like an open one is held back, in case it is that
+/// file's copy and the original is about to be truncated (`copytruncate` copies first).
+pub const COPY_GRACE: Duration = Duration::from_secs(5);
 
 impl Tailer {
     /// A tailer of `pattern` (see [`split_pattern`]); files found at the first scan
@@ -253,6 +259,7 @@ impl Tailer {
             pattern,
             files: Vec::new(),
             known,
+            parked: HashMap::new(),
             next_key: 1,
             start_at_end,
             first_scan: true,
@@ -355,8 +362,8 @@ impl Tailer {
                 }
                 let mut f = File::open(path)?;
                 let size = f.metadata()?.len();
-                let start = read_prefix(&mut f, t.fingerprint.len())?;
-                if same_start(&t.fingerprint, &start) && size >= t.offset {
+                let start = read_prefix(&mut f, FINGERPRINT_BYTES)?;
+                if similar(&t.fingerprint, &start) && size >= t.offset {
                     copy = Some((path.clone(), f));
                     break;
                 }
@@ -367,6 +374,7 @@ impl Tailer {
                 Some((path, file)) => {
                     copies.push(path.clone());
                     let meta = file.metadata()?;
+                    self.parked.remove(&inode(&meta));
                     missing = 0;
                     let key = self.files[i].key;
                     let offset = self.files[i].offset;
@@ -435,19 +443,26 @@ impl Tailer {
             };
             let id = inode(&meta);
             let start = read_prefix(&mut file, FINGERPRINT_BYTES)?;
-            // A copy of an open file made before it was truncated: its bytes are being
-            // read from the original.
+            // Perhaps a copy of an open file whose original is about to be truncated: its
+            // bytes are being read from the original. Held back a moment; a file that
+            // merely starts the same (a CSV header) is read once the moment has passed.
             if self
                 .files
                 .iter()
-                .any(|t| same_start(&t.fingerprint, &start) && t.inode != id)
+                .any(|t| similar(&t.fingerprint, &start) && t.inode != id)
             {
-                continue;
+                let since = *self.parked.entry(id).or_insert_with(Instant::now);
+                if since.elapsed() < COPY_GRACE {
+                    continue;
+                }
             }
-            // Known from the checkpoint (or read before and closed): resume.
+            self.parked.remove(&id);
+            // Known from the checkpoint (or read before and closed): resume. By inode; by
+            // content alone (a copy made while the agent was down) only on a whole
+            // fingerprint.
             let known = self.known.iter().position(|k| {
-                (k.inode == id && (k.fingerprint.is_empty() || same_start(&k.fingerprint, &start)))
-                    || same_start(&k.fingerprint, &start)
+                (k.inode == id && (k.fingerprint.is_empty() || similar(&k.fingerprint, &start)))
+                    || (k.fingerprint.len() == FINGERPRINT_BYTES && k.fingerprint == start)
             });
             let (offset, next_line, skip, replay_until) = match known {
                 Some(i) => {
@@ -520,16 +535,14 @@ impl Tailer {
                 got_any = true;
                 budget = budget.saturating_sub(n);
                 t.pending.extend_from_slice(&self.chunk[..n]);
-                if t.fingerprint.len() < FINGERPRINT_BYTES && t.offset == 0 {
-                    let more = FINGERPRINT_BYTES.min(t.pending.len());
-                    if more > t.fingerprint.len() {
-                        t.fingerprint = t.pending[..more].to_vec();
-                    }
-                }
                 split_lines(t, lines);
             }
             if got_any {
                 t.idle_since = None;
+                if t.fingerprint.len() < FINGERPRINT_BYTES {
+                    // The file grew: its fingerprint takes in what is new of its start.
+                    t.fingerprint = read_prefix(&mut t.file, FINGERPRINT_BYTES)?;
+                }
             } else {
                 let idle = *t.idle_since.get_or_insert_with(Instant::now);
                 if !t.matched && idle.elapsed() >= GONE_GRACE {
@@ -615,6 +628,73 @@ pub type Keys = HashMap<FileKey, PathBuf>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("chief-tail-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap_or_default();
+        d
+    }
+
+    fn texts(t: &mut Tailer) -> Vec<String> {
+        let (mut lines, mut events) = (Vec::new(), Vec::new());
+        t.scan(&mut events).unwrap_or_default();
+        t.read(1 << 20, |_| None, &mut lines, &mut events)
+            .unwrap_or_default();
+        lines
+            .into_iter()
+            .map(|l| String::from_utf8_lossy(&l.text).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn files_that_start_alike_are_both_read_whole_lines_only() {
+        let d = dir("alike");
+        let header = "VendorID,tpep_pickup_datetime,tpep_dropoff_datetime\n";
+        std::fs::write(d.join("a.csv"), format!("{header}1,x,y\n2,x,y\n")).unwrap_or_default();
+        let mut t = Tailer::new(&format!("{}/*.csv", d.display()), false, 1, Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(texts(&mut t), vec!["1,x,y", "2,x,y"], "header skipped");
+        // A second file that so far is just the same header: held back a moment (a
+        // copytruncate copy would look like this), then read as a file of its own.
+        std::fs::write(d.join("b.csv"), header).unwrap_or_default();
+        assert!(texts(&mut t).is_empty());
+        assert_eq!(t.open_files(), 1, "held back");
+        t.parked.values_mut().for_each(|since| *since -= COPY_GRACE);
+        assert!(texts(&mut t).is_empty(), "its header is skipped");
+        assert_eq!(t.open_files(), 2);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.join("b.csv"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::io::Write::write_all(&mut f, b"3,x,y\n4,x").unwrap_or_default();
+        assert_eq!(texts(&mut t), vec!["3,x,y"], "a partial last line waits");
+        std::io::Write::write_all(&mut f, b",y\r\n").unwrap_or_default();
+        assert_eq!(texts(&mut t), vec!["4,x,y"], "CRLF ends a line too");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_renamed_file_is_read_to_its_end() {
+        let d = dir("renamed");
+        let path = d.join("app.log");
+        std::fs::write(&path, "one\n").unwrap_or_default();
+        let mut t = Tailer::new(&format!("{}/app.log", d.display()), false, 0, Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(texts(&mut t), vec!["one"]);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::rename(&path, d.join("app.log.1")).unwrap_or_default();
+        std::fs::write(&path, "three\n").unwrap_or_default();
+        // Written after the rename, through the old descriptor, as a logger does.
+        std::io::Write::write_all(&mut f, b"two\n").unwrap_or_default();
+        let mut got = texts(&mut t);
+        got.sort();
+        assert_eq!(got, vec!["three", "two"]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
 
     #[test]
     fn globs() {
