@@ -237,6 +237,19 @@ impl Pipeline {
         Ok(Self { steps })
     }
 
+    /// Whether a step uses the time the record was read (`ADDMETADATA` with `timestamp`).
+    pub fn needs_time(&self) -> bool {
+        self.steps.iter().any(|s| {
+            matches!(
+                s,
+                Step::Metadata {
+                    timestamp: true,
+                    ..
+                }
+            )
+        })
+    }
+
     /// Whether it has no step (records are the lines as read, with their newline).
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()

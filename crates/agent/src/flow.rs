@@ -5,6 +5,7 @@
 //! up on is sent again, never skipped.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -139,6 +140,31 @@ pub struct FlowRunner<C: StreamClient> {
     paths: HashMap<FileKey, PathBuf>,
     stats: Stats,
     max_in_flight: usize,
+    counters: Counters,
+}
+
+/// The flow's counters, registered once (an increment is then one atomic add).
+struct Counters {
+    lines: metrics::Counter,
+    sent: metrics::Counter,
+    acked: metrics::Counter,
+    replayed: metrics::Counter,
+    truncated: metrics::Counter,
+    errors: metrics::Counter,
+}
+
+impl Counters {
+    fn new(flow: &str) -> Self {
+        let c = |name: &'static str| metrics::counter!(name, m::FLOW => flow.to_owned());
+        Self {
+            lines: c(m::LINES_READ),
+            sent: c(m::RECORDS_SENT),
+            acked: c(m::RECORDS_ACKED),
+            replayed: c(m::REPLAYED_RECORDS),
+            truncated: c(m::RECORDS_TRUNCATED),
+            errors: c(m::RECORDS_IN_ERROR_FILE),
+        }
+    }
 }
 
 /// What a flow did (logged every 30 s as the agent logs its progress).
@@ -231,7 +257,7 @@ impl<C: StreamClient> FlowRunner<C> {
             default_error_dir.join(format!("{safe}.jsonl"))
         });
         Ok(Self {
-            id,
+            id: id.clone(),
             flow,
             producer,
             _client: std::marker::PhantomData,
@@ -245,6 +271,7 @@ impl<C: StreamClient> FlowRunner<C> {
             paths: HashMap::new(),
             stats: Stats::default(),
             max_in_flight: 5_000,
+            counters: Counters::new(&id),
         })
     }
 
@@ -302,6 +329,7 @@ impl<C: StreamClient> FlowRunner<C> {
         let mut lines = Vec::new();
         loop {
             let stopping = shutdown.is_cancelled();
+            let mut read_any = false;
             if !stopping {
                 if last_scan.elapsed() >= Duration::from_millis(500) {
                     tailer.scan(&mut events).map_err(|e| self.io(e))?;
@@ -331,15 +359,17 @@ impl<C: StreamClient> FlowRunner<C> {
                     self.write_checkpoint(&mut tailer)?;
                     last_checkpoint = Instant::now();
                 }
-                let read_any = !lines.is_empty();
+                read_any = !lines.is_empty();
                 for line in lines.drain(..) {
                     self.stats.lines += 1;
-                    metrics::counter!(m::LINES_READ, m::FLOW => self.id.clone()).increment(1);
+                    self.counters.lines.increment(1);
                     self.take_line(line, &mut inflight).await?;
                 }
                 self.flush_assembled(!read_any, &mut inflight).await?;
             }
+            let before = self.stats.acked;
             self.drain_acks(&mut inflight, false).await?;
+            let acked_any = self.stats.acked > before;
             if last_checkpoint.elapsed() >= Duration::from_secs(1) {
                 self.write_checkpoint(&mut tailer)?;
                 last_checkpoint = Instant::now();
@@ -351,7 +381,10 @@ impl<C: StreamClient> FlowRunner<C> {
             if stopping {
                 break;
             }
-            if inflight.is_empty() || lines.is_empty() {
+            if read_any || acked_any {
+                // Let the producer (and the other flows) run.
+                tokio::task::yield_now().await;
+            } else {
                 tokio::select! {
                     () = shutdown.cancelled() => {}
                     () = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -498,14 +531,19 @@ impl<C: StreamClient> FlowRunner<C> {
     ) -> Result<(), FlowError> {
         if replayed {
             self.stats.replayed += 1;
-            metrics::counter!(m::REPLAYED_RECORDS, m::FLOW => self.id.clone()).increment(1);
+            self.counters.replayed.increment(1);
         }
         let converted = if self.pipeline.is_empty() {
             let mut data = text.clone();
             data.push(b'\n');
             Ok(data)
         } else {
-            self.pipeline.convert(&text, &rfc3339_now())
+            let now = if self.pipeline.needs_time() {
+                rfc3339_now()
+            } else {
+                String::new()
+            };
+            self.pipeline.convert(&text, &now)
         };
         let mut data = match converted {
             Ok(data) => data,
@@ -526,7 +564,7 @@ impl<C: StreamClient> FlowRunner<C> {
             let terminator = self.flow.truncated_record_terminator.as_bytes();
             data.truncate(max.saturating_sub(terminator.len()));
             data.extend_from_slice(terminator);
-            metrics::counter!(m::RECORDS_TRUNCATED, m::FLOW => self.id.clone()).increment(1);
+            self.counters.truncated.increment(1);
         }
         let record = UserRecord {
             partition_key: key,
@@ -547,7 +585,7 @@ impl<C: StreamClient> FlowRunner<C> {
         match self.producer.send(record).await {
             Ok(receipt) => {
                 self.stats.sent += 1;
-                metrics::counter!(m::RECORDS_SENT, m::FLOW => self.id.clone()).increment(1);
+                self.counters.sent.increment(1);
                 Ok(receipt)
             }
             Err(e) => Err(FlowError::Rejected {
@@ -594,7 +632,7 @@ impl<C: StreamClient> FlowRunner<C> {
             })?;
         }
         self.stats.errors += 1;
-        metrics::counter!(m::RECORDS_IN_ERROR_FILE, m::FLOW => self.id.clone()).increment(1);
+        self.counters.errors.increment(1);
         tracing::warn!(flow = %self.id, line = number, error = why, file = %self.error_path.display(), "record does not convert; written to the error file");
         Ok(())
     }
@@ -617,7 +655,18 @@ impl<C: StreamClient> FlowRunner<C> {
                         .await
                         .ok(),
                 ),
-                Some(receipt) => Some(tokio::time::timeout(Duration::ZERO, receipt).await.ok()),
+                // Ready or not, polled once: no timer, and outside tokio's cooperative
+                // budget (which would make a long run of ready receipts look pending).
+                Some(receipt) => {
+                    let polled = tokio::task::unconstrained(std::future::poll_fn(|cx| {
+                        std::task::Poll::Ready(std::pin::Pin::new(&mut *receipt).poll(cx))
+                    }))
+                    .await;
+                    match polled {
+                        std::task::Poll::Ready(outcome) => Some(Some(outcome)),
+                        std::task::Poll::Pending => Some(None),
+                    }
+                }
             };
             match outcome {
                 // An error-file record: delivered as soon as it is at the front.
@@ -626,7 +675,7 @@ impl<C: StreamClient> FlowRunner<C> {
                 Some(None) => return Ok(()),
                 Some(Some(Ok(_))) => {
                     self.stats.acked += 1;
-                    metrics::counter!(m::RECORDS_ACKED, m::FLOW => self.id.clone()).increment(1);
+                    self.counters.acked.increment(1);
                 }
                 Some(Some(Err(failure))) => {
                     if let chief_producer::FailureReason::Rejected { code, message } =
