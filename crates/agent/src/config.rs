@@ -26,9 +26,9 @@ pub struct AgentConfig {
     /// Static credentials (the agent accepts them here; prefer the instance's role).
     #[serde(rename = "awsAccessKeyId", default)]
     pub aws_access_key_id: Option<String>,
-    /// See `awsAccessKeyId`.
+    /// See `awsAccessKeyId` (printed redacted).
     #[serde(rename = "awsSecretAccessKey", default)]
-    pub aws_secret_access_key: Option<String>,
+    pub aws_secret_access_key: Option<chief_config::secret::Secret>,
     /// A role to assume.
     #[serde(rename = "assumeRoleARN", default)]
     pub assume_role_arn: Option<String>,

@@ -110,6 +110,21 @@ pub async fn run(
             settings.aws.kinesis.endpoint = Some(endpoint_url(endpoint));
         }
     }
+    // agent.json's credentials and role, as the Java agent takes them (chief's settings
+    // win where both are set).
+    if let (Some(id), Some(secret), None) = (
+        &agent.aws_access_key_id,
+        &agent.aws_secret_access_key,
+        &settings.aws.static_credentials,
+    ) {
+        settings.aws.static_credentials = Some(chief_config::aws::StaticCredentials {
+            access_key_id: id.clone(),
+            secret_access_key: secret.clone(),
+        });
+    }
+    if settings.aws.role_arn.is_none() {
+        settings.aws.role_arn.clone_from(&agent.assume_role_arn);
+    }
     let clients = AwsClients::new(&settings.aws).await;
     run_with(
         agent,
