@@ -53,6 +53,8 @@ impl Worker {
             .env("CHIEF__CONSUMER__POLL_INTERVAL_MS", "100")
             .env("CHIEF__S3__BUCKET", bucket)
             .env("CHIEF__S3__BUFFERING_INTERVAL_SECONDS", "3")
+            // One trip a line (the shipped taxi delivery concatenates: its agent ends lines).
+            .env("CHIEF__S3__APPEND_NEWLINE", "true")
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(file))
             .stderr(Stdio::from(err))
