@@ -21,6 +21,35 @@ use tokio_util::sync::CancellationToken;
 
 const STREAM: &str = "Lines";
 
+/// The benchmark's flows send to Kinesis only.
+#[derive(Clone)]
+struct NoFirehose;
+
+impl chief_agent::firehose::FirehoseApi for NoFirehose {
+    async fn check(&self, stream: &str) -> Result<(), chief_agent::firehose::FirehoseFailure> {
+        Err(chief_agent::firehose::FirehoseFailure {
+            code: "ResourceNotFoundException".into(),
+            message: format!("no delivery stream {stream} in this benchmark"),
+            fatal: true,
+        })
+    }
+
+    async fn put_record_batch(
+        &self,
+        stream: &str,
+        _records: &[bytes::Bytes],
+    ) -> Result<
+        Vec<Option<chief_agent::firehose::FirehoseFailure>>,
+        chief_agent::firehose::FirehoseFailure,
+    > {
+        Err(chief_agent::firehose::FirehoseFailure {
+            code: "ResourceNotFoundException".into(),
+            message: format!("no delivery stream {stream} in this benchmark"),
+            fatal: true,
+        })
+    }
+}
+
 fn count(var: &str, default: usize) -> usize {
     std::env::var(var)
         .ok()
@@ -79,6 +108,7 @@ async fn run(
         agent,
         settings,
         streams.clone(),
+        NoFirehose,
         token.clone(),
         chief_config::health::Health::new(),
     ));

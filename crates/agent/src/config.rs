@@ -284,6 +284,12 @@ pub struct Flow {
     /// `<checkpointFile>.errors/<flow id>.jsonl`). Never dropped.
     #[serde(default, rename = "chief.errorFile")]
     pub error_file: Option<PathBuf>,
+    /// chief: send those error records to this Kinesis stream instead of a file.
+    #[serde(default, rename = "chief.errorKinesisStream")]
+    pub error_kinesis_stream: Option<String>,
+    /// chief: send those error records to this Firehose delivery stream instead of a file.
+    #[serde(default, rename = "chief.errorDeliveryStream")]
+    pub error_delivery_stream: Option<String>,
     /// chief: KPL aggregation of the records (off, as the agent sends them).
     #[serde(default, rename = "chief.aggregation")]
     pub aggregation: bool,
@@ -443,7 +449,43 @@ impl AgentConfig {
     }
 }
 
+/// Where records go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// A Kinesis stream, through chief's producer.
+    Kinesis(String),
+    /// A Firehose delivery stream, with `PutRecordBatch`.
+    Firehose(String),
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Kinesis(s) => write!(f, "Kinesis stream {s}"),
+            Self::Firehose(s) => write!(f, "Firehose delivery stream {s}"),
+        }
+    }
+}
+
 impl Flow {
+    /// Where the flow's records go (`kinesisStream`, else `deliveryStream`).
+    pub fn destination(&self) -> Destination {
+        match (&self.kinesis_stream, &self.delivery_stream) {
+            (Some(s), _) => Destination::Kinesis(s.clone()),
+            (None, Some(d)) => Destination::Firehose(d.clone()),
+            (None, None) => Destination::Kinesis(String::new()),
+        }
+    }
+
+    /// Where records that do not convert go when not to a file.
+    pub fn error_destination(&self) -> Option<Destination> {
+        match (&self.error_kinesis_stream, &self.error_delivery_stream) {
+            (Some(s), _) => Some(Destination::Kinesis(s.clone())),
+            (None, Some(d)) => Some(Destination::Firehose(d.clone())),
+            (None, None) => None,
+        }
+    }
+
     /// The flow's id in checkpoints and metrics: its destination and pattern.
     pub fn id(&self) -> String {
         match (&self.kinesis_stream, &self.delivery_stream) {
@@ -461,9 +503,7 @@ impl Flow {
         crate::tail::split_pattern(&self.file_pattern)?;
         match (&self.kinesis_stream, &self.delivery_stream) {
             (Some(_), None) => {}
-            (None, Some(_)) => {
-                return Err("deliveryStream (Firehose) is not supported by chief-agent yet; send to a kinesisStream and deliver it with chief-firehose".into());
-            }
+            (None, Some(_)) => {}
             (Some(_), Some(_)) => {
                 return Err("set kinesisStream or deliveryStream, not both".into());
             }
@@ -481,12 +521,27 @@ impl Flow {
                 self.max_buffer_size_records
             ));
         }
+        let max_request = match self.destination() {
+            Destination::Kinesis(_) => KINESIS_MAX_REQUEST,
+            Destination::Firehose(_) => crate::firehose::MAX_BATCH_BYTES,
+        };
         if let Some(bytes) = self.max_buffer_size_bytes
-            && !(1..=KINESIS_MAX_REQUEST).contains(&bytes)
+            && !(1..=max_request).contains(&bytes)
         {
             return Err(format!(
-                "maxBufferSizeBytes {bytes} is not in 1–{KINESIS_MAX_REQUEST}"
+                "maxBufferSizeBytes {bytes} is not in 1–{max_request}"
             ));
+        }
+        let error_outputs = [
+            self.error_file.is_some(),
+            self.error_kinesis_stream.is_some(),
+            self.error_delivery_stream.is_some(),
+        ];
+        if error_outputs.iter().filter(|set| **set).count() > 1 {
+            return Err(
+                "set one of chief.errorFile, chief.errorKinesisStream, chief.errorDeliveryStream"
+                    .into(),
+            );
         }
         for (key, pattern) in [
             ("multiLineStartPattern", &self.multi_line_start_pattern),
@@ -568,5 +623,46 @@ mod tests {
             .expect_err("refused")
             .to_string();
         assert!(err.contains("maxBufferAgeMillis 5"), "{err}");
+    }
+
+    #[test]
+    fn firehose_flows_and_error_outputs() -> Result<(), ConfigError> {
+        let path = std::path::Path::new("agent.json");
+        let firehose = SEED_002.replace("\"kinesisStream\"", "\"deliveryStream\"");
+        let c = AgentConfig::parse(path, &firehose)?;
+        assert_eq!(
+            c.flows[0].destination(),
+            Destination::Firehose("TaxiTrips".into())
+        );
+        // Firehose takes 4 MiB a call, Kinesis 5 MiB.
+        let five = "\"maxBufferSizeBytes\": 5242880, \"initialPosition\"";
+        let err = AgentConfig::parse(path, &firehose.replace("\"initialPosition\"", five))
+            .map(|_| ())
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("maxBufferSizeBytes 5242880 is not in 1–4194304"),
+            "{err}"
+        );
+        AgentConfig::parse(path, &SEED_002.replace("\"initialPosition\"", five))?;
+        let errors = SEED_002.replace(
+            "\"initialPosition\"",
+            "\"chief.errorKinesisStream\": \"TaxiErrors\", \"initialPosition\"",
+        );
+        let c = AgentConfig::parse(path, &errors)?;
+        assert_eq!(
+            c.flows[0].error_destination(),
+            Some(Destination::Kinesis("TaxiErrors".into()))
+        );
+        let both = errors.replace(
+            "\"initialPosition\"",
+            "\"chief.errorFile\": \"/tmp/e\", \"initialPosition\"",
+        );
+        let err = AgentConfig::parse(path, &both)
+            .map(|_| ())
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("set one of chief.errorFile"), "{err}");
+        Ok(())
     }
 }

@@ -1,8 +1,9 @@
 //! One flow at work: tail → records (multi-line, truncation) → `dataProcessingOptions` →
-//! the producer; a record that does not convert goes to the flow's error file. Every
-//! line is delivered in order per file: the checkpoint moves past a line only once the
-//! stream acknowledged it (or the error file holds it), and a record the producer gives
-//! up on is sent again, never skipped.
+//! the destination (a Kinesis stream or a Firehose delivery stream); a record that does
+//! not convert goes to the flow's error output (a file, or an error stream). Every line
+//! is delivered in order per file: the checkpoint moves past a line only once the
+//! destination acknowledged it (or the error output holds it), and a record the
+//! destination gives up on is sent again, never skipped.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future as _;
@@ -13,14 +14,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use chief_aggregation::UserRecord;
-use chief_producer::{Producer, RecordReceipt};
-use chief_stream::StreamClient;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Checkpoints, FlowCheckpoint};
-use crate::config::{Flow, InitialPosition, KINESIS_MAX_RECORD, PartitionKeyOption};
+use crate::config::{Flow, InitialPosition, PartitionKeyOption};
 use crate::convert::Pipeline;
 use crate::metrics as m;
+use crate::send::{Receipt, Sender};
 use crate::tail::{Event, FileKey, Line, Tailer};
 
 /// Why a flow stopped.
@@ -47,8 +47,9 @@ pub enum FlowError {
     /// The checkpoint file could not be written.
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
-    /// The producer refused a record for good (the stream does not exist, access denied).
-    #[error("flow {flow}: the stream refused a record: {reason}")]
+    /// The destination refused a record for good (the stream does not exist, access
+    /// denied).
+    #[error("flow {flow}: the destination refused a record: {reason}")]
     Rejected {
         /// The flow.
         flow: String,
@@ -106,12 +107,25 @@ impl CheckpointFile {
     }
 }
 
-/// A record on its way: what to resend if the producer gives up on it.
+/// A record on its way: what to resend if the destination gives up on it.
 struct InFlight {
     file: FileKey,
     end: u64,
     record: Option<UserRecord>,
-    receipt: Option<RecordReceipt>,
+    receipt: Option<Receipt>,
+    /// Sent to the error stream, not the flow's destination.
+    error: bool,
+}
+
+/// Where records that do not convert go.
+enum ErrorOutput {
+    /// Appended to a file (opened at the first one).
+    File {
+        path: PathBuf,
+        file: Option<std::fs::File>,
+    },
+    /// Sent to a stream.
+    Stream(Sender),
 }
 
 /// A multi-line record being assembled.
@@ -125,16 +139,14 @@ struct Assembling {
 }
 
 /// Runs one flow until `shutdown`.
-pub struct FlowRunner<C: StreamClient> {
+pub struct FlowRunner {
     id: String,
     flow: Flow,
-    producer: Arc<Producer>,
-    _client: std::marker::PhantomData<C>,
+    sender: Sender,
     pipeline: Pipeline,
     start: Option<regex::bytes::Regex>,
     checkpoints: CheckpointFile,
-    error_path: PathBuf,
-    error_file: Option<std::fs::File>,
+    errors: ErrorOutput,
     delivered: Delivered,
     assembling: HashMap<FileKey, Assembling>,
     paths: HashMap<FileKey, PathBuf>,
@@ -162,7 +174,7 @@ impl Counters {
             acked: c(m::RECORDS_ACKED),
             replayed: c(m::REPLAYED_RECORDS),
             truncated: c(m::RECORDS_TRUNCATED),
-            errors: c(m::RECORDS_IN_ERROR_FILE),
+            errors: c(m::RECORDS_IN_ERROR_OUTPUT),
         }
     }
 }
@@ -172,13 +184,13 @@ impl Counters {
 pub struct Stats {
     /// Lines read.
     pub lines: u64,
-    /// Records handed to the producer.
+    /// Records handed to the destination.
     pub sent: u64,
-    /// Records acknowledged by the stream.
+    /// Records acknowledged by the destination.
     pub acked: u64,
-    /// Records written to the error file.
+    /// Records sent to the error output.
     pub errors: u64,
-    /// Records sent again after the producer gave up on them.
+    /// Records sent again after the destination gave up on them.
     pub resent: u64,
     /// Records perhaps sent before a restart, sent again.
     pub replayed: u64,
@@ -201,14 +213,16 @@ fn rfc3339_now() -> String {
         .to_string()
 }
 
-impl<C: StreamClient> FlowRunner<C> {
-    /// A runner of `flow` sending with `producer`.
+impl FlowRunner {
+    /// A runner of `flow` sending with `sender`; records that do not convert go to
+    /// `error_stream` when given, else to the flow's error file.
     ///
     /// # Errors
     /// Bad processing options or multi-line pattern.
     pub fn new(
         flow: Flow,
-        producer: Arc<Producer>,
+        sender: Sender,
+        error_stream: Option<Sender>,
         checkpoints: CheckpointFile,
         default_error_dir: &std::path::Path,
     ) -> Result<Self, FlowError> {
@@ -224,7 +238,7 @@ impl<C: StreamClient> FlowRunner<C> {
             .map(regex::bytes::Regex::new)
             .transpose()
             .map_err(|e| bad(e.to_string()))?;
-        let error_path = flow.error_file.clone().unwrap_or_else(|| {
+        let path = flow.error_file.clone().unwrap_or_else(|| {
             let safe: String = id
                 .chars()
                 .map(|c| {
@@ -237,16 +251,18 @@ impl<C: StreamClient> FlowRunner<C> {
                 .collect();
             default_error_dir.join(format!("{safe}.jsonl"))
         });
+        let errors = match error_stream {
+            Some(sender) => ErrorOutput::Stream(sender),
+            None => ErrorOutput::File { path, file: None },
+        };
         Ok(Self {
             id: id.clone(),
             flow,
-            producer,
-            _client: std::marker::PhantomData,
+            sender,
             pipeline,
             start,
             checkpoints,
-            error_path,
-            error_file: None,
+            errors,
             delivered: Arc::new(Mutex::new(HashMap::new())),
             assembling: HashMap::new(),
             paths: HashMap::new(),
@@ -270,22 +286,12 @@ impl<C: StreamClient> FlowRunner<C> {
         }
     }
 
-    fn delivered_of(&self) -> impl Fn(FileKey) -> Option<u64> + '_ {
-        move |key| {
-            self.delivered
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(&key)
-                .copied()
-        }
-    }
-
     /// Runs until `shutdown`; then waits for what is in flight (at most `drain`), writes
     /// the last checkpoint and returns.
     ///
     /// # Errors
     /// A file, error file or checkpoint that cannot be read or written, or a stream that
-    /// refuses records for good.
+    /// destination that refuses records for good.
     pub async fn run(
         mut self,
         shutdown: CancellationToken,
@@ -374,7 +380,10 @@ impl<C: StreamClient> FlowRunner<C> {
         }
         // Shutdown: what is assembled goes, then what is in flight is waited for.
         self.flush_assembled(true, &mut inflight).await?;
-        self.producer.flush().await;
+        self.sender.flush().await;
+        if let ErrorOutput::Stream(errors) = &self.errors {
+            errors.flush().await;
+        }
         let deadline = Instant::now() + drain;
         while !inflight.is_empty() && Instant::now() < deadline {
             self.drain_acks(&mut inflight, true).await?;
@@ -529,18 +538,23 @@ impl<C: StreamClient> FlowRunner<C> {
         let mut data = match converted {
             Ok(data) => data,
             Err(why) => {
-                self.write_error(file, number, &text, &why)?;
+                let (record, receipt) = self.write_error(file, number, &text, &why).await?;
                 inflight.push_back(InFlight {
                     file,
                     end,
-                    record: None,
-                    receipt: None,
+                    record,
+                    receipt,
+                    error: true,
                 });
                 return Ok(());
             }
         };
-        let key = partition_key(self.flow.partition_key_option, &data);
-        let max = KINESIS_MAX_RECORD - key.len();
+        let key = if self.sender.keyed() {
+            partition_key(self.flow.partition_key_option, &data)
+        } else {
+            String::new()
+        };
+        let max = self.sender.max_record(key.len());
         if data.len() > max {
             let terminator = self.flow.truncated_record_terminator.as_bytes();
             data.truncate(max.saturating_sub(terminator.len()));
@@ -552,49 +566,48 @@ impl<C: StreamClient> FlowRunner<C> {
             explicit_hash_key: None,
             data: Bytes::from(data),
         };
-        let receipt = self.send(record.clone()).await?;
+        let receipt = self.send(record.clone(), false).await?;
         inflight.push_back(InFlight {
             file,
             end,
             record: Some(record),
             receipt: Some(receipt),
+            error: false,
         });
         Ok(())
     }
 
-    async fn send(&mut self, record: UserRecord) -> Result<RecordReceipt, FlowError> {
-        match self.producer.send(record).await {
+    /// Sends to the destination, or with `error` to the error stream.
+    async fn send(&mut self, record: UserRecord, error: bool) -> Result<Receipt, FlowError> {
+        let sender = match (&self.errors, error) {
+            (ErrorOutput::Stream(errors), true) => errors,
+            _ => &self.sender,
+        };
+        match sender.send(record).await {
             Ok(receipt) => {
-                self.stats.sent += 1;
-                self.counters.sent.increment(1);
+                if !error {
+                    self.stats.sent += 1;
+                    self.counters.sent.increment(1);
+                }
                 Ok(receipt)
             }
             Err(e) => Err(FlowError::Rejected {
                 flow: self.id.clone(),
-                reason: e.to_string(),
+                reason: e.reason,
             }),
         }
     }
 
-    fn write_error(
+    /// Writes a record that does not convert to the error output: appended to the error
+    /// file (then delivered), or sent to the error stream (then its receipt and record).
+    async fn write_error(
         &mut self,
         file: FileKey,
         number: u64,
         text: &[u8],
         why: &str,
-    ) -> Result<(), FlowError> {
+    ) -> Result<(Option<UserRecord>, Option<Receipt>), FlowError> {
         use base64::Engine as _;
-        if self.error_file.is_none() {
-            if let Some(dir) = self.error_path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
-            }
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.error_path)
-                .map_err(|e| self.io(e))?;
-            self.error_file = Some(f);
-        }
         let entry = serde_json::json!({
             "flow": self.id,
             "file": self.paths.get(&file).map(|p| p.display().to_string()),
@@ -606,16 +619,43 @@ impl<C: StreamClient> FlowRunner<C> {
         });
         let mut line = entry.to_string().into_bytes();
         line.push(b'\n');
-        if let Some(f) = self.error_file.as_mut() {
-            f.write_all(&line).map_err(|e| FlowError::Io {
-                flow: self.id.clone(),
-                source: e,
-            })?;
-        }
         self.stats.errors += 1;
         self.counters.errors.increment(1);
-        tracing::warn!(flow = %self.id, line = number, error = why, file = %self.error_path.display(), "record does not convert; written to the error file");
-        Ok(())
+        let flow = self.id.clone();
+        let io = |source| FlowError::Io {
+            flow: flow.clone(),
+            source,
+        };
+        match &mut self.errors {
+            ErrorOutput::File { path, file: open } => {
+                tracing::warn!(flow = %self.id, line = number, error = why, file = %path.display(), "record does not convert; written to the error file");
+                if open.is_none() {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir).map_err(io)?;
+                    }
+                    let f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&*path)
+                        .map_err(io)?;
+                    *open = Some(f);
+                }
+                if let Some(f) = open.as_mut() {
+                    f.write_all(&line).map_err(io)?;
+                }
+                Ok((None, None))
+            }
+            ErrorOutput::Stream(_) => {
+                tracing::warn!(flow = %self.id, line = number, error = why, "record does not convert; sent to the error stream");
+                let record = UserRecord {
+                    partition_key: partition_key(PartitionKeyOption::Random, &line),
+                    explicit_hash_key: None,
+                    data: Bytes::from(line),
+                };
+                let receipt = self.send(record.clone(), true).await?;
+                Ok((Some(record), Some(receipt)))
+            }
+        }
     }
 
     /// Moves the delivered offsets past the acknowledged records at the front, in order;
@@ -654,25 +694,24 @@ impl<C: StreamClient> FlowRunner<C> {
                 None => {}
                 // Not acknowledged yet.
                 Some(None) => return Ok(()),
-                Some(Some(Ok(_))) => {
+                // Error records are counted when written.
+                Some(Some(Ok(()))) if front.error => {}
+                Some(Some(Ok(()))) => {
                     self.stats.acked += 1;
                     self.counters.acked.increment(1);
                 }
                 Some(Some(Err(failure))) => {
-                    if let chief_producer::FailureReason::Rejected { code, message } =
-                        &failure.reason
-                        && chief_stream::is_fatal_code(code)
-                    {
+                    if failure.fatal {
                         return Err(FlowError::Rejected {
                             flow: self.id.clone(),
-                            reason: format!("{code}: {message}"),
+                            reason: failure.reason,
                         });
                     }
-                    let record = front.record.clone();
-                    tracing::warn!(flow = %self.id, reason = ?failure.reason, "record not put; sending it again");
+                    let (record, error) = (front.record.clone(), front.error);
+                    tracing::warn!(flow = %self.id, reason = %failure.reason, "record not put; sending it again");
                     let Some(record) = record else { return Ok(()) };
                     self.stats.resent += 1;
-                    let receipt = self.send(record).await?;
+                    let receipt = self.send(record, error).await?;
                     if let Some(front) = inflight.front_mut() {
                         front.receipt = Some(receipt);
                     }
@@ -689,7 +728,7 @@ impl<C: StreamClient> FlowRunner<C> {
     }
 
     fn write_checkpoint(&mut self, tailer: &mut Tailer) -> Result<(), FlowError> {
-        if let Some(f) = self.error_file.as_mut() {
+        if let ErrorOutput::File { file: Some(f), .. } = &mut self.errors {
             // The error records a checkpoint moves past are on disk first.
             f.sync_data().map_err(|e| FlowError::Io {
                 flow: self.id.clone(),
@@ -721,6 +760,5 @@ impl<C: StreamClient> FlowRunner<C> {
             replayed = s.replayed,
             "progress"
         );
-        let _ = self.delivered_of();
     }
 }

@@ -4,10 +4,11 @@
 //! ([`tail`]: by inode and fingerprint, through rename-and-create and copytruncate
 //! rotation, deleted and late files, partial last lines), turns lines into records
 //! ([`convert`]: `SINGLELINE`, `CSVTOJSON` with RFC 4180 quoting, `LOGTOJSON`,
-//! `ADDMETADATA`, `ADDBRACKETS`) and sends them to Kinesis with chief's producer
-//! ([`flow`]). The checkpoint ([`checkpoint`]) moves past a line only once the stream
-//! acknowledged it; a record that does not convert goes to the flow's error file, never
-//! dropped.
+//! `ADDMETADATA`, `ADDBRACKETS`) and sends them to Kinesis with chief's producer or to a
+//! Firehose delivery stream with `PutRecordBatch` ([`flow`], [`send`], [`firehose`]). The
+//! checkpoint ([`checkpoint`]) moves past a line only once the destination acknowledged
+//! it; a record that does not convert goes to the flow's error output (a file or an
+//! error stream), never dropped.
 //!
 //! Where the Java agent is wrong, chief is right: a CSV row with the wrong number of
 //! columns is an error record (the agent shifts or drops fields), quoted fields may hold
@@ -20,8 +21,10 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod convert;
+pub mod firehose;
 pub mod flow;
 pub mod metrics;
+pub mod send;
 pub mod tail;
 
 use std::path::{Path, PathBuf};
@@ -37,8 +40,10 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::Checkpoints;
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, Destination, Flow};
+use crate::firehose::{FirehoseApi, FirehoseClient, FirehoseSender, FirehoseSettings};
 use crate::flow::{CheckpointFile, FlowError, FlowRunner, Stats};
+use crate::send::Sender;
 
 /// chief's own settings of the agent (`--settings config/agent.toml`, `CHIEF__…`): what
 /// `agent.json` has no word for.
@@ -70,13 +75,13 @@ pub enum AgentError {
     /// The checkpoint file cannot be read.
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
-    /// A producer could not start (the stream does not exist, no credentials…).
-    #[error("flow {flow}: cannot start sending to stream {stream}: {reason}")]
-    Producer {
+    /// A destination cannot be sent to (the stream does not exist, no credentials…).
+    #[error("flow {flow}: cannot send to {destination}: {reason}")]
+    Destination {
         /// The flow.
         flow: String,
-        /// The stream.
-        stream: String,
+        /// The stream or delivery stream.
+        destination: Destination,
         /// Why.
         reason: String,
     },
@@ -85,7 +90,8 @@ pub enum AgentError {
     Flow(#[from] FlowError),
 }
 
-/// The URL of a `kinesis.endpoint` (`kinesis.us-east-1.amazonaws.com` or a URL).
+/// The URL of a `kinesis.endpoint` or `firehose.endpoint` (`kinesis.us-east-1.amazonaws.com`
+/// or a URL).
 fn endpoint_url(endpoint: &str) -> String {
     if endpoint.contains("://") {
         endpoint.to_owned()
@@ -110,6 +116,11 @@ pub async fn run(
             settings.aws.kinesis.endpoint = Some(endpoint_url(endpoint));
         }
     }
+    if let Some(endpoint) = &agent.firehose_endpoint
+        && settings.aws.firehose.endpoint.is_none()
+    {
+        settings.aws.firehose.endpoint = Some(endpoint_url(endpoint));
+    }
     // agent.json's credentials and role, as the Java agent takes them (chief's settings
     // win where both are set).
     if let (Some(id), Some(secret), None) = (
@@ -126,25 +137,90 @@ pub async fn run(
         settings.aws.role_arn.clone_from(&agent.assume_role_arn);
     }
     let clients = AwsClients::new(&settings.aws).await;
+    let mut firehose = aws_sdk_firehose::config::Builder::from(clients.sdk_config())
+        .interceptor(chief_config::aws::CountCalls);
+    if let Some(url) = &settings.aws.firehose.endpoint {
+        firehose = firehose.endpoint_url(url);
+    }
+    let firehose = FirehoseClient::new(aws_sdk_firehose::Client::from_conf(firehose.build()));
     run_with(
         agent,
         settings,
         KinesisClient::new(clients.kinesis()),
+        firehose,
         shutdown,
         health,
     )
     .await
 }
 
-/// Runs every flow of `agent`, sending with `client`, until `shutdown`; then waits for
-/// what is in flight and writes the last checkpoints.
+/// A sender to `destination` for `flow`: chief's producer with the flow's buffer
+/// settings for Kinesis, a [`FirehoseSender`] for Firehose.
+async fn sender<C: StreamClient + Clone, F: FirehoseApi>(
+    flow: &Flow,
+    destination: Destination,
+    settings: &AgentSettings,
+    client: &C,
+    firehose: &F,
+) -> Result<Sender, AgentError> {
+    let refused = |reason: String| AgentError::Destination {
+        flow: flow.id(),
+        destination: destination.clone(),
+        reason,
+    };
+    match &destination {
+        Destination::Kinesis(stream) => {
+            let mut config = settings.producer.clone();
+            config.aggregation_enabled = flow.aggregation;
+            config.record_max_buffered_time_ms = flow
+                .max_buffer_age_millis
+                .min(config.record_max_buffered_time_ms.max(100));
+            config.collection_max_count = flow.max_buffer_size_records;
+            if let Some(bytes) = flow.max_buffer_size_bytes {
+                config.collection_max_bytes = bytes;
+            }
+            let producer = Producer::start(client.clone(), stream, config)
+                .await
+                .map_err(|e| refused(e.to_string()))?;
+            Ok(Sender::Kinesis(Arc::new(producer)))
+        }
+        Destination::Firehose(stream) => {
+            let defaults = FirehoseSettings::default();
+            let firehose_settings = FirehoseSettings {
+                max_records: flow.max_buffer_size_records,
+                max_bytes: flow.max_buffer_size_bytes.unwrap_or(defaults.max_bytes),
+                // As for Kinesis: the flow's age, at most the producer's buffering time.
+                max_age: Duration::from_millis(
+                    flow.max_buffer_age_millis
+                        .min(settings.producer.record_max_buffered_time_ms.max(100)),
+                ),
+                initial_backoff: flow
+                    .retry_initial_backoff_millis
+                    .map_or(defaults.initial_backoff, Duration::from_millis),
+                max_backoff: flow
+                    .retry_max_backoff_millis
+                    .map_or(defaults.max_backoff, Duration::from_millis),
+                ..defaults
+            };
+            let sender = FirehoseSender::start(firehose.clone(), stream, firehose_settings)
+                .await
+                .map_err(|e| refused(e.to_string()))?;
+            Ok(Sender::Firehose(Arc::new(sender)))
+        }
+    }
+}
+
+/// Runs every flow of `agent`, sending to Kinesis with `client` and to Firehose with
+/// `firehose`, until `shutdown`; then waits for what is in flight and writes the last
+/// checkpoints.
 ///
 /// # Errors
-/// The checkpoint file cannot be read, a stream cannot be sent to, or a flow failed.
-pub async fn run_with<C: StreamClient + Clone>(
+/// The checkpoint file cannot be read, a destination cannot be sent to, or a flow failed.
+pub async fn run_with<C: StreamClient + Clone, F: FirehoseApi>(
     agent: AgentConfig,
     settings: AgentSettings,
     client: C,
+    firehose: F,
     shutdown: CancellationToken,
     health: Health,
 ) -> Result<Vec<Stats>, AgentError> {
@@ -156,25 +232,17 @@ pub async fn run_with<C: StreamClient + Clone>(
     let mut tasks = Vec::new();
     for flow in agent.flows {
         let id = flow.id();
-        let stream = flow.kinesis_stream.clone().unwrap_or_default();
-        let mut producer_config = settings.producer.clone();
-        producer_config.aggregation_enabled = flow.aggregation;
-        producer_config.record_max_buffered_time_ms = flow
-            .max_buffer_age_millis
-            .min(producer_config.record_max_buffered_time_ms.max(100));
-        producer_config.collection_max_count = flow.max_buffer_size_records;
-        if let Some(bytes) = flow.max_buffer_size_bytes {
-            producer_config.collection_max_bytes = bytes;
+        let to = sender(&flow, flow.destination(), &settings, &client, &firehose).await?;
+        let errors = match flow.error_destination() {
+            Some(destination) => {
+                Some(sender(&flow, destination, &settings, &client, &firehose).await?)
+            }
+            None => None,
+        };
+        let mut runner = FlowRunner::new(flow, to, errors, checkpoints.clone(), &error_dir)?;
+        if settings.max_in_flight_records > 0 {
+            runner = runner.with_max_in_flight(settings.max_in_flight_records);
         }
-        let producer = Producer::start(client.clone(), &stream, producer_config)
-            .await
-            .map_err(|e| AgentError::Producer {
-                flow: id.clone(),
-                stream: stream.clone(),
-                reason: e.to_string(),
-            })?;
-        let runner =
-            FlowRunner::<C>::new(flow, Arc::new(producer), checkpoints.clone(), &error_dir)?;
         health.pass(&format!("flow {id}"));
         let token = shutdown.clone();
         let drain = Duration::from_millis(if settings.drain_ms == 0 {

@@ -59,6 +59,8 @@ pub struct AwsConfig {
     pub sqs: ServiceConfig,
     /// STS endpoint override (assuming `role_arn`).
     pub sts: ServiceConfig,
+    /// Firehose endpoint override (`chief-agent`'s `deliveryStream` flows).
+    pub firehose: ServiceConfig,
 }
 
 impl Default for AwsConfig {
@@ -79,6 +81,7 @@ impl Default for AwsConfig {
             cloudwatch: ServiceConfig::default(),
             sqs: ServiceConfig::default(),
             sts: ServiceConfig::default(),
+            firehose: ServiceConfig::default(),
         }
     }
 }
@@ -343,8 +346,8 @@ mod tests {
 /// Counts every attempt of every AWS call its clients make, retries included (what the
 /// service sees and bills): counter `AwsCalls` with labels `service` (`DynamoDB`,
 /// `Kinesis`, `S3`, …) and `operation` (`Scan`, `UpdateItem`, `GetRecords`, …).
-#[derive(Debug)]
-struct CountCalls;
+#[derive(Debug, Clone, Copy)]
+pub struct CountCalls;
 
 impl aws_smithy_runtime_api::client::interceptors::Intercept for CountCalls {
     fn name(&self) -> &'static str {
