@@ -74,6 +74,8 @@ pub enum ResourceKind {
     Bucket,
     /// An SQS queue ARN.
     Queue,
+    /// A Firehose delivery stream ARN.
+    DeliveryStream,
     /// `*` (actions without resource-level permissions).
     Any,
 }
@@ -128,6 +130,11 @@ pub fn iam_action(op: &SdkOperation) -> Option<IamAction> {
         ("s3", "head_bucket") => ("s3:ListBucket", Bucket),
         ("s3", "create_bucket") => ("s3:CreateBucket", Bucket),
         ("cloudwatch", "put_metric_data") => ("cloudwatch:PutMetricData", Any),
+        ("firehose", "describe_delivery_stream") => {
+            ("firehose:DescribeDeliveryStream", DeliveryStream)
+        }
+        ("firehose", "put_record_batch") => ("firehose:PutRecordBatch", DeliveryStream),
+        ("firehose", "put_record") => ("firehose:PutRecord", DeliveryStream),
         ("sqs", "receive_message") => ("sqs:ReceiveMessage", Queue),
         ("sqs", "delete_message") => ("sqs:DeleteMessage", Queue),
         ("sqs", "delete_message_batch") => ("sqs:DeleteMessage", Queue),

@@ -68,7 +68,11 @@ fn role_policies(t: &Value) -> BTreeMap<String, BTreeMap<String, Value>> {
 fn roles_carry_exactly_the_documents_of_deploy_aws_iam() {
     let t = template();
     let expected: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
-        ("ProducerRole", vec!["chief-producer", "bootstrap-producer"]),
+        (
+            "ProducerRole",
+            vec!["chief-producer", "assume-agent-role", "bootstrap-producer"],
+        ),
+        ("AgentTaxiRole", vec!["chief-agent"]),
         (
             "ConsumerRole",
             vec!["assume-executor-roles", "bootstrap-consumer"],
@@ -126,6 +130,8 @@ fn roles_carry_exactly_the_documents_of_deploy_aws_iam() {
             id if executor_role(id).is_some() => {
                 json!({"AWS": {"Fn::GetAtt": ["ConsumerRole", "Arn"]}})
             }
+            // The agent's role: only the producer instances' role may assume it.
+            "AgentTaxiRole" => json!({"AWS": {"Fn::GetAtt": ["ProducerRole", "Arn"]}}),
             _ => json!({"Service": "ec2.amazonaws.com"}),
         };
         let trust = &props["AssumeRolePolicyDocument"]["Statement"];
@@ -291,6 +297,30 @@ fn each_binary_accepts_its_settings_on_the_instance() {
             "chief-producer" => {
                 let _: ProducerAppConfig = chief_config::load_str(&text, &settings)
                     .unwrap_or_else(|e| panic!("{binary}: {e}"));
+            }
+            "chief-agent" => {
+                let c: chief_agent::AgentSettings = chief_config::load_str(&text, &settings)
+                    .unwrap_or_else(|e| panic!("{binary}: {e}"));
+                assert_eq!(
+                    c.aws.role_arn.as_deref(),
+                    Some(value_of("AgentTaxiRole.Arn").as_str()),
+                    "{binary} assumes its own role"
+                );
+                let agent = agent_json(&t);
+                let streams: Vec<Option<String>> = agent
+                    .flows
+                    .iter()
+                    .map(|f| f.kinesis_stream.clone())
+                    .collect();
+                assert_eq!(streams, vec![Some(value_of("TaxiTripsStream"))], "{binary}");
+                // The unit may write its checkpoint there (StateDirectory=aws-kinesis-agent).
+                assert!(
+                    agent
+                        .checkpoint_file
+                        .starts_with("/var/lib/aws-kinesis-agent/"),
+                    "{binary}: checkpointFile {}",
+                    agent.checkpoint_file.display()
+                );
             }
             _ if delivery_of(binary).is_some() => {
                 let c: chief_firehose::FirehoseConfig = chief_config::load_str(&text, &settings)

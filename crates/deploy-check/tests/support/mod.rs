@@ -29,6 +29,7 @@ pub fn binaries() -> Vec<&'static str> {
     out.extend(Executor::ALL.iter().map(|e| e.name()));
     out.push("chief-loader");
     out.extend(DELIVERIES.iter().map(|(program, _)| *program));
+    out.push("chief-agent");
     out
 }
 
@@ -107,7 +108,7 @@ pub fn policy(name: &str) -> Policy {
 /// The launch template whose instances run `binary`.
 pub fn launch_template_of(binary: &str) -> &'static str {
     match binary {
-        "chief-producer" => "ProducerLaunchTemplate",
+        "chief-producer" | "chief-agent" => "ProducerLaunchTemplate",
         "chief-loader" => "LoaderLaunchTemplate",
         _ => "ConsumerLaunchTemplate",
     }
@@ -134,13 +135,15 @@ pub fn instance_settings(template: &Value, binary: &str) -> Vec<(String, String)
         let lines: Vec<String> = text.lines().map(str::to_owned).collect();
         settings.extend(userdata::chief_settings(&lines));
     }
-    let env_file = if binary == "chief-loader" {
-        "/etc/chief/loader.env"
-    } else {
-        "/etc/chief/chief.env"
+    // What the unit (or, for the producer run by hand, deploy/README.md's command) reads:
+    // the instance's environment file, then the program's own.
+    let env_files: &[&str] = match binary {
+        "chief-loader" => &["/etc/chief/loader.env"],
+        "chief-producer" => &["/etc/chief/chief.env", "/etc/chief/producer.env"],
+        _ => &["/etc/chief/chief.env"],
     };
     let drop_in = format!("/etc/systemd/system/{unit}.service.d/stack.conf");
-    for wanted in [env_file, drop_in.as_str()] {
+    for wanted in env_files.iter().copied().chain([drop_in.as_str()]) {
         for f in files.iter().filter(|f| f.path == wanted) {
             settings.extend(userdata::chief_settings(&f.body));
         }
@@ -178,6 +181,25 @@ pub struct Uses {
     pub metrics_namespace: Option<String>,
     /// ARNs of the SQS queues it reads.
     pub queues: Vec<String>,
+    /// Firehose delivery stream names.
+    pub delivery_streams: Vec<String>,
+    /// Services whose calls the binary has but never makes with these settings (the
+    /// agent's Firehose calls when no flow sends to Firehose): not to be granted.
+    pub never_calls: BTreeSet<String>,
+}
+
+/// `/etc/aws-kinesis/agent.json` as the producer instance's user data writes it.
+pub fn agent_json(template: &Value) -> chief_agent::config::AgentConfig {
+    let script = user_data(template, launch_template_of("chief-agent"));
+    let file = userdata::written_files(&script)
+        .into_iter()
+        .find(|f| f.path == "/etc/aws-kinesis/agent.json")
+        .expect("the producer instance's user data writes /etc/aws-kinesis/agent.json");
+    chief_agent::config::AgentConfig::parse(
+        Path::new("/etc/aws-kinesis/agent.json"),
+        &file.body.join("\n"),
+    )
+    .unwrap_or_else(|e| panic!("the stack's agent.json: {e}"))
 }
 
 const REGION: &str = "eu-west-1";
@@ -259,6 +281,28 @@ pub fn uses(template: &Value, binary: &str) -> Uses {
                         l.manifest_prefix, table.table
                     ),
                 ));
+            }
+        }
+        "chief-agent" => {
+            let config: chief_agent::AgentSettings = chief_config::load_str(&text, &settings)
+                .unwrap_or_else(|e| panic!("{binary} with its instance settings: {e}"));
+            uses.metrics_namespace = config.metrics.cloudwatch.map(|c| c.namespace);
+            use chief_agent::config::Destination;
+            let agent = agent_json(template);
+            for flow in &agent.flows {
+                flow.validate()
+                    .unwrap_or_else(|e| panic!("the stack's agent.json: {e}"));
+                for destination in
+                    std::iter::once(flow.destination()).chain(flow.error_destination())
+                {
+                    match destination {
+                        Destination::Kinesis(s) => uses.streams.push(s),
+                        Destination::Firehose(s) => uses.delivery_streams.push(s),
+                    }
+                }
+            }
+            if uses.delivery_streams.is_empty() {
+                uses.never_calls.insert("firehose".to_owned());
             }
         }
         _ if delivery_of(binary).is_some() => {
@@ -382,6 +426,16 @@ pub fn requests(op: &SdkOperation, uses: &Uses) -> Vec<Request> {
             .map(|(b, _)| Request::new(a, bucket_arn(b)))
             .collect(),
         Queue => uses.queues.iter().map(|q| Request::new(a, q)).collect(),
+        DeliveryStream => uses
+            .delivery_streams
+            .iter()
+            .map(|d| {
+                Request::new(
+                    a,
+                    format!("arn:aws:firehose:{REGION}:{ACCOUNT}:deliverystream/{d}"),
+                )
+            })
+            .collect(),
         // PutMetricData has no resource: the policy limits it to the binary's namespace.
         Any if a == "cloudwatch:PutMetricData" => uses
             .metrics_namespace
