@@ -15,16 +15,14 @@ enum Step {
         escape_newline: bool,
     },
     Csv {
-        names: Vec<String>,
+        object: ObjectWriter,
         delimiter: Delimiter,
-        pretty: bool,
     },
     Log {
         format: String,
         pattern: Regex,
-        names: Vec<String>,
+        object: ObjectWriter,
         dash_is_null: bool,
-        pretty: bool,
     },
     Metadata {
         timestamp: bool,
@@ -40,6 +38,89 @@ enum Step {
 enum Delimiter {
     Char(u8),
     Regex(Regex),
+}
+
+/// Writes JSON objects with a fixed list of keys in order (the agent's `LinkedHashMap`),
+/// compact or indented as Jackson's default pretty printer does: the keys are encoded
+/// once, the values written straight into the output.
+#[derive(Debug, Clone)]
+struct ObjectWriter {
+    /// `"name"` then `:` (or ` : ` when pretty), each key.
+    keys: Vec<Vec<u8>>,
+    pretty: bool,
+}
+
+impl ObjectWriter {
+    fn new(names: &[String], pretty: bool) -> Self {
+        let keys = names
+            .iter()
+            .map(|name| {
+                let mut key = Vec::with_capacity(name.len() + 5);
+                write_json_str(&mut key, name);
+                key.extend_from_slice(if pretty { b" : " } else { b":" });
+                key
+            })
+            .collect();
+        Self { keys, pretty }
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The object of `values` (one per key; `None` is `null`) and a newline.
+    fn write<'a>(&self, values: impl Iterator<Item = Option<&'a str>>, out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (i, (key, value)) in self.keys.iter().zip(values).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            if self.pretty {
+                out.extend_from_slice(b"\n  ");
+            }
+            out.extend_from_slice(key);
+            match value {
+                Some(v) => write_json_str(out, v),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        if self.pretty && !self.keys.is_empty() {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// `text` as a JSON string, escaped as serde_json escapes it.
+fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 /// The flow's conversions.
@@ -174,9 +255,11 @@ impl Pipeline {
                         ),
                     };
                     Step::Csv {
-                        names: custom_field_names.clone(),
+                        object: ObjectWriter::new(
+                            custom_field_names,
+                            *json_format == JsonFormat::Prettyprint,
+                        ),
                         delimiter,
-                        pretty: *json_format == JsonFormat::Prettyprint,
                     }
                 }
                 ProcessingOption::Logtojson {
@@ -215,9 +298,8 @@ impl Pipeline {
                     Step::Log {
                         format: format.clone(),
                         pattern,
-                        names,
+                        object: ObjectWriter::new(&names, *json_format == JsonFormat::Prettyprint),
                         dash_is_null: format.contains("APACHE"),
-                        pretty: *json_format == JsonFormat::Prettyprint,
                     }
                 }
                 ProcessingOption::Addmetadata {
@@ -261,13 +343,13 @@ impl Pipeline {
     /// # Errors
     /// Why the record does not convert.
     pub fn convert(&self, record: &[u8], read_at: &str) -> Result<Vec<u8>, String> {
-        let mut current: Vec<u8> = record.to_vec();
+        let mut current: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(record);
         for step in &self.steps {
             // Each step takes the record without its final newline, as the agent's do.
-            if current.last() == Some(&b'\n') {
-                current.pop();
+            if let Some(without) = current.strip_suffix(b"\n") {
+                current = std::borrow::Cow::Owned(without.to_vec());
             }
-            current = match step {
+            let next: Vec<u8> = match step {
                 Step::SingleLine {
                     trim,
                     escape_newline,
@@ -276,54 +358,47 @@ impl Pipeline {
                     out.push(b'\n');
                     out
                 }
-                Step::Csv {
-                    names,
-                    delimiter,
-                    pretty,
-                } => {
+                Step::Csv { object, delimiter } => {
                     let text = std::str::from_utf8(&current)
                         .map_err(|e| format!("CSVTOJSON: not UTF-8: {e}"))?;
                     // A CRLF file's `\r` is not part of the last column.
                     let text = text.strip_suffix('\r').unwrap_or(text);
-                    let fields = match delimiter {
-                        Delimiter::Char(d) => split_csv(text, *d)?,
-                        Delimiter::Regex(r) => r.split(text).map(str::to_owned).collect(),
+                    let fields: Vec<std::borrow::Cow<'_, str>> = match delimiter {
+                        Delimiter::Char(d) => split_csv_fields(text, *d)?,
+                        Delimiter::Regex(r) => {
+                            r.split(text).map(std::borrow::Cow::Borrowed).collect()
+                        }
                     };
-                    if fields.len() != names.len() {
+                    if fields.len() != object.len() {
                         return Err(format!(
                             "CSVTOJSON: {} columns, customFieldNames has {}",
                             fields.len(),
-                            names.len()
+                            object.len()
                         ));
                     }
-                    let mut object: Vec<(&str, Value)> = Vec::with_capacity(names.len());
-                    for (name, value) in names.iter().zip(fields) {
-                        object.push((name, Value::String(value)));
-                    }
-                    json_line(&object, *pretty)?
+                    let mut out = Vec::with_capacity(text.len() * 2 + 24 * object.len());
+                    object.write(fields.iter().map(|f| Some(f.as_ref())), &mut out);
+                    out
                 }
                 Step::Log {
                     format,
                     pattern,
-                    names,
+                    object,
                     dash_is_null,
-                    pretty,
                 } => {
                     let text = std::str::from_utf8(&current)
                         .map_err(|e| format!("LOGTOJSON: not UTF-8: {e}"))?;
                     let captures = pattern
                         .captures(text)
                         .ok_or_else(|| format!("LOGTOJSON: the line does not match {format}"))?;
-                    let mut object: Vec<(&str, Value)> = Vec::with_capacity(names.len());
-                    for (i, name) in names.iter().enumerate() {
-                        let value = match captures.get(i + 1) {
-                            Some(m) if *dash_is_null && m.as_str() == "-" => Value::Null,
-                            Some(m) => Value::String(m.as_str().to_owned()),
-                            None => Value::Null,
-                        };
-                        object.push((name, value));
-                    }
-                    json_line(&object, *pretty)?
+                    let values = (1..=object.len()).map(|i| match captures.get(i) {
+                        Some(m) if *dash_is_null && m.as_str() == "-" => None,
+                        Some(m) => Some(m.as_str()),
+                        None => None,
+                    });
+                    let mut out = Vec::with_capacity(text.len() * 2 + 24 * object.len());
+                    object.write(values, &mut out);
+                    out
                 }
                 Step::Metadata {
                     timestamp,
@@ -351,11 +426,13 @@ impl Pipeline {
                     out
                 }
             };
+            current = std::borrow::Cow::Owned(next);
         }
-        if current.last() != Some(&b'\n') {
-            current.push(b'\n');
+        let mut out = current.into_owned();
+        if out.last() != Some(&b'\n') {
+            out.push(b'\n');
         }
-        Ok(current)
+        Ok(out)
     }
 }
 
@@ -411,6 +488,14 @@ fn single_line(record: &[u8], trim: bool, escape_newline: bool) -> Vec<u8> {
 /// # Errors
 /// A quote that is not closed, or text after a closing quote.
 pub fn split_csv(row: &str, delimiter: u8) -> Result<Vec<String>, String> {
+    Ok(split_csv_fields(row, delimiter)?
+        .into_iter()
+        .map(std::borrow::Cow::into_owned)
+        .collect())
+}
+
+/// [`split_csv`], a field borrowed from `row` unless quoting changed it.
+fn split_csv_fields(row: &str, delimiter: u8) -> Result<Vec<std::borrow::Cow<'_, str>>, String> {
     let bytes = row.as_bytes();
     let mut fields = Vec::new();
     let mut i = 0;
@@ -435,7 +520,10 @@ pub fn split_csv(row: &str, delimiter: u8) -> Result<Vec<String>, String> {
                     }
                 }
             }
-            fields.push(String::from_utf8_lossy(&field).into_owned());
+            // Cut at ASCII quotes of a `str`: still UTF-8.
+            fields.push(std::borrow::Cow::Owned(
+                String::from_utf8(field).map_err(|e| format!("CSVTOJSON: {e}"))?,
+            ));
             match bytes.get(i) {
                 None => break,
                 Some(b) if *b == delimiter => i += 1,
@@ -451,7 +539,10 @@ pub fn split_csv(row: &str, delimiter: u8) -> Result<Vec<String>, String> {
                 .iter()
                 .position(|b| *b == delimiter)
                 .map_or(bytes.len(), |p| i + p);
-            fields.push(String::from_utf8_lossy(&bytes[i..end]).into_owned());
+            // `delimiter` is ASCII: `i` and `end` are character boundaries.
+            fields.push(std::borrow::Cow::Borrowed(
+                row.get(i..end).unwrap_or_default(),
+            ));
             if end == bytes.len() {
                 break;
             }
@@ -637,5 +728,20 @@ mod tests {
         }])
         .unwrap_or_default();
         assert_eq!(p.convert(b"a\n b", ""), Ok(b"a\\\\nb\n".to_vec()));
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut every_control: String = (0u8..0x20).map(char::from).collect();
+        every_control.push_str("\"\\/\u{7f}é€😀 plain");
+        for text in ["", "plain", "a\"b", "tab\there", &every_control] {
+            let mut out = Vec::new();
+            write_json_str(&mut out, text);
+            let expected = serde_json::to_vec(text).expect("serde_json");
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&expected)
+            );
+        }
     }
 }

@@ -153,7 +153,12 @@ pub struct FlowRunner {
     stats: Stats,
     max_in_flight: usize,
     counters: Counters,
+    /// Records converted and not yet handed to the destination (sent as one batch).
+    batch: Vec<InFlight>,
 }
+
+/// Records handed to the destination at once at most.
+const BATCH: usize = 500;
 
 /// The flow's counters, registered once (an increment is then one atomic add).
 struct Counters {
@@ -269,6 +274,7 @@ impl FlowRunner {
             stats: Stats::default(),
             max_in_flight: 5_000,
             counters: Counters::new(&id),
+            batch: Vec::new(),
         })
     }
 
@@ -353,6 +359,7 @@ impl FlowRunner {
                     self.take_line(line, &mut inflight).await?;
                 }
                 self.flush_assembled(!read_any, &mut inflight).await?;
+                self.send_batch(&mut inflight).await?;
             }
             let before = self.stats.acked;
             self.drain_acks(&mut inflight, false).await?;
@@ -380,6 +387,7 @@ impl FlowRunner {
         }
         // Shutdown: what is assembled goes, then what is in flight is waited for.
         self.flush_assembled(true, &mut inflight).await?;
+        self.send_batch(&mut inflight).await?;
         self.sender.flush().await;
         if let ErrorOutput::Stream(errors) = &self.errors {
             errors.flush().await;
@@ -538,6 +546,8 @@ impl FlowRunner {
         let mut data = match converted {
             Ok(data) => data,
             Err(why) => {
+                // In order: what was converted before it goes first.
+                self.send_batch(inflight).await?;
                 let (record, receipt) = self.write_error(file, number, &text, &why).await?;
                 inflight.push_back(InFlight {
                     file,
@@ -566,14 +576,54 @@ impl FlowRunner {
             explicit_hash_key: None,
             data: Bytes::from(data),
         };
-        let receipt = self.send(record.clone(), false).await?;
-        inflight.push_back(InFlight {
+        self.batch.push(InFlight {
             file,
             end,
             record: Some(record),
-            receipt: Some(receipt),
+            receipt: None,
             error: false,
         });
+        if self.batch.len() >= BATCH {
+            self.send_batch(inflight).await?;
+        }
+        Ok(())
+    }
+
+    /// Hands the records converted so far to the destination, at once.
+    async fn send_batch(&mut self, inflight: &mut VecDeque<InFlight>) -> Result<(), FlowError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<UserRecord> = self
+            .batch
+            .iter()
+            .filter_map(|entry| entry.record.clone())
+            .collect();
+        let n = records.len();
+        let receipts = self
+            .sender
+            .send_batch(records)
+            .await
+            .map_err(|e| FlowError::Rejected {
+                flow: self.id.clone(),
+                reason: e.reason,
+            })?;
+        if receipts.len() != self.batch.len() {
+            return Err(FlowError::Rejected {
+                flow: self.id.clone(),
+                reason: format!(
+                    "{} receipts for {} records",
+                    receipts.len(),
+                    self.batch.len()
+                ),
+            });
+        }
+        self.stats.sent += n as u64;
+        self.counters.sent.increment(n as u64);
+        for (mut entry, receipt) in self.batch.drain(..).zip(receipts) {
+            entry.receipt = Some(receipt);
+            inflight.push_back(entry);
+        }
         Ok(())
     }
 
