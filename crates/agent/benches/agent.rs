@@ -101,7 +101,6 @@ async fn run(
     let agent = AgentConfig::parse(Path::new("bench.json"), &json.to_string()).expect("agent.json");
     let mut settings = AgentSettings::default();
     settings.producer.rate_limit_percent = 1_000_000;
-    settings.max_in_flight_records = 20_000;
     let token = CancellationToken::new();
     let started = Instant::now();
     let task = tokio::spawn(run_with(

@@ -188,12 +188,21 @@ impl Default for FirehoseSettings {
     }
 }
 
-/// A record's outcome: `Ok` once Firehose took it.
-pub type FirehoseReceipt = oneshot::Receiver<Result<(), FirehoseFailure>>;
+/// A record's outcome: `Ok` once Firehose took it, else why not and the record.
+pub type FirehoseReceipt = oneshot::Receiver<Result<(), FailedRecord>>;
+
+/// A record Firehose did not take, handed back.
+#[derive(Debug, Clone)]
+pub struct FailedRecord {
+    /// Why.
+    pub failure: FirehoseFailure,
+    /// The record.
+    pub data: Bytes,
+}
 
 struct Pending {
     data: Bytes,
-    done: oneshot::Sender<Result<(), FirehoseFailure>>,
+    done: oneshot::Sender<Result<(), FailedRecord>>,
 }
 
 enum Command {
@@ -417,7 +426,10 @@ async fn put<A: FirehoseApi>(
             .increment(failures.len() as u64);
         for (pending, failure) in failures {
             if failure.fatal || attempt >= settings.max_attempts {
-                let _ = pending.done.send(Err(failure));
+                let _ = pending.done.send(Err(FailedRecord {
+                    failure,
+                    data: pending.data,
+                }));
             } else {
                 left.push(pending);
             }

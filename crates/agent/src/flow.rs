@@ -107,10 +107,12 @@ impl CheckpointFile {
     }
 }
 
-/// A record on its way: what to resend if the destination gives up on it.
+/// A record on its way, from its line to the destination's acknowledgement.
 struct InFlight {
     file: FileKey,
     end: u64,
+    /// The record, until it is handed to the destination (which hands it back if it
+    /// gives up on it).
     record: Option<UserRecord>,
     receipt: Option<Receipt>,
     /// Sent to the error stream, not the flow's destination.
@@ -204,12 +206,20 @@ pub struct Stats {
 fn partition_key(option: PartitionKeyOption, data: &[u8]) -> String {
     use md5::Digest as _;
     match option {
-        PartitionKeyOption::Random => format!("{:032x}", rand::random::<u128>()),
-        PartitionKeyOption::Deterministic => {
-            let digest = md5::Md5::digest(data);
-            digest.iter().map(|b| format!("{b:02x}")).collect()
-        }
+        PartitionKeyOption::Random => hex(&rand::random::<u128>().to_be_bytes()),
+        PartitionKeyOption::Deterministic => hex(&md5::Md5::digest(data)),
     }
+}
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 fn rfc3339_now() -> String {
@@ -548,11 +558,11 @@ impl FlowRunner {
             Err(why) => {
                 // In order: what was converted before it goes first.
                 self.send_batch(inflight).await?;
-                let (record, receipt) = self.write_error(file, number, &text, &why).await?;
+                let receipt = self.write_error(file, number, &text, &why).await?;
                 inflight.push_back(InFlight {
                     file,
                     end,
-                    record,
+                    record: None,
                     receipt,
                     error: true,
                 });
@@ -596,8 +606,8 @@ impl FlowRunner {
         }
         let records: Vec<UserRecord> = self
             .batch
-            .iter()
-            .filter_map(|entry| entry.record.clone())
+            .iter_mut()
+            .filter_map(|entry| entry.record.take())
             .collect();
         let n = records.len();
         let receipts = self
@@ -649,14 +659,14 @@ impl FlowRunner {
     }
 
     /// Writes a record that does not convert to the error output: appended to the error
-    /// file (then delivered), or sent to the error stream (then its receipt and record).
+    /// file (then delivered: no receipt), or sent to the error stream (then its receipt).
     async fn write_error(
         &mut self,
         file: FileKey,
         number: u64,
         text: &[u8],
         why: &str,
-    ) -> Result<(Option<UserRecord>, Option<Receipt>), FlowError> {
+    ) -> Result<Option<Receipt>, FlowError> {
         use base64::Engine as _;
         let entry = serde_json::json!({
             "flow": self.id,
@@ -693,7 +703,7 @@ impl FlowRunner {
                 if let Some(f) = open.as_mut() {
                     f.write_all(&line).map_err(io)?;
                 }
-                Ok((None, None))
+                Ok(None)
             }
             ErrorOutput::Stream(_) => {
                 tracing::warn!(flow = %self.id, line = number, error = why, "record does not convert; sent to the error stream");
@@ -702,8 +712,7 @@ impl FlowRunner {
                     explicit_hash_key: None,
                     data: Bytes::from(line),
                 };
-                let receipt = self.send(record.clone(), true).await?;
-                Ok((Some(record), Some(receipt)))
+                Ok(Some(self.send(record, true).await?))
             }
         }
     }
@@ -757,9 +766,16 @@ impl FlowRunner {
                             reason: failure.reason,
                         });
                     }
-                    let (record, error) = (front.record.clone(), front.error);
+                    let error = front.error;
                     tracing::warn!(flow = %self.id, reason = %failure.reason, "record not put; sending it again");
-                    let Some(record) = record else { return Ok(()) };
+                    // The destination hands the record back; one it lost cannot be sent
+                    // again from here: stop, and the restart reads it from the file again.
+                    let Some(record) = failure.record else {
+                        return Err(FlowError::Rejected {
+                            flow: self.id.clone(),
+                            reason: format!("{} (the record was not handed back)", failure.reason),
+                        });
+                    };
                     self.stats.resent += 1;
                     let receipt = self.send(record, error).await?;
                     if let Some(front) = inflight.front_mut() {
@@ -809,6 +825,28 @@ impl FlowRunner {
             resent = s.resent,
             replayed = s.replayed,
             "progress"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_keys_are_32_hex_digits_as_the_agent_makes_them() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        let random = partition_key(PartitionKeyOption::Random, b"x");
+        assert_eq!(random.len(), 32);
+        assert!(
+            random
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        // The agent's DETERMINISTIC key: the MD5 of the record, in hex.
+        assert_eq!(
+            partition_key(PartitionKeyOption::Deterministic, b"hello"),
+            "5d41402abc4b2a76b9719d911017c592"
         );
     }
 }

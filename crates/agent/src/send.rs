@@ -20,6 +20,18 @@ pub struct SendFailure {
     pub fatal: bool,
     /// The destination's code and message.
     pub reason: String,
+    /// The record, handed back to be sent again (none if the destination lost it).
+    pub record: Option<UserRecord>,
+}
+
+impl SendFailure {
+    fn lost(fatal: bool, reason: impl Into<String>) -> Self {
+        Self {
+            fatal,
+            reason: reason.into(),
+            record: None,
+        }
+    }
 }
 
 /// Where a flow sends: a Kinesis stream through chief's producer, or a Firehose
@@ -51,18 +63,21 @@ pub struct SharedBatch {
 }
 
 fn kinesis_outcome(outcome: RecordOutcome) -> Result<(), SendFailure> {
-    outcome
-        .map(|_| ())
-        .map_err(|failure| match &failure.reason {
-            chief_producer::FailureReason::Rejected { code, message } => SendFailure {
-                fatal: chief_stream::is_fatal_code(code),
-                reason: format!("{code}: {message}"),
-            },
-            other => SendFailure {
-                fatal: false,
-                reason: format!("{other:?}"),
-            },
-        })
+    outcome.map(|_| ()).map_err(|failure| {
+        let failure = *failure;
+        let (fatal, reason) = match &failure.reason {
+            chief_producer::FailureReason::Rejected { code, message } => (
+                chief_stream::is_fatal_code(code),
+                format!("{code}: {message}"),
+            ),
+            other => (false, format!("{other:?}")),
+        };
+        SendFailure {
+            fatal,
+            reason,
+            record: failure.record,
+        }
+    })
 }
 
 impl Future for Receipt {
@@ -85,23 +100,28 @@ impl Future for Receipt {
                 Poll::Ready(
                     match shared.outcomes.get_mut(*index).and_then(Option::take) {
                         Some(outcome) => kinesis_outcome(outcome),
-                        None => Err(SendFailure {
-                            fatal: false,
-                            reason: "the producer gave no outcome for the record".into(),
-                        }),
+                        None => Err(SendFailure::lost(
+                            false,
+                            "the producer gave no outcome for the record",
+                        )),
                     },
                 )
             }
             Self::Firehose(receipt) => Pin::new(receipt).poll(cx).map(|outcome| match outcome {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(failure)) => Err(SendFailure {
-                    fatal: failure.fatal,
-                    reason: failure.to_string(),
+                Ok(Err(failed)) => Err(SendFailure {
+                    fatal: failed.failure.fatal,
+                    reason: failed.failure.to_string(),
+                    record: Some(UserRecord {
+                        partition_key: String::new(),
+                        explicit_hash_key: None,
+                        data: failed.data,
+                    }),
                 }),
-                Err(_) => Err(SendFailure {
-                    fatal: false,
-                    reason: "the Firehose sender dropped the record".into(),
-                }),
+                Err(_) => Err(SendFailure::lost(
+                    false,
+                    "the Firehose sender dropped the record",
+                )),
             }),
         }
     }
@@ -114,24 +134,16 @@ impl Sender {
     /// The destination refuses it for good.
     pub async fn send(&self, record: UserRecord) -> Result<Receipt, SendFailure> {
         match self {
-            Self::Kinesis(producer) => {
-                producer
-                    .send(record)
-                    .await
-                    .map(Receipt::Kinesis)
-                    .map_err(|e| SendFailure {
-                        fatal: true,
-                        reason: e.to_string(),
-                    })
-            }
+            Self::Kinesis(producer) => producer
+                .send(record)
+                .await
+                .map(Receipt::Kinesis)
+                .map_err(|e| SendFailure::lost(true, e.to_string())),
             Self::Firehose(sender) => sender
                 .send(record.data)
                 .await
                 .map(Receipt::Firehose)
-                .map_err(|e| SendFailure {
-                    fatal: true,
-                    reason: e.to_string(),
-                }),
+                .map_err(|e| SendFailure::lost(true, e.to_string())),
         }
     }
 
@@ -163,10 +175,7 @@ impl Sender {
                     }
                     Ok(receipts)
                 }
-                Err(e) => Err(SendFailure {
-                    fatal: true,
-                    reason: e.to_string(),
-                }),
+                Err(e) => Err(SendFailure::lost(true, e.to_string())),
             },
             Self::Firehose(_) => {
                 let mut receipts = Vec::with_capacity(n);
