@@ -229,6 +229,19 @@ fn read_prefix(file: &mut File, len: usize) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Whether `t`'s file (now `size` bytes) no longer starts with its fingerprint: it was
+/// truncated and written again past the offset read before the truncation was seen.
+fn rewritten(t: &mut Tracked, size: u64) -> io::Result<bool> {
+    let n = usize::try_from(size)
+        .unwrap_or(usize::MAX)
+        .min(t.fingerprint.len());
+    if n == 0 {
+        return Ok(false);
+    }
+    let start = read_prefix(&mut t.file, n)?;
+    Ok(start[..] != t.fingerprint[..n])
+}
+
 /// Whether two files agree on the bytes both have of their starts.
 fn similar(a: &[u8], b: &[u8]) -> bool {
     let n = a.len().min(b.len());
@@ -346,12 +359,14 @@ impl Tailer {
             }
             fresh.push((path.clone(), meta.clone()));
         }
-        // Truncated in place (copytruncate): the copy carries on.
+        // Truncated in place (copytruncate): the copy carries on. Shorter than what was
+        // read, or — written again past that point before this scan — no longer starting
+        // with the bytes it started with.
         let mut copies: Vec<PathBuf> = Vec::new();
         for i in 0..self.files.len() {
             let size = self.files[i].file.metadata()?.len();
             let read_to = self.files[i].offset + self.files[i].pending.len() as u64;
-            if size >= read_to {
+            if size >= read_to && !rewritten(&mut self.files[i], size)? {
                 continue;
             }
             let t = &self.files[i];
@@ -693,6 +708,31 @@ mod tests {
         let mut got = texts(&mut t);
         got.sort();
         assert_eq!(got, vec!["three", "two"]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_file_truncated_and_written_again_past_the_offset_read_is_read_from_its_start() {
+        let d = dir("rewritten");
+        let path = d.join("app.log");
+        let batch = |from: usize| -> String {
+            (from..from + 100)
+                .map(|n| format!("line {n:06}\n"))
+                .collect()
+        };
+        std::fs::write(&path, batch(0)).unwrap_or_default();
+        let mut t = Tailer::new(&format!("{}/app.log*", d.display()), false, 0, Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(texts(&mut t).len(), 100);
+        // copytruncate's copy, the truncation, and as many bytes written again as were
+        // read, all between two scans: the size alone does not tell.
+        std::fs::copy(&path, d.join("app.log.1")).unwrap_or_default();
+        std::fs::write(&path, batch(100)).unwrap_or_default();
+        let mut got = texts(&mut t);
+        got.sort();
+        let want: Vec<String> = (100..200).map(|n| format!("line {n:06}")).collect();
+        assert_eq!(got, want, "the new lines, from the start, and none twice");
+        assert_eq!(t.open_files(), 2, "the original and its copy");
         let _ = std::fs::remove_dir_all(&d);
     }
 
