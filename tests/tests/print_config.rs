@@ -93,6 +93,11 @@ fn no_binary_prints_a_password_or_secret() {
             ],
         ),
         (
+            "chief-dashboard",
+            vec!["--config", "config/dashboard.toml"],
+            vec!["secret_access_key = \"<redacted>\""],
+        ),
+        (
             "chief-loader",
             vec!["--config", "config/loader.toml", "run"],
             vec![
