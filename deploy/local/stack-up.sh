@@ -202,6 +202,23 @@ install_logrotate() {
     fi
 }
 
+# Debian's Chromium and ChromeDriver: chief-dashboard's page is tested in a real headless
+# browser (crates/dashboard/tests/browser.rs).
+has_chromium() {
+    [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]
+}
+
+install_chromium() {
+    has_chromium && return 0
+    log "installing chromium and chromium-driver (for chief-dashboard's browser tests)"
+    if ! { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+        && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } \
+        >"$LOGS/apt-chromium.log" 2>&1; then
+        tail -n 30 "$LOGS/apt-chromium.log" >&2
+        die "installing chromium failed (log: $LOGS/apt-chromium.log)"
+    fi
+}
+
 create_database() {
     local client
     client=$(command -v mariadb || command -v mysql) || die "mariadb client not found"
@@ -219,7 +236,7 @@ create_database() {
 # Fast path: everything already answers.
 if answers 127.0.0.1 "$KINESIS_PORT" && answers 127.0.0.1 "$MOTO_PORT" \
     && answers 127.0.0.1 "$MARIADB_PORT" && answers 127.0.0.1 "$ES_PORT" \
-    && [[ -x "$LOCAL/venv/bin/python" ]] && has_logrotate \
+    && [[ -x "$LOCAL/venv/bin/python" ]] && has_logrotate && has_chromium \
     && cmp -s "$ROOT/deploy/local/requirements.txt" "$LOCAL/venv/.requirements"; then
     log "local stack already up (Kinesis :$KINESIS_PORT, DynamoDB+S3 :$MOTO_PORT, MariaDB :$MARIADB_PORT, Elasticsearch stand-in :$ES_PORT)"
     exit 0
@@ -228,6 +245,7 @@ fi
 install_venv
 install_systemd_analyze
 install_logrotate
+install_chromium
 start_es_standin
 start_kinesis
 start_moto

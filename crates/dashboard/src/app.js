@@ -10,7 +10,14 @@ const state = {
   shards: new Map(),
   lastId: null,
   badRecord: null,
+  // For tests and operators: connections opened, updates received, updates whose id did
+  // not follow the last one (a missed event); with `chief.track` set, when each order was
+  // first shown (orderid → ms since the epoch; the latency benchmark reads it).
+  connects: 0,
+  updates: 0,
+  gaps: 0,
 };
+window.chief = { state, track: false, seen: {} };
 const LATEST = 20;
 const WINDOW = 120;
 const samples = []; // { t, orders, jobresults }
@@ -29,6 +36,11 @@ function render() {
   $("duplicates").textContent = fmt.format(t.duplicates);
   $("bad").textContent = fmt.format(t.bad);
   $("event-id").textContent = state.lastId === null ? "–" : String(state.lastId);
+  const b = document.body.dataset;
+  b.connects = String(state.connects);
+  b.updates = String(state.updates);
+  b.gaps = String(state.gaps);
+  b.lastId = state.lastId === null ? "" : String(state.lastId);
   // The counters as numbers, for tests and scrapers.
   for (const k of ["orders", "jobresults", "duplicates", "bad"]) $(k).dataset.value = String(t[k]);
   $("revenue").dataset.value = String(t.revenue_cents);
@@ -86,8 +98,14 @@ function applySnapshot(s) {
 }
 
 function applyUpdate(u) {
+  if (state.lastId !== null && u.id !== state.lastId + 1) state.gaps += 1;
+  state.updates += 1;
   state.totals = u.totals;
-  for (const o of u.new_orders) state.latest.push(o);
+  const now = Date.now();
+  for (const o of u.new_orders) {
+    state.latest.push(o);
+    if (window.chief.track && !(o.orderid in window.chief.seen)) window.chief.seen[o.orderid] = now;
+  }
   if (state.latest.length > LATEST) state.latest.splice(0, state.latest.length - LATEST);
   for (const s of u.shards) state.shards.set(shardKey(s), s);
   if (u.bad_record) state.badRecord = u.bad_record;
@@ -129,19 +147,26 @@ function drawChart() {
   svg.innerHTML =
     `<line x1="${pad}" y1="${H - pad}" x2="${W - pad}" y2="${H - pad}" stroke="#39444f"/>` +
     `<text x="${pad}" y="14" fill="#8b96a3" font-size="11">${fmt.format(Math.round(max))}/s</text>` +
-    `<polyline fill="none" stroke="#4fb3ff" stroke-width="2" points="${line(o)}"/>` +
-    `<polyline fill="none" stroke="#ffb454" stroke-width="2" points="${line(j)}"/>`;
+    `<polyline fill="none" stroke="#4fb3ff" stroke-width="3" points="${line(o)}"/>` +
+    `<polyline fill="none" stroke="#ffb454" stroke-width="2" stroke-dasharray="6 4" points="${line(j)}"/>`;
 }
 
 function connect() {
   const source = new EventSource("/events");
+  // A stream the server ends (sse_max_age_s, a restart) is resumed within a second; the
+  // banner says the connection is lost only when it is not back within 2 s.
+  let lost = null;
   source.addEventListener("open", () => {
+    state.connects += 1;
+    document.body.dataset.connects = String(state.connects);
+    clearTimeout(lost);
+    lost = null;
     $("banner").classList.remove("shown");
     $("conn").textContent = "live";
   });
   source.addEventListener("error", () => {
-    $("banner").classList.add("shown");
     $("conn").textContent = "reconnecting…";
+    if (lost === null) lost = setTimeout(() => $("banner").classList.add("shown"), 2000);
   });
   source.addEventListener("snapshot", (e) => applySnapshot(JSON.parse(e.data)));
   source.addEventListener("update", (e) => applyUpdate(JSON.parse(e.data)));

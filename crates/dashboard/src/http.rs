@@ -30,6 +30,10 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics as m;
 use crate::state::{Board, Event, Start};
 
+/// How soon a browser reconnects after its stream ended (`retry:`; EventSource's own
+/// default is about 3 s).
+const RECONNECT: Duration = Duration::from_secs(1);
+
 /// The page.
 const PAGE: &str = include_str!("page.html");
 /// Its script.
@@ -179,7 +183,10 @@ async fn events(
     let (first, last) = match start {
         Start::Replay(events) => {
             let last = events.last().map_or(last_event_id.unwrap_or(0), |e| e.id);
-            (events.iter().map(update).collect::<Vec<_>>(), last)
+            // The reconnection delay first (no id: Last-Event-ID stays as it is).
+            let mut first = vec![SseEvent::default().retry(RECONNECT).comment("resumed")];
+            first.extend(events.iter().map(update));
+            (first, last)
         }
         Start::Snapshot(summary) => {
             let data = serde_json::to_string(&summary).unwrap_or_else(|_| "{}".to_owned());
@@ -188,6 +195,7 @@ async fn events(
                     SseEvent::default()
                         .id(summary.id.to_string())
                         .event("snapshot")
+                        .retry(RECONNECT)
                         .data(data),
                 ],
                 summary.id,
