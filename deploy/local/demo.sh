@@ -35,6 +35,27 @@ step "streams and bucket (chiefctl setup)"
 
 # Dead letters of earlier runs stay in the bucket: this run's are the ones it adds.
 dead_before=$(reconcile --input /dev/null --dead-letter-prefix errors | field dead_letters)
+step "the dashboard (chief-dashboard, left running with the stack)"
+# Seed 000's realtime web front-end: reads both streams from their oldest record, so it
+# shows every run since the stack started. One at a time: the previous demo's is stopped.
+DASHBOARD_PORT="${DASHBOARD_PORT:-8080}"
+RUN="$ROOT/.local/run"
+mkdir -p "$RUN"
+if [[ -f "$RUN/dashboard.pid" ]]; then
+    kill -TERM "$(cat "$RUN/dashboard.pid")" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$(cat "$RUN/dashboard.pid")" 2>/dev/null || break; sleep 0.1; done
+fi
+CHIEF__HTTP__LISTEN="127.0.0.1:$DASHBOARD_PORT" setsid nohup "$BIN/chief-dashboard" \
+    --config config/dashboard.toml --config "$LOCAL_CONFIG" --worker-id demo-dashboard \
+    >"$ROOT/.local/logs/dashboard.log" 2>&1 </dev/null &
+echo $! >"$RUN/dashboard.pid"
+for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$DASHBOARD_PORT/healthz" >/dev/null && break
+    kill -0 "$(cat "$RUN/dashboard.pid")" 2>/dev/null || { tail -n 5 "$ROOT/.local/logs/dashboard.log" >&2; echo "demo: chief-dashboard did not start" >&2; exit 1; }
+    sleep 0.2
+done
+echo "chief-dashboard: http://127.0.0.1:$DASHBOARD_PORT/ (pid $(cat "$RUN/dashboard.pid"), log .local/logs/dashboard.log)"
+
 step "database schema (chief-loader migrate)"
 "$BIN/chief-loader" migrate --config config/loader.toml --config "$LOCAL_CONFIG"
 
@@ -181,9 +202,15 @@ printf '{"orders_produced": %s, "orders_unique": %s, "orders_in_s3_unique": %s, 
     "${j_prod:-0}" "${j_uniq:-0}" "${j_s3:-0}" "${j_db:-0}" "${j_es:-0}" \
     "$dead_letters" "$lost" "$seconds" "${latency_p50:-null}" "${latency_p99:-null}"
 
+dashboard=$(curl -sf "http://127.0.0.1:$DASHBOARD_PORT/api/summary" || echo '{}')
+d_orders=$(echo "$dashboard" | field orders); d_jobs=$(echo "$dashboard" | field jobresults)
+printf 'dashboard http://127.0.0.1:%s/ shows %s unique orders and %s job results (every run since the stack started)\n' \
+    "$DASHBOARD_PORT" "${d_orders:-?}" "${d_jobs:-?}"
+
 cat <<EOT
 
 The local stack stays up; look around with:
+  open http://127.0.0.1:$DASHBOARD_PORT/   (chief-dashboard: live over SSE, still running)
   $BIN/chiefctl leases --config config/local.toml --table chief-order-factory-s3
   $BIN/chiefctl tail --config config/local.toml --stream OrdersStream --max-records 3
   mariadb -h 127.0.0.1 -P ${MARIADB_PORT:-3307} -u root chief -e 'SELECT * FROM load_history LIMIT 5'
@@ -197,6 +224,10 @@ if [[ "$orders_put" != "$ORDERS" || "$jobs_put" != "$ORDERS" ]]; then
 fi
 if [[ "$lost" != 0 ]]; then
     echo "demo: $lost unique records are missing from a sink" >&2
+    status=1
+fi
+if [[ -z "${d_orders:-}" ]] || (( d_orders < o_uniq )); then
+    echo "demo: the dashboard does not show this run's orders" >&2
     status=1
 fi
 if [[ "$stopped" != ok || "$caught_up" != ok ]]; then

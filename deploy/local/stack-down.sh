@@ -25,7 +25,8 @@ stop() { # name
     rm -f "$pidfile"
 }
 
-for name in kinesis moto mariadb es-standin; do
+# The dashboard `make demo` leaves running with the stack, then the stack itself.
+for name in dashboard kinesis moto mariadb es-standin; do
     stop "$name"
 done
 printf 'stack-down: local stack stopped\n' >&2
