@@ -637,9 +637,6 @@ fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
     haystack.iter().position(|b| *b == needle)
 }
 
-/// Keys of the files a tailer has map to stable strings in logs.
-pub type Keys = HashMap<FileKey, PathBuf>;
-
 #[cfg(test)]
 mod tests {
     use super::*;

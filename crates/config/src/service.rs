@@ -153,3 +153,35 @@ where
         }
     }
 }
+
+/// The error and its causes on one line, `a: b: c` (as `anyhow`'s `{:#}`).
+struct Chain<E>(E);
+
+impl<E: std::error::Error> Display for Chain<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+/// A consumer service binary's whole `main`: [`run`] with its command line, on [`main`]'s
+/// runtime; exit 0, or 1 with one line `<name>: <error and its causes>`.
+pub fn serve<C, V, S, Fut>(name: &str, args: ServiceArgs, validate: V, service: S) -> ExitCode
+where
+    C: ServiceConfig,
+    V: FnOnce(&C) -> Result<(), BoxError>,
+    S: FnOnce(C, CancellationToken, Health) -> Fut,
+    Fut: Future<Output = Result<(), BoxError>>,
+{
+    main(name, async move {
+        run(args, validate, service)
+            .await
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Chain)
+    })
+}

@@ -42,16 +42,12 @@ pub fn main(executor: Executor) -> ExitCode {
         std::iter::once(std::ffi::OsString::from(executor.name()))
             .chain(std::env::args_os().skip(1)),
     );
-    chief_config::service::main(executor.name(), async move {
-        chief_config::service::run(
-            cli.args,
-            |config: &ExecutorConfig| Ok(config.validate(executor)?),
-            |config, shutdown, health| async move {
-                Ok(crate::run(executor, config, shutdown, health).await?)
-            },
-        )
-        .await
-        .map_err(anyhow::Error::from)?;
-        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
-    })
+    chief_config::service::serve(
+        executor.name(),
+        cli.args,
+        |config: &ExecutorConfig| Ok(config.validate(executor)?),
+        |config, shutdown, health| async move {
+            Ok(crate::run(executor, config, shutdown, health).await?)
+        },
+    )
 }

@@ -37,16 +37,10 @@ impl ServiceConfig for FirehoseConfig {
 /// The binary's `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    chief_config::service::main("chief-firehose", async move {
-        chief_config::service::run(
-            cli.args,
-            |config: &FirehoseConfig| Ok(config.validate()?),
-            |config, shutdown, health| async move {
-                Ok(crate::run(config, shutdown, health).await?)
-            },
-        )
-        .await
-        .map_err(anyhow::Error::from)?;
-        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
-    })
+    chief_config::service::serve(
+        "chief-firehose",
+        cli.args,
+        |config: &FirehoseConfig| Ok(config.validate()?),
+        |config, shutdown, health| async move { Ok(crate::run(config, shutdown, health).await?) },
+    )
 }
