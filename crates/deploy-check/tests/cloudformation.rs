@@ -82,7 +82,11 @@ fn roles_carry_exactly_the_documents_of_deploy_aws_iam() {
         ("JobResultEsRole", vec!["chief-jobresult-es"]),
         ("JobResultNotifyS3Role", vec!["chief-jobresult-notify-s3"]),
         ("FirehoseTaxiRole", vec!["chief-firehose-taxi"]),
-        ("LoaderRole", vec!["chief-loader", "bootstrap-loader"]),
+        (
+            "LoaderRole",
+            vec!["chief-loader", "assume-dashboard-role", "bootstrap-loader"],
+        ),
+        ("DashboardRole", vec!["chief-dashboard"]),
         ("AuroraS3Role", vec!["aurora-load-from-s3"]),
     ]);
     let roles = role_policies(&t);
@@ -132,6 +136,8 @@ fn roles_carry_exactly_the_documents_of_deploy_aws_iam() {
             }
             // The agent's role: only the producer instances' role may assume it.
             "AgentTaxiRole" => json!({"AWS": {"Fn::GetAtt": ["ProducerRole", "Arn"]}}),
+            // The dashboard's role: only the loader instance's role may assume it.
+            "DashboardRole" => json!({"AWS": {"Fn::GetAtt": ["LoaderRole", "Arn"]}}),
             _ => json!({"Service": "ec2.amazonaws.com"}),
         };
         let trust = &props["AssumeRolePolicyDocument"]["Statement"];
@@ -297,6 +303,32 @@ fn each_binary_accepts_its_settings_on_the_instance() {
             "chief-producer" => {
                 let _: ProducerAppConfig = chief_config::load_str(&text, &settings)
                     .unwrap_or_else(|e| panic!("{binary}: {e}"));
+            }
+            "chief-dashboard" => {
+                let c: chief_dashboard::DashboardConfig = chief_config::load_str(&text, &settings)
+                    .unwrap_or_else(|e| panic!("{binary}: {e}"));
+                c.validate().unwrap_or_else(|e| panic!("{binary}: {e}"));
+                assert_eq!(
+                    c.aws.role_arn.as_deref(),
+                    Some(value_of("DashboardRole.Arn").as_str()),
+                    "{binary} assumes its own role"
+                );
+                assert_eq!(c.orders.stream, value_of("OrdersStream"), "{binary}");
+                assert_eq!(
+                    c.orders.table,
+                    value_of("DashboardOrdersLeaseTable"),
+                    "{binary}"
+                );
+                assert_eq!(
+                    c.jobresults.stream,
+                    value_of("JobResultsStream"),
+                    "{binary}"
+                );
+                assert_eq!(
+                    c.jobresults.table,
+                    value_of("DashboardJobResultsLeaseTable"),
+                    "{binary}"
+                );
             }
             "chief-agent" => {
                 let c: chief_agent::AgentSettings = chief_config::load_str(&text, &settings)

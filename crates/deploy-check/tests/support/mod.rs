@@ -30,6 +30,7 @@ pub fn binaries() -> Vec<&'static str> {
     out.push("chief-loader");
     out.extend(DELIVERIES.iter().map(|(program, _)| *program));
     out.push("chief-agent");
+    out.push("chief-dashboard");
     out
 }
 
@@ -109,7 +110,7 @@ pub fn policy(name: &str) -> Policy {
 pub fn launch_template_of(binary: &str) -> &'static str {
     match binary {
         "chief-producer" | "chief-agent" => "ProducerLaunchTemplate",
-        "chief-loader" => "LoaderLaunchTemplate",
+        "chief-loader" | "chief-dashboard" => "LoaderLaunchTemplate",
         _ => "ConsumerLaunchTemplate",
     }
 }
@@ -183,6 +184,10 @@ pub struct Uses {
     pub queues: Vec<String>,
     /// Firehose delivery stream names.
     pub delivery_streams: Vec<String>,
+    /// (stream, lease table) of each of its applications, when it has several (its
+    /// fan-out consumer on a stream is named after that stream's table); empty: every
+    /// stream with every table.
+    pub consumers: Vec<(String, String)>,
     /// Services whose calls the binary has but never makes with these settings (the
     /// agent's Firehose calls when no flow sends to Firehose): not to be granted.
     pub never_calls: BTreeSet<String>,
@@ -281,6 +286,20 @@ pub fn uses(template: &Value, binary: &str) -> Uses {
                         l.manifest_prefix, table.table
                     ),
                 ));
+            }
+        }
+        "chief-dashboard" => {
+            let config: chief_dashboard::DashboardConfig = chief_config::load_str(&text, &settings)
+                .unwrap_or_else(|e| panic!("{binary} with its instance settings: {e}"));
+            config
+                .validate()
+                .unwrap_or_else(|e| panic!("{binary} with its instance settings: {e}"));
+            uses.metrics_namespace = config.metrics.cloudwatch.map(|c| c.namespace);
+            for consumer in [&config.orders, &config.jobresults] {
+                uses.streams.push(consumer.stream.clone());
+                uses.tables.push(consumer.table.clone());
+                uses.consumers
+                    .push((consumer.stream.clone(), consumer.table.clone()));
             }
         }
         "chief-agent" => {
@@ -391,6 +410,11 @@ pub fn requests(op: &SdkOperation, uses: &Uses) -> Vec<Request> {
             .map(|s| Request::new(a, stream_arn(s)))
             .collect(),
         // The consumer is named after the lease table (`consumer.consumer_name` unset).
+        StreamConsumer if !uses.consumers.is_empty() => uses
+            .consumers
+            .iter()
+            .map(|(s, t)| Request::new(a, format!("{}/consumer/{t}:1700000000", stream_arn(s))))
+            .collect(),
         StreamConsumer => uses
             .streams
             .iter()
