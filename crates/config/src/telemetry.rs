@@ -121,6 +121,18 @@ pub enum MetricsError {
 
 /// The Prometheus recorder, and the endpoint serving it on `listen` with `/healthz` and
 /// `/readyz` from `health`.
+/// The Prometheus recorder of the process, once installed.
+static PROMETHEUS: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+    std::sync::OnceLock::new();
+
+/// The process's metrics in Prometheus' text format, as `[metrics] listen`'s `/metrics`
+/// serves them; `None` when no Prometheus endpoint is installed.
+pub fn render_prometheus() -> Option<String> {
+    PROMETHEUS
+        .get()
+        .map(metrics_exporter_prometheus::PrometheusHandle::render)
+}
+
 fn prometheus_endpoint(
     listen: &str,
     health: &Health,
@@ -130,6 +142,8 @@ fn prometheus_endpoint(
         .map_err(|_| MetricsError::Address(listen.to_owned()))?;
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
+    // The process's one recorder: other servers of the process may show it too.
+    let _ = PROMETHEUS.set(handle.clone());
     let upkeep = handle.clone();
     tokio::spawn(async move {
         // Histograms are drained into their summaries here (the builder's own listener

@@ -1,6 +1,7 @@
 //! The web server: `GET /` the page (and `/app.js`, served by the binary: no CDN, the
 //! page works offline), `GET /events` Server-Sent Events, `GET /api/summary` the state as
-//! JSON, `GET /healthz`.
+//! JSON, `GET /healthz` (liveness), `GET /readyz` (readiness), `GET /metrics` (the
+//! process's Prometheus metrics) — the last three as on `[metrics] listen`.
 //!
 //! `/events`: a browser with no `Last-Event-ID` (or one from another run, or older than
 //! the kept events) first gets a `snapshot` event (the whole state); one that reconnects
@@ -72,7 +73,9 @@ pub async fn serve(
         .route("/app.js", get(script))
         .route("/events", get(events))
         .route("/api/summary", get(summary))
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(prometheus))
         .with_state(app);
     let task = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -106,7 +109,9 @@ async fn summary(State(app): State<App>) -> Response {
     axum::Json(app.board.summary()).into_response()
 }
 
-async fn healthz(State(app): State<App>) -> Response {
+/// `200` when every check passes (both consumers started, no shard stuck), else `503`
+/// with one line per failing check; `/healthz` is liveness only, as on every binary.
+async fn readyz(State(app): State<App>) -> Response {
     if app.health.is_ready() {
         (StatusCode::OK, "ok\n").into_response()
     } else {
@@ -121,6 +126,18 @@ async fn healthz(State(app): State<App>) -> Response {
             format!("{}\n", failing.join("\n")),
         )
             .into_response()
+    }
+}
+
+/// The process's Prometheus metrics, as on `[metrics] listen` (404 when that is off).
+async fn prometheus() -> Response {
+    match chief_config::telemetry::render_prometheus() {
+        Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no Prometheus endpoint: set [metrics] listen\n",
+        )
+            .into_response(),
     }
 }
 

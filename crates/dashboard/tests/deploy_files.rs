@@ -129,3 +129,110 @@ fn a_missing_stream_exits_non_zero_with_one_line_naming_it() {
         "{err}"
     );
 }
+
+/// GET `path` from `addr` over a fresh connection: (status line, body).
+fn get(addr: &str, path: &str) -> Option<(String, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut socket = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        socket,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    socket.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_owned(), body.to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_the_page_its_script_and_metrics_on_its_port_and_stops_cleanly() {
+    let stack = chief_config::local_stack::LocalStack::require();
+    let clients = chief_config::aws::AwsClients::new(&stack.aws).await;
+    let kinesis = chief_stream::KinesisClient::new(clients.kinesis());
+    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let (orders, jobs) = (format!("dash-bin-o-{id}"), format!("dash-bin-j-{id}"));
+    for stream in [&orders, &jobs] {
+        kinesis
+            .create_stream(stream, 1)
+            .await
+            .expect("CreateStream");
+        kinesis
+            .wait_until_active(stream, std::time::Duration::from_secs(60))
+            .await
+            .expect("ACTIVE");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(binary())
+        .current_dir(workspace_root())
+        .args([
+            "--config",
+            "config/dashboard.toml",
+            "--config",
+            "config/local.toml",
+        ])
+        .env("CHIEF__HTTP__LISTEN", &addr)
+        .env("CHIEF__ORDERS__STREAM", &orders)
+        .env("CHIEF__ORDERS__TABLE", &orders)
+        .env("CHIEF__JOBRESULTS__STREAM", &jobs)
+        .env("CHIEF__JOBRESULTS__TABLE", &jobs)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn chief-dashboard");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let page = loop {
+        if let Some(page) = get(&addr, "/") {
+            break page;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the page is not served on {addr}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(page.0, "HTTP/1.1 200 OK");
+    assert!(
+        page.1.contains("<script src=\"/app.js\"></script>"),
+        "{}",
+        page.1
+    );
+    let script = get(&addr, "/app.js").expect("/app.js");
+    assert!(script.0.ends_with("200 OK") && script.1.contains("new EventSource(\"/events\")"));
+    let health = get(&addr, "/healthz").expect("/healthz");
+    assert!(health.0.ends_with("200 OK"), "{health:?}");
+    // Ready once both consumers have synced their shards.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let ready = get(&addr, "/readyz").expect("/readyz");
+        if ready.0.ends_with("200 OK") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never ready: {ready:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let metrics = get(&addr, "/metrics").expect("/metrics");
+    assert!(metrics.0.ends_with("200 OK"), "{metrics:?}");
+    assert!(metrics.1.contains("AwsCalls"), "{}", metrics.1);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert!(child.wait().expect("wait").success(), "exit 0 on SIGTERM");
+    for stream in [&orders, &jobs] {
+        let _ = clients
+            .kinesis()
+            .delete_stream()
+            .stream_name(stream)
+            .send()
+            .await;
+    }
+}
