@@ -395,6 +395,16 @@ impl Tailer {
                     let offset = self.files[i].offset;
                     let fingerprint = self.files[i].fingerprint.clone();
                     let next_line = self.files[i].next_line;
+                    // The copy carries on the original's delivery as well as its reading:
+                    // the lines read from the original may still be in flight, so what is
+                    // delivered of the copy is what was of the original (its key), and
+                    // until the first acknowledgement, where the original began — never
+                    // the offset read so far.
+                    let (start, sent_mark, replay_until) = (
+                        self.files[i].start,
+                        self.files[i].sent_mark,
+                        self.files[i].replay_until,
+                    );
                     self.files.push(Tracked {
                         key,
                         path: path.clone(),
@@ -407,9 +417,9 @@ impl Tailer {
                         matched: true,
                         idle_since: None,
                         skip: 0,
-                        start: offset,
-                        sent_mark: 0,
-                        replay_until: 0,
+                        start,
+                        sent_mark,
+                        replay_until,
                     });
                     events.push(Event::Truncated {
                         file: key,
@@ -731,6 +741,53 @@ mod tests {
         assert_eq!(got, want, "the new lines, from the start, and none twice");
         assert_eq!(t.open_files(), 2, "the original and its copy");
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_copytruncate_copy_is_not_checkpointed_past_what_was_delivered_of_the_original() {
+        let d = dir("copy-delivered");
+        let path = d.join("app.log");
+        let lines: String = (0..100).map(|n| format!("line {n:06}\n")).collect();
+        std::fs::write(&path, &lines).unwrap_or_default();
+        let mut t = Tailer::new(&format!("{}/app.log*", d.display()), false, 0, Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(texts(&mut t).len(), 100, "read, none acknowledged yet");
+        std::fs::copy(&path, d.join("app.log.1")).unwrap_or_default();
+        std::fs::write(&path, "").unwrap_or_default();
+        let (mut events, mut read) = (Vec::new(), Vec::new());
+        t.scan(&mut events).unwrap_or_default();
+        t.read(1 << 20, |_| None, &mut read, &mut events)
+            .unwrap_or_default();
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Truncated { copy: Some(_), .. })),
+            "{events:?}"
+        );
+        // Nothing acknowledged: a crash now must read every line again, from the copy.
+        let positions = t.positions(|_| None);
+        let copy = positions
+            .iter()
+            .find(|p| p.path.ends_with("app.log.1"))
+            .unwrap_or_else(|| panic!("the copy: {positions:?}"));
+        assert_eq!(copy.offset, 0, "{positions:?}");
+        // Once the original's lines are acknowledged, the copy is delivered that far.
+        let key = copy_key(&t);
+        let positions = t.positions(|k| (k == key).then_some(600));
+        let copy = positions
+            .iter()
+            .find(|p| p.path.ends_with("app.log.1"))
+            .unwrap_or_else(|| panic!("the copy: {positions:?}"));
+        assert_eq!(copy.offset, 600);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    fn copy_key(t: &Tailer) -> FileKey {
+        t.files
+            .iter()
+            .find(|f| f.path.ends_with("app.log.1"))
+            .map(|f| f.key)
+            .unwrap_or_else(|| panic!("no copy"))
     }
 
     #[test]
