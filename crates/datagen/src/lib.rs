@@ -24,6 +24,7 @@
 //! binary is a thin CLI over it. [`lines`] has the text lines of the agent seeds:
 //! Apache access logs, NYC taxi CSV rows, application logs.
 
+pub mod etl;
 pub mod lines;
 
 use std::io::{self, Write};

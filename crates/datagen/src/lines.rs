@@ -35,7 +35,7 @@ pub const TAXI_COLUMNS: [&str; 17] = [
 ];
 
 /// Civil date and time of `millis` since the epoch (UTC): (year, month, day, h, m, s).
-fn civil(millis: i64) -> (i64, u32, u32, u32, u32, u32) {
+pub(crate) fn civil(millis: i64) -> (i64, u32, u32, u32, u32, u32) {
     let secs = millis.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);

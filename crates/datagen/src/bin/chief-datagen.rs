@@ -6,6 +6,8 @@
 //! chief-datagen jobresults --count 1000 | chief-producer …
 //! chief-datagen taxi-csv --count 1000 --output /tmp/taxi/trips-1.csv
 //! chief-datagen apache-log --count 100000 --rate 50 --output /var/log/web/access_log_1
+//! chief-datagen products --count 1000 --output products.json
+//! chief-datagen orders-items --orders 500000 --products 1000 --output orders.json
 //! ```
 //!
 //! Without `--seed` a random seed is used; the summary line says which, so a run can
@@ -40,6 +42,99 @@ enum Kind {
     TaxiCsv(LineArgs),
     /// log4j-style application lines (seed 003).
     AppLog(LineArgs),
+    /// Seed 004's reference table: products (`productId`, `productName`, `productPrice`).
+    Products(ProductsArgs),
+    /// Seed 004's events: orders, each followed by its two items (`itemId` a product's
+    /// id), with `orderDateTime` timestamps.
+    OrdersItems(OrdersItemsArgs),
+}
+
+/// Seed 004's products.
+#[derive(Debug, Args)]
+struct ProductsArgs {
+    /// Number of products (ids from 999900001).
+    #[arg(long, default_value = "1000")]
+    count: u64,
+    /// RNG seed: the same seed gives the same products.
+    #[arg(long, default_value = "1")]
+    seed: u64,
+    /// Write to this file instead of stdout.
+    #[arg(long)]
+    output: Option<std::path::PathBuf>,
+}
+
+/// Seed 004's orders and items.
+#[derive(Debug, Args)]
+struct OrdersItemsArgs {
+    /// Number of orders (each with two items: three lines).
+    #[arg(long)]
+    orders: u64,
+    /// The products' count and seed, as given to `products` (the items are theirs).
+    #[arg(long, default_value = "1000")]
+    products: u64,
+    /// The products' seed.
+    #[arg(long, default_value = "1")]
+    products_seed: u64,
+    /// RNG seed of the orders.
+    #[arg(long, default_value = "1")]
+    seed: u64,
+    /// Mean time between two orders' `orderDateTime`, ms.
+    #[arg(long, default_value = "10")]
+    interval_ms: u64,
+    /// Write to this file instead of stdout.
+    #[arg(long)]
+    output: Option<std::path::PathBuf>,
+}
+
+/// JSON lines of `records` to `output` or stdout.
+fn write_json<T: serde::Serialize>(
+    records: impl Iterator<Item = T>,
+    output: Option<&std::path::Path>,
+) -> io::Result<u64> {
+    let out: Box<dyn Write> = match output {
+        Some(path) => Box::new(std::fs::File::create(path)?),
+        None => Box::new(io::stdout().lock()),
+    };
+    let mut out = BufWriter::with_capacity(64 * 1024, out);
+    let mut n = 0;
+    for record in records {
+        serde_json::to_writer(&mut out, &record)?;
+        out.write_all(b"\n")?;
+        n += 1;
+    }
+    out.flush()?;
+    Ok(n)
+}
+
+fn seed_004(kind: &Kind) -> io::Result<(&'static str, u64)> {
+    use chief_datagen::etl::{OrdersItems, products};
+    match kind {
+        Kind::Products(args) => write_json(
+            products(args.seed, args.count).into_iter(),
+            args.output.as_deref(),
+        )
+        .map(|n| ("products", n)),
+        Kind::OrdersItems(args) => {
+            if args.products < 2 {
+                return Err(io::Error::new(
+                    ErrorKind::InvalidInput,
+                    "--products must be at least 2 (an order has two different products)",
+                ));
+            }
+            let lines = OrdersItems::new(
+                args.seed,
+                products(args.products_seed, args.products),
+                chief_datagen::DEFAULT_START,
+                args.interval_ms,
+            )
+            .take(usize::try_from(args.orders.saturating_mul(3)).unwrap_or(usize::MAX));
+            write_json(lines, args.output.as_deref()).map(|n| ("orders-items", n))
+        }
+        _ => Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            "not a seed 004 kind",
+        )),
+    }
 }
 
 /// How many lines, where, how fast, which seed.
@@ -85,6 +180,19 @@ fn main() -> ExitCode {
     let (kind, args) = match &cli.kind {
         Kind::Orders(args) => ("orders", args),
         Kind::Jobresults(args) => ("jobresults", args),
+        Kind::Products(_) | Kind::OrdersItems(_) => {
+            return match seed_004(&cli.kind) {
+                Ok((kind, lines)) => {
+                    let _ = writeln!(io::stderr(), "chief-datagen: {kind} lines={lines}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) if err.kind() == ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(err) => {
+                    let _ = writeln!(io::stderr(), "chief-datagen: {err}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Kind::ApacheLog(args) | Kind::TaxiCsv(args) | Kind::AppLog(args) => {
             return match write_lines(&cli.kind, args) {
                 Ok(()) => ExitCode::SUCCESS,
