@@ -2,25 +2,13 @@
 //! the settings load strictly, the unit passes `systemd-analyze verify` and runs the binary
 //! with a command line it accepts, logging JSON for the journal shipper.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use chief_config::local_stack::workspace_root;
 
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/debug")
-        .join("chief-agent");
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo build --workspace --bins` (make test does)",
-        path.display()
-    );
-    path
-}
+/// The package's own binary, which cargo builds for its integration tests.
+const BIN: &str = env!("CARGO_BIN_EXE_chief-agent");
 
 #[test]
 fn the_unit_runs_the_agent_with_its_settings_and_passes_systemd_analyze() {
@@ -54,7 +42,7 @@ fn the_unit_runs_the_agent_with_its_settings_and_passes_systemd_analyze() {
         r#"{"flows":[{"filePattern":"/var/log/app/*.log","kinesisStream":"s"}]}"#,
     )
     .expect("agent.json");
-    let out = Command::new(binary())
+    let out = Command::new(BIN)
         .args(["--config"])
         .arg(&agent_json)
         .args(["--settings"])
@@ -73,11 +61,7 @@ fn the_unit_runs_the_agent_with_its_settings_and_passes_systemd_analyze() {
         "{printed}"
     );
     let unit_path = dir.join("chief-agent.service");
-    std::fs::write(
-        &unit_path,
-        unit.replace("/usr/local/bin/chief-agent", &binary().to_string_lossy()),
-    )
-    .expect("unit");
+    std::fs::write(&unit_path, unit.replace("/usr/local/bin/chief-agent", BIN)).expect("unit");
     let out = Command::new(analyze)
         .arg("verify")
         .arg(&unit_path)
@@ -105,7 +89,7 @@ fn a_bad_agent_json_is_refused_with_one_line_naming_the_key() {
         r#"{"flows":[{"filePattern":"/tmp/x.log","kinesisStream":"s","maxBufferAgeMilis":1000}]}"#,
     )
     .expect("write");
-    let out = Command::new(binary())
+    let out = Command::new(BIN)
         .arg("--config")
         .arg(&path)
         .output()

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,20 +18,8 @@ use chief_config::aws::AwsClients;
 use chief_config::local_stack::{LocalStack, workspace_root};
 use chief_stream::{IteratorPosition, KinesisClient, StreamClient};
 
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/debug")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo build --workspace --bins` (make test does)",
-        path.display()
-    );
-    path
-}
+/// The package's own binary, which cargo builds for its integration tests.
+const BIN: &str = env!("CARGO_BIN_EXE_chief-agent");
 
 fn firehose_client(stack: &LocalStack, clients: &AwsClients) -> aws_sdk_firehose::Client {
     let endpoint = stack
@@ -239,7 +227,7 @@ async fn csv_rows_reach_s3_through_firehose_and_bad_rows_the_error_stream() {
     .expect("agent.json");
     let log = dir.join("agent.log");
     let out = std::fs::File::create(&log).expect("log");
-    let mut child = Command::new(binary("chief-agent"))
+    let mut child = Command::new(BIN)
         .current_dir(workspace_root())
         .arg("--config")
         .arg(dir.join("agent.json"))
@@ -519,7 +507,7 @@ fn a_missing_delivery_stream_fails_loudly() {
     )
     .expect("agent.json");
     let started = Instant::now();
-    let out = Command::new(binary("chief-agent"))
+    let out = Command::new(BIN)
         .current_dir(workspace_root())
         .arg("--config")
         .arg(dir.join("agent.json"))

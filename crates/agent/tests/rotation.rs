@@ -15,22 +15,10 @@ use chief_config::aws::AwsClients;
 use chief_config::local_stack::{LocalStack, workspace_root};
 use chief_stream::{IteratorPosition, KinesisClient, StreamClient};
 
-const LINES: usize = 100_000;
+/// The package's own binary, which cargo builds for its integration tests.
+const BIN: &str = env!("CARGO_BIN_EXE_chief-agent");
 
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/debug")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo build --workspace --bins` (make test does)",
-        path.display()
-    );
-    path
-}
+const LINES: usize = 100_000;
 
 fn logrotate() -> PathBuf {
     [
@@ -53,7 +41,7 @@ fn start_agent(dir: &Path, run: usize, stack: &LocalStack) -> Agent {
     let log = dir.join(format!("agent-{run}.log"));
     let out = std::fs::File::create(&log).expect("log");
     let err = out.try_clone().expect("log");
-    let child = Command::new(binary("chief-agent"))
+    let child = Command::new(BIN)
         .current_dir(workspace_root())
         .args(["--config"])
         .arg(dir.join("agent.json"))

@@ -3,25 +3,13 @@
 //! unit passes `systemd-analyze verify` and runs the binary with a command line it
 //! accepts; a missing stream fails loudly with one line.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use chief_config::local_stack::workspace_root;
 
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/debug")
-        .join("chief-dashboard");
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo build --workspace --bins` (make test does)",
-        path.display()
-    );
-    path
-}
+/// The package's own binary, which cargo builds for its integration tests.
+const BIN: &str = env!("CARGO_BIN_EXE_chief-dashboard");
 
 #[test]
 fn the_unit_runs_the_dashboard_with_its_config_and_passes_systemd_analyze() {
@@ -46,7 +34,7 @@ fn the_unit_runs_the_dashboard_with_its_config_and_passes_systemd_analyze() {
     ] {
         assert!(unit.lines().any(|l| l == needed), "the unit lacks {needed}");
     }
-    let out = Command::new(binary())
+    let out = Command::new(BIN)
         .arg("--config")
         .arg(root.join("config/dashboard.toml"))
         .args(["--log-format", "json", "--print-config"])
@@ -67,10 +55,7 @@ fn the_unit_runs_the_dashboard_with_its_config_and_passes_systemd_analyze() {
     let unit_path = dir.join("chief-dashboard.service");
     std::fs::write(
         &unit_path,
-        unit.replace(
-            "/usr/local/bin/chief-dashboard",
-            &binary().to_string_lossy(),
-        ),
+        unit.replace("/usr/local/bin/chief-dashboard", BIN),
     )
     .expect("unit");
     let out = Command::new(analyze)
@@ -95,7 +80,7 @@ fn a_missing_stream_exits_non_zero_with_one_line_naming_it() {
     let stack = chief_config::local_stack::LocalStack::require();
     let _ = stack;
     let root = workspace_root();
-    let out = Command::new(binary())
+    let out = Command::new(BIN)
         .current_dir(&root)
         .args([
             "--config",
@@ -167,7 +152,7 @@ async fn the_binary_serves_the_page_its_script_and_metrics_on_its_port_and_stops
         .map(|a| a.port())
         .expect("a free port");
     let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(binary())
+    let mut child = Command::new(BIN)
         .current_dir(workspace_root())
         .args([
             "--config",

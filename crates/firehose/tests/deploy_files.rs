@@ -8,7 +8,7 @@ mod support;
 use std::path::PathBuf;
 
 use std::process::Command;
-use support::binary;
+use support::BIN;
 
 use chief_config::local_stack::workspace_root;
 use chief_firehose::{DestinationKind, FirehoseConfig};
@@ -90,7 +90,7 @@ fn every_delivery_config_is_valid_and_serves_health_on_its_own_port() {
 
 #[test]
 fn an_invalid_config_is_refused_with_the_field_named() {
-    let out = Command::new(binary())
+    let out = Command::new(BIN)
         .current_dir(workspace_root())
         .args(["--config", "config/firehose-taxi.toml"])
         .env("CHIEF__S3__BUFFERING_SIZE_MIB", "129")
@@ -130,10 +130,9 @@ fn the_unit_template_runs_each_delivery_and_waits_out_its_worst_flush() {
         .expect("TimeoutStopSec in seconds");
     let dir = std::env::temp_dir().join(format!("chief-firehose-units-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let bin = binary();
     std::fs::write(
         dir.join("chief-firehose@.service"),
-        unit.replace("/usr/local/bin/chief-firehose", &bin.to_string_lossy()),
+        unit.replace("/usr/local/bin/chief-firehose", BIN),
     )
     .expect("write");
     for (instance, config) in deliveries() {
@@ -162,7 +161,7 @@ fn the_unit_template_runs_each_delivery_and_waits_out_its_worst_flush() {
                 )
             })
             .collect();
-        let out = Command::new(&bin)
+        let out = Command::new(BIN)
             .args(&args)
             .arg("--print-config")
             .output()

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::binary;
+use support::BIN;
 
 use bytes::Bytes;
 use chief_config::aws::AwsClients;
@@ -32,7 +32,7 @@ impl Worker {
         let log = dir.join(format!("{worker}.log"));
         let file = std::fs::File::create(&log).expect("log file");
         let err = file.try_clone().expect("log file");
-        let child = Command::new(binary())
+        let child = Command::new(BIN)
             .current_dir(workspace_root())
             .args([
                 "--config",

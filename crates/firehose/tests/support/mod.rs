@@ -1,19 +1,4 @@
 //! What the delivery's test files share.
 
-use std::path::{Path, PathBuf};
-
-/// The built `chief-firehose` (`cargo build --workspace --bins`; `make test` builds it).
-pub fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/debug")
-        .join("chief-firehose");
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo build --workspace --bins` (make test does)",
-        path.display()
-    );
-    path
-}
+/// The package's own `chief-firehose`, which cargo builds for its integration tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_chief-firehose");
