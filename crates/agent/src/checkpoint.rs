@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -84,5 +85,47 @@ impl Checkpoints {
             let _ = d.sync_all();
         }
         Ok(())
+    }
+}
+
+/// The checkpoint file shared by every flow.
+#[derive(Debug, Clone)]
+pub struct CheckpointFile {
+    path: PathBuf,
+    state: Arc<Mutex<Checkpoints>>,
+}
+
+impl CheckpointFile {
+    /// `path`, as read at start.
+    pub fn new(path: PathBuf, state: Checkpoints) -> Self {
+        Self {
+            path,
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    /// The flow's files from the file.
+    pub fn flow(&self, id: &str) -> FlowCheckpoint {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .flows
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Replaces the flow's files and writes the whole file.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn store(&self, id: &str, flow: FlowCheckpoint) -> Result<(), CheckpointError> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.version = 1;
+        state.flows.insert(id.to_owned(), flow);
+        state.store(&self.path)
     }
 }

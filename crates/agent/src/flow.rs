@@ -16,7 +16,7 @@ use bytes::Bytes;
 use chief_aggregation::UserRecord;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{Checkpoints, FlowCheckpoint};
+use crate::checkpoint::{CheckpointFile, FlowCheckpoint};
 use crate::config::{Flow, InitialPosition, PartitionKeyOption};
 use crate::convert::Pipeline;
 use crate::metrics as m;
@@ -60,52 +60,6 @@ pub enum FlowError {
 
 /// How far each file's lines are delivered, shared by the flow and its acknowledger.
 pub type Delivered = Arc<Mutex<HashMap<FileKey, u64>>>;
-
-/// The checkpoint file shared by every flow.
-#[derive(Debug, Clone)]
-pub struct CheckpointFile {
-    path: PathBuf,
-    state: Arc<Mutex<Checkpoints>>,
-}
-
-impl CheckpointFile {
-    /// `path`, as read at start.
-    pub fn new(path: PathBuf, state: Checkpoints) -> Self {
-        Self {
-            path,
-            state: Arc::new(Mutex::new(state)),
-        }
-    }
-
-    /// The flow's files from the file.
-    pub fn flow(&self, id: &str) -> FlowCheckpoint {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .flows
-            .get(id)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// Replaces the flow's files and writes the whole file.
-    ///
-    /// # Errors
-    /// The file cannot be written.
-    pub fn store(
-        &self,
-        id: &str,
-        flow: FlowCheckpoint,
-    ) -> Result<(), crate::checkpoint::CheckpointError> {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.version = 1;
-        state.flows.insert(id.to_owned(), flow);
-        state.store(&self.path)
-    }
-}
 
 /// A record on its way, from its line to the destination's acknowledgement.
 struct InFlight {

@@ -39,10 +39,11 @@ use chief_stream::{KinesisClient, StreamClient};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::CheckpointFile;
 use crate::checkpoint::Checkpoints;
 use crate::config::{AgentConfig, Destination, Flow};
 use crate::firehose::{FirehoseApi, FirehoseClient, FirehoseSender, FirehoseSettings};
-use crate::flow::{CheckpointFile, FlowError, FlowRunner, Stats};
+use crate::flow::{FlowError, FlowRunner, Stats};
 use crate::send::Sender;
 
 /// chief's own settings of the agent (`--settings config/agent.toml`, `CHIEF__…`): what
