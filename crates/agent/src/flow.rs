@@ -288,7 +288,7 @@ impl FlowRunner {
             let stopping = shutdown.is_cancelled();
             let mut read_any = false;
             if !stopping {
-                if last_scan.elapsed() >= Duration::from_millis(500) {
+                if last_scan.elapsed() >= Duration::from_millis(500) || tailer.wants_scan() {
                     tailer.scan(&mut events).map_err(|e| self.io(e))?;
                     last_scan = Instant::now();
                 }

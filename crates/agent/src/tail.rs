@@ -142,6 +142,9 @@ struct Tracked {
     sent_mark: u64,
     /// Lines ending at or before this were perhaps sent before a restart.
     replay_until: u64,
+    /// No longer starts with its fingerprint: truncated and written again since the last
+    /// scan; not read until the next scan takes it as truncated.
+    suspect: bool,
 }
 
 /// The tailer of one flow's pattern.
@@ -309,6 +312,12 @@ impl Tailer {
         self.files.iter().any(|t| t.offset > t.sent_mark)
     }
 
+    /// Whether a file read since the last scan no longer starts as it did (truncated and
+    /// written again): the next scan should come now.
+    pub fn wants_scan(&self) -> bool {
+        self.files.iter().any(|t| t.suspect)
+    }
+
     /// Open files.
     pub fn open_files(&self) -> usize {
         self.files.len()
@@ -367,6 +376,7 @@ impl Tailer {
             let size = self.files[i].file.metadata()?.len();
             let read_to = self.files[i].offset + self.files[i].pending.len() as u64;
             if size >= read_to && !rewritten(&mut self.files[i], size)? {
+                self.files[i].suspect = false;
                 continue;
             }
             let t = &self.files[i];
@@ -420,6 +430,7 @@ impl Tailer {
                         start,
                         sent_mark,
                         replay_until,
+                        suspect: false,
                     });
                     events.push(Event::Truncated {
                         file: key,
@@ -450,6 +461,7 @@ impl Tailer {
             t.start = 0;
             t.sent_mark = 0;
             t.replay_until = 0;
+            t.suspect = false;
             events.push(Event::Opened {
                 file: key,
                 path: t.path.clone(),
@@ -519,6 +531,7 @@ impl Tailer {
                 start: offset,
                 sent_mark: 0,
                 replay_until,
+                suspect: false,
             });
         }
         self.first_scan = false;
@@ -546,7 +559,7 @@ impl Tailer {
                 break;
             }
             let mut got_any = false;
-            loop {
+            while !t.suspect {
                 let want = budget.min(self.chunk.len());
                 if want == 0 {
                     break;
@@ -555,6 +568,16 @@ impl Tailer {
                     .seek(SeekFrom::Start(t.offset + t.pending.len() as u64))?;
                 let n = t.file.read(&mut self.chunk[..want])?;
                 if n == 0 {
+                    break;
+                }
+                // The bytes are the file's continuation only if it still starts as it did:
+                // truncated and written again past the offset since the last scan
+                // (copytruncate under a slow reader), they are the new content's, and the
+                // original's rest is in its copy. Checked after the read, so that a
+                // truncation between the two costs only a read again.
+                let size = t.file.metadata()?.len();
+                if size < t.offset + t.pending.len() as u64 + n as u64 || rewritten(t, size)? {
+                    t.suspect = true;
                     break;
                 }
                 got_any = true;
@@ -740,6 +763,48 @@ mod tests {
         let want: Vec<String> = (100..200).map(|n| format!("line {n:06}")).collect();
         assert_eq!(got, want, "the new lines, from the start, and none twice");
         assert_eq!(t.open_files(), 2, "the original and its copy");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_file_truncated_and_written_past_the_offset_between_two_scans_is_not_read_on() {
+        // The loss a loaded run showed: the reader, slow, had read 100 lines; copytruncate
+        // copied and truncated the file and 150 new lines were written before the next
+        // read, which — scans come every 500 ms, reads all the time — went on at the old
+        // offset in the new content, skipping the copy's lines from there.
+        let d = dir("read-past");
+        let path = d.join("app.log");
+        let batch = |from: usize, n: usize| -> String {
+            (from..from + n).map(|n| format!("line {n:06}\n")).collect()
+        };
+        std::fs::write(&path, batch(0, 100)).unwrap_or_default();
+        let mut t = Tailer::new(&format!("{}/app.log*", d.display()), false, 0, Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(texts(&mut t).len(), 100);
+        std::fs::write(&path, batch(0, 200)).unwrap_or_default();
+        std::fs::copy(&path, d.join("app.log.1")).unwrap_or_default();
+        std::fs::write(&path, batch(1000, 150)).unwrap_or_default();
+        let (mut lines, mut events) = (Vec::new(), Vec::new());
+        t.read(1 << 20, |_| None, &mut lines, &mut events)
+            .unwrap_or_default();
+        assert!(
+            lines.is_empty(),
+            "{} lines read on in the new content",
+            lines.len()
+        );
+        assert!(t.wants_scan(), "the next scan is due now");
+        let mut got = texts(&mut t);
+        got.sort();
+        let mut want: Vec<String> = (100..200)
+            .chain(1000..1150)
+            .map(|n| format!("line {n:06}"))
+            .collect();
+        want.sort();
+        assert_eq!(
+            got, want,
+            "the copy's rest and the new content whole, each once"
+        );
+        assert!(!t.wants_scan());
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -96,9 +96,12 @@ fn http_get(addr: &str, path: &str) -> String {
     response
 }
 
-/// Every user record of the stream (deaggregated), as text without its newline.
-async fn stream_lines(client: &KinesisClient, stream: &str) -> Vec<String> {
+/// Every user record of the stream (deaggregated), as text without its newline; and a
+/// listing of the stream's records (shard, sequence number, first and last line) for the
+/// log of a failure.
+async fn stream_lines(client: &KinesisClient, stream: &str) -> (Vec<String>, String) {
     let mut out = Vec::new();
+    let mut listing = String::new();
     for shard in client.list_shards(stream).await.expect("shards") {
         let mut iterator = client
             .get_shard_iterator(stream, &shard.shard_id, &IteratorPosition::TrimHorizon)
@@ -115,10 +118,25 @@ async fn stream_lines(client: &KinesisClient, stream: &str) -> Vec<String> {
                     explicit_hash_key: None,
                     data: record.data.clone(),
                 };
+                let before = out.len();
                 for user in chief_aggregation::deaggregate(kinesis_record) {
                     let text = String::from_utf8_lossy(&user.record.data).into_owned();
                     out.push(text.strip_suffix('\n').unwrap_or(&text).to_owned());
                 }
+                let first = out.get(before).map(|l| l.get(..11).unwrap_or(l));
+                let last = out.last().map(|l| l.get(..11).unwrap_or(l));
+                listing.push_str(&format!(
+                    "{} {} {:?} {} lines {:?}..{:?}\n",
+                    shard.shard_id,
+                    record.sequence_number,
+                    record
+                        .approximate_arrival
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_millis()),
+                    out.len() - before,
+                    first,
+                    last
+                ));
             }
             match page.next_shard_iterator {
                 Some(next) if !page.records.is_empty() => iterator = next,
@@ -126,7 +144,26 @@ async fn stream_lines(client: &KinesisClient, stream: &str) -> Vec<String> {
             }
         }
     }
-    out
+    (out, listing)
+}
+
+/// The runs of numbers in `0..LINES` missing from `lines`, as `from..to` ranges.
+fn missing_runs(lines: &[String]) -> String {
+    let have: std::collections::HashSet<&str> = lines.iter().map(String::as_str).collect();
+    let mut runs = Vec::new();
+    let mut start = None;
+    for n in 0..=LINES {
+        let missing = n < LINES && !have.contains(line(n).as_str());
+        match (missing, start) {
+            (true, None) => start = Some(n),
+            (false, Some(s)) => {
+                runs.push(format!("{s}..{n}"));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    runs.join(", ")
 }
 
 fn line(n: usize) -> String {
@@ -233,17 +270,21 @@ async fn rotate_kill_and_count(mode: &str) {
     // Wait for every line.
     let deadline = Instant::now() + Duration::from_secs(120);
     let lines = loop {
-        let lines = stream_lines(&kinesis, &stream).await;
+        let (lines, listing) = stream_lines(&kinesis, &stream).await;
         let distinct: std::collections::BTreeSet<&String> = lines.iter().collect();
         if distinct.len() >= LINES {
             break lines;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {LINES} lines in the stream after 120 s (logs {})",
-            distinct.len(),
-            dir.display()
-        );
+        if Instant::now() >= deadline {
+            let _ = std::fs::write(dir.join("stream.txt"), listing);
+            panic!(
+                "{} of {LINES} lines in the stream after 120 s, missing {} (logs and \
+                 stream.txt in {})",
+                distinct.len(),
+                missing_runs(&lines),
+                dir.display()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let metrics = http_get(&agent.metrics_addr(), "/metrics");
