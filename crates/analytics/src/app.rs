@@ -22,7 +22,7 @@
 //! fn = "count"
 //! ```
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::condition::Condition;
 
@@ -44,7 +44,7 @@ pub enum AppError {
 }
 
 /// An application.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct App {
     /// Its name: part of every output id.
@@ -68,7 +68,7 @@ pub struct App {
 }
 
 /// How records are read.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, tag = "format", rename_all = "lowercase")]
 pub enum ParseSpec {
     /// A JSON object per record (what `chief-agent`'s `LOGTOJSON` and `CSVTOJSON` send).
@@ -82,7 +82,7 @@ pub enum ParseSpec {
 }
 
 /// Where a record's time comes from.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, tag = "source", rename_all = "lowercase")]
 pub enum TimeSpec {
     /// When Kinesis took the record (`ApproximateArrivalTimestamp`, KDA's `ROWTIME`):
@@ -105,7 +105,7 @@ fn rfc3339() -> String {
 }
 
 /// Tumbling (`slide_s` absent or equal to `size_s`) or hopping windows.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowSpec {
     /// The length of a window, seconds.
@@ -127,7 +127,7 @@ fn idle_timeout() -> u64 {
 }
 
 /// One aggregate of a row.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AggregateSpec {
     /// Its name in the result.
@@ -141,7 +141,7 @@ pub struct AggregateSpec {
 }
 
 /// An aggregate function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Function {
     /// Records.

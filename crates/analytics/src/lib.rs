@@ -25,3 +25,279 @@ pub use merge::{ShardProgress, WindowResult, complete, merge};
 pub use parse::{BadRecord, Parser};
 pub use partial::{Input, Partial, Resume, ShardAggregator, Step};
 pub use window::Window;
+pub mod cli;
+pub mod merger;
+pub mod metrics;
+pub mod processor;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chief_config::aws::{AwsClients, AwsConfig};
+use chief_config::health::Health;
+use chief_config::telemetry::{LogConfig, MetricsConfig};
+use chief_consumer::{ConsumerConfig, ConsumerError, DynamoDbLeaseStore, LeaseStore, Scheduler};
+use chief_sinks::elasticsearch::{ElasticsearchIndex, SearchConfig, SearchIndex};
+use chief_sinks::object::{ObjectSink, S3ObjectSink};
+use chief_stream::{KinesisClient, StreamClient};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::merger::{MergeError, Merger, Outputs};
+use crate::processor::AnalyticsFactory;
+use crate::store::{DynamoDbWindowStore, StoreError, WindowStore};
+
+/// `config/analytics-<name>.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// `[log]`.
+    pub log: LogConfig,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
+    /// `[aws]`.
+    pub aws: AwsConfig,
+    /// `[consumer]`: the source stream and the lease table.
+    pub consumer: ConsumerConfig,
+    /// `[app]`: the application ([`App`]).
+    pub app: Option<App>,
+    /// `[store]`.
+    pub store: StoreConfig,
+    /// `[merge]`.
+    pub merge: MergeConfig,
+    /// `[output.s3]`, `[output.elasticsearch]`.
+    pub output: OutputConfig,
+}
+
+/// `[store]`: the window table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The DynamoDB table (created if missing): one per application.
+    pub table: String,
+}
+
+/// `[merge]`: the second stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MergeConfig {
+    /// How often pending windows are looked at, ms. Default 1,000.
+    pub interval_ms: u64,
+}
+
+impl Default for MergeConfig {
+    fn default() -> Self {
+        Self { interval_ms: 1_000 }
+    }
+}
+
+/// `[output]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Window results as objects.
+    pub s3: Option<S3Output>,
+    /// Window results as documents; `index` is the base name, rotated daily
+    /// (`analysed-logs-2026-12-04`).
+    pub elasticsearch: Option<SearchConfig>,
+}
+
+/// `[output.s3]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Output {
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix. Default `analytics/`.
+    pub prefix: String,
+}
+
+/// Why the service stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnalyticsError {
+    /// The config is not usable.
+    #[error("bad config: {0}")]
+    Config(String),
+    /// The application declaration.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// The window table.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The second stage.
+    #[error(transparent)]
+    Merge(#[from] MergeError),
+    /// The Elasticsearch client.
+    #[error("setting up the Elasticsearch client: {0}")]
+    Search(String),
+    /// The consumer.
+    #[error("consumer failed")]
+    Consumer(#[source] ConsumerError),
+}
+
+impl AnalyticsConfig {
+    /// Checks the config.
+    ///
+    /// # Errors
+    /// The first setting that is not usable.
+    pub fn validate(&self) -> Result<&App, AnalyticsError> {
+        let app = self
+            .app
+            .as_ref()
+            .ok_or_else(|| AnalyticsError::Config("no [app] section".into()))?;
+        app.check()?;
+        self.consumer.validate().map_err(AnalyticsError::Config)?;
+        if self.store.table.is_empty() {
+            return Err(AnalyticsError::Config("store.table is empty".into()));
+        }
+        if let Some(s3) = &self.output.s3
+            && s3.bucket.is_empty()
+        {
+            return Err(AnalyticsError::Config("output.s3.bucket is empty".into()));
+        }
+        if let Some(es) = &self.output.elasticsearch {
+            es.validate()
+                .map_err(|e| AnalyticsError::Config(format!("output.elasticsearch: {e}")))?;
+        }
+        if self.output.s3.is_none() && self.output.elasticsearch.is_none() {
+            return Err(AnalyticsError::Config(
+                "no output: set [output.s3] or [output.elasticsearch]".into(),
+            ));
+        }
+        Ok(app)
+    }
+}
+
+/// The parts the service runs on (real clients, or in-memory twins in tests).
+pub struct Parts<C, L, S, O, I> {
+    /// The stream.
+    pub stream: C,
+    /// The lease table.
+    pub leases: L,
+    /// The window table.
+    pub store: S,
+    /// The S3 output.
+    pub objects: Option<O>,
+    /// The Elasticsearch output.
+    pub index: Option<Arc<I>>,
+    /// Health for `/healthz`.
+    pub health: Health,
+}
+
+/// Runs the service on AWS (or the local stack) until `shutdown`.
+///
+/// # Errors
+/// A bad config, a missing table or stream, a fatal sink error.
+pub async fn run(
+    config: AnalyticsConfig,
+    shutdown: CancellationToken,
+    health: Health,
+) -> Result<(), AnalyticsError> {
+    config.validate()?;
+    let clients = AwsClients::new(&config.aws).await;
+    let index = match &config.output.elasticsearch {
+        Some(search) => Some(Arc::new(
+            ElasticsearchIndex::with_aws_credentials(
+                search,
+                serde_json::Value::Null,
+                clients.sdk_config().credentials_provider(),
+                &config.aws.region,
+            )
+            .map_err(|e| AnalyticsError::Search(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let parts = Parts {
+        stream: KinesisClient::new(clients.kinesis()),
+        leases: DynamoDbLeaseStore::new(clients.dynamodb(), &config.consumer.table),
+        store: DynamoDbWindowStore::new(clients.dynamodb(), &config.store.table),
+        objects: config
+            .output
+            .s3
+            .as_ref()
+            .map(|s3| S3ObjectSink::new(clients.s3(), s3.bucket.clone())),
+        index,
+        health,
+    };
+    run_with(config, parts, shutdown).await
+}
+
+/// [`run`] on the given parts: the first stage under the consumer's scheduler, the
+/// second as a loop beside it.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with<C, L, S, O, I>(
+    mut config: AnalyticsConfig,
+    parts: Parts<C, L, S, O, I>,
+    shutdown: CancellationToken,
+) -> Result<(), AnalyticsError>
+where
+    C: StreamClient + Clone,
+    L: LeaseStore,
+    S: WindowStore,
+    O: ObjectSink + 'static,
+    I: SearchIndex + 'static,
+{
+    let app = Arc::new(config.validate()?.clone());
+    let parser = Arc::new(Parser::new(&app).map_err(|e| AnalyticsError::Config(e.to_string()))?);
+    parts.store.ensure().await?;
+    // Quiet shards report that they are alive (and idle): the processor is called after
+    // empty reads.
+    config.consumer.deliver_empty_batches = true;
+    let outputs = Outputs {
+        s3: parts.objects.map(|o| {
+            let prefix = config
+                .output
+                .s3
+                .as_ref()
+                .map(|s| s.prefix.clone())
+                .unwrap_or_default();
+            (o, prefix)
+        }),
+        elasticsearch: parts.index.map(|i| {
+            let (name, retry) = config
+                .output
+                .elasticsearch
+                .as_ref()
+                .map(|e| (e.index.clone(), e.retry))
+                .unwrap_or_default();
+            (i, name, retry)
+        }),
+    };
+    let merger = Merger::new(
+        app.clone(),
+        parts.store.clone(),
+        parts.stream.clone(),
+        &config.consumer.stream,
+        outputs,
+    );
+    let factory = AnalyticsFactory::new(app.clone(), parser, parts.store);
+    let interval = Duration::from_millis(config.merge.interval_ms.max(10));
+    let scheduler = Scheduler::new(config.consumer, parts.stream, parts.leases, factory)
+        .map_err(AnalyticsError::Consumer)?
+        .with_health(parts.health);
+    tracing::info!(app = %app.name, worker_id = %scheduler.worker_id(), "analytics starting");
+    let merging = shutdown.child_token();
+    let end_merging = merging.clone();
+    let stop = shutdown.clone();
+    let merge_task = tokio::spawn(async move {
+        let merged = merger.run(interval, merging).await;
+        if merged.is_err() {
+            // A fatal output or store error stops the service (gracefully, then exit 1).
+            stop.cancel();
+        }
+        merged
+    });
+    let consumed = scheduler.run(shutdown.clone()).await;
+    end_merging.cancel();
+    let merged = merge_task
+        .await
+        .map_err(|e| AnalyticsError::Config(format!("the merge task panicked: {e}")))?;
+    consumed.map_err(AnalyticsError::Consumer)?;
+    merged?;
+    tracing::info!(app = %app.name, "analytics stopped");
+    Ok(())
+}

@@ -224,6 +224,22 @@ impl<P: Clone> ShardAggregator<P> {
         if let Some(t) = time {
             self.last.max_time = Some(self.last.max_time.map_or(t, |m| m.max(t)));
         }
+        self.close(out);
+    }
+
+    /// The shard had no record for a while (caught up, the application's idle timeout):
+    /// its time moves on to `time` if that is later, and the windows it passes close —
+    /// an idle shard holds no window open.
+    pub fn advance_to(&mut self, time: i64, out: &mut Vec<Step<P>>) {
+        if self.last.max_time.is_some_and(|m| m >= time) {
+            return;
+        }
+        self.last.max_time = Some(time);
+        self.close(out);
+    }
+
+    /// Hands on every open window the shard's time has passed.
+    fn close(&mut self, out: &mut Vec<Step<P>>) {
         let max_time = self.last.max_time;
         while let Some((w, _)) = self.open.first_key_value() {
             if !w.closed_by(max_time, self.lateness_ms) {
@@ -333,15 +349,33 @@ mod tests {
             matches!(&out[..], [Step::Late { position: 6, windows, .. }] if windows.len() == 1),
             "{out:?}"
         );
+        // Idle: the shard's time moves on and closes the window; a record for it is late.
+        let mut out = Vec::new();
+        a.advance_to(125_000, &mut out);
+        let [Step::Partial(p)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!((p.window.start_ms, p.records), (60_000, 3));
+        assert!(matches!(
+            push(&mut a, 7, 119_999, b"{}")[..],
+            [Step::Late { position: 7, .. }]
+        ));
+        let mut out = Vec::new();
+        a.advance_to(1, &mut out);
+        assert!(
+            out.is_empty() && a.max_time() == Some(125_000),
+            "never back"
+        );
+        assert!(push(&mut a, 8, 120_000, b"{}").is_empty());
         let mut out = Vec::new();
         a.finish(&mut out);
         let [Step::Partial(p)] = &out[..] else {
             panic!("{out:?}")
         };
-        assert_eq!((p.window.start_ms, p.records), (60_000, 3));
+        assert_eq!((p.window.start_ms, p.records), (120_000, 1));
         assert_eq!(
             a.resume_point().position,
-            6,
+            8,
             "nothing open: after the last record"
         );
     }
