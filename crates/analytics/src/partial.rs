@@ -73,6 +73,8 @@ pub enum Step<P> {
         time_ms: i64,
         /// The windows it missed.
         windows: Vec<Window>,
+        /// The record.
+        data: Vec<u8>,
     },
     /// A record that does not parse: to the error output.
     Bad {
@@ -80,6 +82,8 @@ pub enum Step<P> {
         position: P,
         /// Why.
         error: BadRecord,
+        /// The record.
+        data: Vec<u8>,
     },
 }
 
@@ -161,6 +165,7 @@ impl<P: Clone> ShardAggregator<P> {
                 out.push(Step::Bad {
                     position: record.position.clone(),
                     error,
+                    data: record.data.to_vec(),
                 });
                 self.advance(record.position, None, out);
                 return;
@@ -211,6 +216,7 @@ impl<P: Clone> ShardAggregator<P> {
                 position: record.position.clone(),
                 time_ms: time,
                 windows: self.missed.clone(),
+                data: record.data.to_vec(),
             });
         }
         self.advance(record.position, Some(time), out);

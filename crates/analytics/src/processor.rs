@@ -135,6 +135,7 @@ impl<S: WindowStore> AnalyticsProcessor<S> {
                     position,
                     time_ms,
                     windows,
+                    data,
                 } => rejected.push(Rejected {
                     shard: self.shard.clone(),
                     position: position_text(position),
@@ -148,15 +149,19 @@ impl<S: WindowStore> AnalyticsProcessor<S> {
                             .join(", ")
                     ),
                     time_ms: Some(*time_ms),
-                    data: Vec::new(),
+                    data: data.clone(),
                 }),
-                Step::Bad { position, error } => rejected.push(Rejected {
+                Step::Bad {
+                    position,
+                    error,
+                    data,
+                } => rejected.push(Rejected {
                     shard: self.shard.clone(),
                     position: position_text(position),
                     kind: RejectKind::Bad,
                     reason: error.to_string(),
                     time_ms: None,
-                    data: Vec::new(),
+                    data: data.clone(),
                 }),
             }
         }

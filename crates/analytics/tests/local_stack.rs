@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
+use chief_analytics::store::{DynamoDbWindowStore, RejectKind, WindowStore};
 use chief_config::aws::AwsClients;
 use chief_config::local_stack::{LocalStack, workspace_root};
 use chief_consumer::{DynamoDbLeaseStore, LeaseStore};
@@ -93,11 +94,9 @@ async fn put_spread(client: &KinesisClient, stream: &str, from: usize, n: usize)
 
 /// (window start, level) → count, computed from the stream's records as read back: a
 /// record is late (not counted) when an earlier record of its shard arrived at or after
-/// its window's end.
-async fn expected(
-    client: &KinesisClient,
-    stream: &str,
-) -> (BTreeMap<(i64, String), u64>, u64, usize) {
+/// its window's end; one that is not JSON is bad.
+async fn expected(client: &KinesisClient, stream: &str) -> Expected {
+    let mut bad = Vec::new();
     let mut counts = BTreeMap::new();
     let mut late = 0;
     let mut total = 0;
@@ -120,10 +119,13 @@ async fn expected(
                     .map(|d| i64::try_from(d.as_millis()).unwrap_or_default())
                     .expect("arrival time");
                 let start = t.div_euclid(WINDOW_MS) * WINDOW_MS;
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&record.data) else {
+                    bad.push(String::from_utf8_lossy(&record.data).into_owned());
+                    continue;
+                };
                 if newest.is_some_and(|n| start + WINDOW_MS <= n) {
                     late += 1;
                 } else {
-                    let v: serde_json::Value = serde_json::from_slice(&record.data).expect("json");
                     *counts
                         .entry((start, v["level"].as_str().unwrap_or_default().to_owned()))
                         .or_insert(0) += 1;
@@ -136,7 +138,20 @@ async fn expected(
             }
         }
     }
-    (counts, late, total)
+    bad.sort();
+    Expected {
+        counts,
+        late,
+        total,
+        bad,
+    }
+}
+
+struct Expected {
+    counts: BTreeMap<(i64, String), u64>,
+    late: u64,
+    total: usize,
+    bad: Vec<String>,
 }
 
 /// (window start, level) → count, from the result objects; and how many objects.
@@ -279,6 +294,19 @@ prefix = "analytics/"
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     put_spread(&kinesis, &stream, 500, 150).await;
+    // Records that do not parse: stored by position as bad, never counted or dropped.
+    let bad_entries = (0..5)
+        .map(|i| PutEntry {
+            partition_key: format!("bad-{i}"),
+            explicit_hash_key: None,
+            data: Bytes::from(format!("not json {i}")),
+        })
+        .collect();
+    let results = kinesis
+        .put_records(&stream, bad_entries)
+        .await
+        .expect("PutRecords");
+    assert!(results.iter().all(Result::is_ok), "bad records put");
     let held: Vec<String> = leases
         .list_leases()
         .await
@@ -294,8 +322,14 @@ prefix = "analytics/"
 
     // worker-b takes the shard over and every window is written (the last once both
     // shards are idle for 2 s).
-    let (want, late, total) = expected(&kinesis, &stream).await;
-    assert_eq!(total, 1_150, "every record is in the stream");
+    let Expected {
+        counts: want,
+        late,
+        total,
+        bad,
+    } = expected(&kinesis, &stream).await;
+    assert_eq!(total, 1_155, "every record is in the stream");
+    assert_eq!(bad.len(), 5);
     let deadline = Instant::now() + Duration::from_secs(90);
     let got = loop {
         let (got, _) = written(&clients, &bucket).await;
@@ -325,6 +359,26 @@ prefix = "analytics/"
     );
     assert!(want.len() > 8, "the records span several windows: {want:?}");
     assert_eq!(got, want, "every window's counts, exactly");
+    let store =
+        DynamoDbWindowStore::new(clients.dynamodb(), format!("chief-analytics-windows-{id}"));
+    let (mut stored_bad, mut stored_late) = (Vec::new(), 0);
+    for shard in kinesis.list_shards(&stream).await.expect("shards") {
+        for r in store
+            .rejected(&shard.shard_id, RejectKind::Bad)
+            .await
+            .expect("bad")
+        {
+            stored_bad.push(String::from_utf8_lossy(&r.data).into_owned());
+        }
+        stored_late += store
+            .rejected(&shard.shard_id, RejectKind::Late)
+            .await
+            .expect("late")
+            .len() as u64;
+    }
+    stored_bad.sort();
+    assert_eq!(stored_bad, bad, "every bad record stored, once, as it was");
+    assert_eq!(stored_late, late, "every late record stored");
     // SIGTERM: a graceful stop, exit 0.
     let mut b = b;
     let status = Command::new("kill")
