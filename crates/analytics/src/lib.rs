@@ -13,6 +13,7 @@
 //! The application is declared in TOML ([`app`]).
 
 pub mod aggregate;
+pub mod alert;
 pub mod app;
 pub mod condition;
 pub mod merge;
@@ -44,6 +45,7 @@ use chief_stream::{KinesisClient, StreamClient};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::{AlertConfig, AlertSender, AwsAlertSender};
 use crate::merger::{MergeError, Merger, Outputs};
 use crate::processor::AnalyticsFactory;
 use crate::store::{DynamoDbWindowStore, StoreError, WindowStore};
@@ -68,6 +70,8 @@ pub struct AnalyticsConfig {
     pub merge: MergeConfig,
     /// `[output.s3]`, `[output.elasticsearch]`.
     pub output: OutputConfig,
+    /// `[[alert]]`: conditions on a window's result, sent once per window.
+    pub alert: Vec<AlertConfig>,
 }
 
 /// `[store]`: the window table.
@@ -161,6 +165,9 @@ impl AnalyticsConfig {
             es.validate()
                 .map_err(|e| AnalyticsError::Config(format!("output.elasticsearch: {e}")))?;
         }
+        for alert in &self.alert {
+            alert.validate().map_err(AnalyticsError::Config)?;
+        }
         if self.output.s3.is_none() && self.output.elasticsearch.is_none() {
             return Err(AnalyticsError::Config(
                 "no output: set [output.s3] or [output.elasticsearch]".into(),
@@ -171,7 +178,9 @@ impl AnalyticsConfig {
 }
 
 /// The parts the service runs on (real clients, or in-memory twins in tests).
-pub struct Parts<C, L, S, O, I> {
+pub struct Parts<C, L, S, O, I, A> {
+    /// Where alerts go.
+    pub alerts: A,
     /// The stream.
     pub stream: C,
     /// The lease table.
@@ -209,7 +218,20 @@ pub async fn run(
         )),
         None => None,
     };
+    let sdk = clients.sdk_config();
+    let mut ses = aws_sdk_sesv2::config::Builder::from(sdk);
+    if let Some(url) = &config.aws.ses.endpoint {
+        ses = ses.endpoint_url(url);
+    }
+    let mut sns = aws_sdk_sns::config::Builder::from(sdk);
+    if let Some(url) = &config.aws.sns.endpoint {
+        sns = sns.endpoint_url(url);
+    }
     let parts = Parts {
+        alerts: AwsAlertSender::new(
+            aws_sdk_sesv2::Client::from_conf(ses.build()),
+            aws_sdk_sns::Client::from_conf(sns.build()),
+        ),
         stream: KinesisClient::new(clients.kinesis()),
         leases: DynamoDbLeaseStore::new(clients.dynamodb(), &config.consumer.table),
         store: DynamoDbWindowStore::new(clients.dynamodb(), &config.store.table),
@@ -229,9 +251,9 @@ pub async fn run(
 ///
 /// # Errors
 /// As [`run`].
-pub async fn run_with<C, L, S, O, I>(
+pub async fn run_with<C, L, S, O, I, A>(
     mut config: AnalyticsConfig,
-    parts: Parts<C, L, S, O, I>,
+    parts: Parts<C, L, S, O, I, A>,
     shutdown: CancellationToken,
 ) -> Result<(), AnalyticsError>
 where
@@ -240,6 +262,7 @@ where
     S: WindowStore,
     O: ObjectSink + 'static,
     I: SearchIndex + 'static,
+    A: AlertSender + 'static,
 {
     let app = Arc::new(config.validate()?.clone());
     let parser = Arc::new(Parser::new(&app).map_err(|e| AnalyticsError::Config(e.to_string()))?);
@@ -267,12 +290,19 @@ where
             (i, name, retry)
         }),
     };
+    let mut alerts = Vec::new();
+    for alert in &config.alert {
+        let condition = alert.validate().map_err(AnalyticsError::Config)?;
+        alerts.push((alert.clone(), condition));
+    }
     let merger = Merger::new(
         app.clone(),
         parts.store.clone(),
         parts.stream.clone(),
         &config.consumer.stream,
         outputs,
+        alerts,
+        parts.alerts,
     );
     let factory = AnalyticsFactory::new(app.clone(), parser, parts.store);
     let interval = Duration::from_millis(config.merge.interval_ms.max(10));

@@ -14,7 +14,9 @@ use chief_sinks::object::ObjectSink;
 use chief_stream::StreamClient;
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::{AlertConfig, AlertError, AlertMessage, AlertSender};
 use crate::app::App;
+use crate::condition::Condition;
 use crate::merge::{ShardProgress, WindowResult, complete, merge};
 use crate::metrics as m;
 use crate::store::{StoreError, WindowStore};
@@ -47,6 +49,9 @@ pub enum MergeError {
     /// Indexing a result.
     #[error("indexing window results: {0}")]
     Search(String),
+    /// Sending an alert.
+    #[error(transparent)]
+    Alert(#[from] AlertError),
 }
 
 impl MergeError {
@@ -55,6 +60,7 @@ impl MergeError {
         match self {
             Self::Store(e) => e.fatal,
             Self::Object { fatal, .. } => *fatal,
+            Self::Alert(e) => e.fatal,
             Self::Stream { .. } | Self::Search(_) => false,
         }
     }
@@ -71,31 +77,39 @@ pub struct Outputs<O, I> {
 }
 
 /// The second stage of one application.
-pub struct Merger<S, C, O, I> {
+pub struct Merger<S, C, O, I, A> {
     app: Arc<App>,
+    alerts: Vec<(AlertConfig, Condition)>,
+    sender: A,
     store: S,
     stream: C,
     stream_name: String,
     outputs: Outputs<O, I>,
 }
 
-impl<S, C, O, I> Merger<S, C, O, I>
+impl<S, C, O, I, A> Merger<S, C, O, I, A>
 where
     S: WindowStore,
     C: StreamClient,
     O: ObjectSink,
     I: SearchIndex,
+    A: AlertSender,
 {
-    /// The second stage of `app` on `stream_name`.
+    /// The second stage of `app` on `stream_name`; `alerts` (checked by
+    /// [`AlertConfig::validate`]) are sent through `sender`.
     pub fn new(
         app: Arc<App>,
         store: S,
         stream: C,
         stream_name: &str,
         outputs: Outputs<O, I>,
+        alerts: Vec<(AlertConfig, Condition)>,
+        sender: A,
     ) -> Self {
         Self {
             app,
+            alerts,
+            sender,
             store,
             stream,
             stream_name: stream_name.to_owned(),
@@ -172,12 +186,44 @@ where
             let partials = self.store.partials(window).await?;
             let result = merge(&self.app, window, &partials);
             self.write(&result).await?;
+            self.alert(&result).await?;
             self.store.put_result(window, result.rows.len()).await?;
             metrics::counter!(m::WINDOWS, m::APP => self.app.name.clone()).increment(1);
             tracing::info!(app = %self.app.name, window = %window.start_text(), records = result.records, rows = result.rows.len(), shards = partials.len(), "window result written");
             done.push(result);
         }
         Ok(done)
+    }
+
+    /// Sends the alerts whose condition holds on `result`, each once (see [`crate::alert`]).
+    async fn alert(&self, result: &WindowResult) -> Result<(), MergeError> {
+        for (alert, condition) in &self.alerts {
+            let value = result.subject_value(&self.app, &condition.subject);
+            if !condition.holds(value) {
+                continue;
+            }
+            let message = AlertMessage::new(&self.app, alert, result, value);
+            if !self.store.claim_alert(&message.id).await? {
+                if self.store.alert_state(&message.id).await? == Some(false) {
+                    tracing::warn!(app = %self.app.name, alert = %message.id, "an alert was claimed and never confirmed sent (a crash between the two); not sent again");
+                    metrics::counter!(m::ALERTS_UNCONFIRMED, m::APP => self.app.name.clone())
+                        .increment(1);
+                }
+                continue;
+            }
+            match self.sender.send(alert, &message).await {
+                Ok(()) => {
+                    self.store.confirm_alert(&message.id).await?;
+                    metrics::counter!(m::ALERTS, m::APP => self.app.name.clone()).increment(1);
+                    tracing::info!(app = %self.app.name, alert = %message.id, when = %alert.when, value, "alert sent");
+                }
+                Err(e) => {
+                    self.store.release_alert(&message.id).await?;
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn write(&self, result: &WindowResult) -> Result<(), MergeError> {

@@ -14,3 +14,7 @@ pub const BAD_RECORDS: &str = "AnalyticsBadRecords";
 pub const WINDOWS: &str = "AnalyticsWindows";
 /// Partials stored after their window's result was written.
 pub const LATE_PARTIALS: &str = "AnalyticsLatePartials";
+/// Alerts sent.
+pub const ALERTS: &str = "AnalyticsAlerts";
+/// Alerts claimed and never confirmed sent (a crash between the claim and the send).
+pub const ALERTS_UNCONFIRMED: &str = "AnalyticsAlertsUnconfirmed";

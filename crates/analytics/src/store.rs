@@ -165,8 +165,17 @@ pub trait WindowStore: Send + Sync + Clone + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Drops a window from the pending ones.
     fn clear_pending(&self, window: Window) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Claims an alert id: `true` for the first claim only.
+    /// Claims an alert id before it is sent: `true` for the first claim only.
     fn claim_alert(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Marks a claimed alert sent.
+    fn confirm_alert(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Drops the claim of an alert whose send failed (it is tried again).
+    fn release_alert(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Whether an alert is claimed, and then whether it was confirmed sent.
+    fn alert_state(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<bool>, StoreError>> + Send;
     /// Every late or bad record stored of `shard`.
     fn rejected(
         &self,
@@ -188,10 +197,18 @@ struct Memory {
     results: BTreeMap<Window, usize>,
     progress: BTreeMap<String, StoredProgress>,
     rejected: BTreeMap<(String, RejectKind, String), Rejected>,
-    alerts: std::collections::BTreeSet<String>,
+    alerts: BTreeMap<String, bool>,
+    /// `put_result` calls still to fail (a fault of a test: a crash after the outputs).
+    fail_put_results: usize,
 }
 
 impl MemoryWindowStore {
+    /// Fails the next `n` [`WindowStore::put_result`] calls, as a worker that dies after
+    /// writing a window's outputs and sending its alerts would leave it.
+    pub fn fail_next_put_results(&self, n: usize) {
+        self.lock().fail_put_results = n;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -243,6 +260,15 @@ impl WindowStore for MemoryWindowStore {
     }
     async fn put_result(&self, window: Window, rows: usize) -> Result<(), StoreError> {
         let mut m = self.lock();
+        if m.fail_put_results > 0 {
+            m.fail_put_results -= 1;
+            return Err(StoreError {
+                table: "memory".into(),
+                operation: "PutItem",
+                message: "refused (a fault of the test)".into(),
+                fatal: false,
+            });
+        }
         m.results.insert(window, rows);
         m.pending.remove(&window);
         Ok(())
@@ -252,7 +278,23 @@ impl WindowStore for MemoryWindowStore {
         Ok(())
     }
     async fn claim_alert(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.lock().alerts.insert(id.to_owned()))
+        let mut m = self.lock();
+        if m.alerts.contains_key(id) {
+            return Ok(false);
+        }
+        m.alerts.insert(id.to_owned(), false);
+        Ok(true)
+    }
+    async fn confirm_alert(&self, id: &str) -> Result<(), StoreError> {
+        self.lock().alerts.insert(id.to_owned(), true);
+        Ok(())
+    }
+    async fn release_alert(&self, id: &str) -> Result<(), StoreError> {
+        self.lock().alerts.remove(id);
+        Ok(())
+    }
+    async fn alert_state(&self, id: &str) -> Result<Option<bool>, StoreError> {
+        Ok(self.lock().alerts.get(id).copied())
     }
     async fn rejected(&self, shard: &str, kind: RejectKind) -> Result<Vec<Rejected>, StoreError> {
         Ok(self
@@ -553,12 +595,47 @@ impl WindowStore for DynamoDbWindowStore {
     }
 
     async fn claim_alert(&self, id: &str) -> Result<bool, StoreError> {
-        self.put(
-            "PutItem",
-            Self::item("alert".into(), id.to_owned(), String::new()),
-            true,
-        )
-        .await
+        let mut item = Self::item("alert".into(), id.to_owned(), String::new());
+        item.insert("sent".into(), AttributeValue::Bool(false));
+        self.put("PutItem", item, true).await
+    }
+
+    async fn confirm_alert(&self, id: &str) -> Result<(), StoreError> {
+        let mut item = Self::item("alert".into(), id.to_owned(), String::new());
+        item.insert("sent".into(), AttributeValue::Bool(true));
+        self.put("PutItem", item, false).await?;
+        Ok(())
+    }
+
+    async fn release_alert(&self, id: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s("alert"))
+            .key("sk", s(id))
+            .send()
+            .await
+            .map_err(|e| self.error("DeleteItem", &e))?;
+        Ok(())
+    }
+
+    async fn alert_state(&self, id: &str) -> Result<Option<bool>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s("alert"))
+            .key("sk", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.error("GetItem", &e))?;
+        Ok(out.item.map(|item| {
+            item.get("sent")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(false)
+        }))
     }
 
     async fn rejected(&self, shard: &str, kind: RejectKind) -> Result<Vec<Rejected>, StoreError> {

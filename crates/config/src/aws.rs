@@ -61,6 +61,10 @@ pub struct AwsConfig {
     pub sts: ServiceConfig,
     /// Firehose endpoint override (`chief-agent`'s `deliveryStream` flows).
     pub firehose: ServiceConfig,
+    /// SES endpoint override (`chief-analytics`' email alerts).
+    pub ses: ServiceConfig,
+    /// SNS endpoint override (`chief-analytics`' SNS alerts).
+    pub sns: ServiceConfig,
 }
 
 impl Default for AwsConfig {
@@ -82,6 +86,8 @@ impl Default for AwsConfig {
             sqs: ServiceConfig::default(),
             sts: ServiceConfig::default(),
             firehose: ServiceConfig::default(),
+            ses: ServiceConfig::default(),
+            sns: ServiceConfig::default(),
         }
     }
 }
