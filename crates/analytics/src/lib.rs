@@ -105,6 +105,16 @@ pub struct OutputConfig {
     /// Window results as documents; `index` is the base name, rotated daily
     /// (`analysed-logs-2026-12-04`).
     pub elasticsearch: Option<SearchConfig>,
+    /// Window results as records of a stream.
+    pub kinesis: Option<KinesisOutput>,
+}
+
+/// `[output.kinesis]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KinesisOutput {
+    /// The stream: a record per row (its JSON with `id`), partition key the id.
+    pub stream: String,
 }
 
 /// `[output.s3]`.
@@ -168,9 +178,19 @@ impl AnalyticsConfig {
         for alert in &self.alert {
             alert.validate().map_err(AnalyticsError::Config)?;
         }
-        if self.output.s3.is_none() && self.output.elasticsearch.is_none() {
+        if let Some(k) = &self.output.kinesis
+            && k.stream.is_empty()
+        {
             return Err(AnalyticsError::Config(
-                "no output: set [output.s3] or [output.elasticsearch]".into(),
+                "output.kinesis.stream is empty".into(),
+            ));
+        }
+        if self.output.s3.is_none()
+            && self.output.elasticsearch.is_none()
+            && self.output.kinesis.is_none()
+        {
+            return Err(AnalyticsError::Config(
+                "no output: set [output.s3], [output.elasticsearch] or [output.kinesis]".into(),
             ));
         }
         Ok(app)
@@ -289,6 +309,7 @@ where
                 .unwrap_or_default();
             (i, name, retry)
         }),
+        kinesis: config.output.kinesis.as_ref().map(|k| k.stream.clone()),
     };
     let mut alerts = Vec::new();
     for alert in &config.alert {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use chief_config::retry::RetryPolicy;
 use chief_sinks::elasticsearch::{Document, SearchIndex, index_batch};
 use chief_sinks::object::ObjectSink;
-use chief_stream::StreamClient;
+use chief_stream::{PutEntry, StreamClient};
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::{AlertConfig, AlertError, AlertMessage, AlertSender};
@@ -49,6 +49,16 @@ pub enum MergeError {
     /// Indexing a result.
     #[error("indexing window results: {0}")]
     Search(String),
+    /// Putting results to the output stream.
+    #[error("putting window results to {stream}: {message}")]
+    Kinesis {
+        /// The output stream.
+        stream: String,
+        /// Why.
+        message: String,
+        /// No retry can help.
+        fatal: bool,
+    },
     /// Sending an alert.
     #[error(transparent)]
     Alert(#[from] AlertError),
@@ -61,6 +71,7 @@ impl MergeError {
             Self::Store(e) => e.fatal,
             Self::Object { fatal, .. } => *fatal,
             Self::Alert(e) => e.fatal,
+            Self::Kinesis { fatal, .. } => *fatal,
             Self::Stream { .. } | Self::Search(_) => false,
         }
     }
@@ -74,6 +85,10 @@ pub struct Outputs<O, I> {
     /// Elasticsearch: a document per row, id `<app>-<window start>-<group>`, in the index
     /// `<index>-<yyyy-MM-dd>` of the window's start.
     pub elasticsearch: Option<(Arc<I>, String, RetryPolicy)>,
+    /// A Kinesis stream (through the merger's stream client): a record per row, the
+    /// row's JSON with its `id`, partition key the id. At least once: a worker that dies
+    /// between the put and marking the window done puts it again, with the same ids.
+    pub kinesis: Option<String>,
 }
 
 /// The second stage of one application.
@@ -234,6 +249,43 @@ where
             .get(..10)
             .unwrap_or_default()
             .to_owned();
+        if let Some(stream) = &self.outputs.kinesis {
+            let entries: Vec<PutEntry> = documents
+                .iter()
+                .map(|(id, doc)| {
+                    let mut doc = doc.clone();
+                    if let Some(map) = doc.as_object_mut() {
+                        map.insert("id".into(), id.clone().into());
+                    }
+                    PutEntry {
+                        partition_key: id.chars().take(256).collect(),
+                        explicit_hash_key: None,
+                        data: Bytes::from(doc.to_string()),
+                    }
+                })
+                .collect();
+            self.put_all(stream, entries).await?;
+        }
+        if let Some((index, name, retry)) = &self.outputs.elasticsearch {
+            let docs: Vec<Document> = documents
+                .iter()
+                .map(|(id, doc)| Document {
+                    id: id.clone(),
+                    index: Some(format!("{name}-{day}")),
+                    source: Bytes::from(doc.to_string()),
+                })
+                .collect();
+            let outcome = index_batch(index.as_ref(), &docs, retry)
+                .await
+                .map_err(|e| MergeError::Search(e.to_string()))?;
+            if !outcome.rejected.is_empty() {
+                return Err(MergeError::Search(format!(
+                    "{} documents rejected: {}",
+                    outcome.rejected.len(),
+                    outcome.rejected[0].error
+                )));
+            }
+        }
         if let Some((objects, prefix)) = &self.outputs.s3 {
             let key = format!(
                 "{prefix}{}/{day}/{}.json",
@@ -258,24 +310,47 @@ where
                     message: e.to_string(),
                 })?;
         }
-        if let Some((index, name, retry)) = &self.outputs.elasticsearch {
-            let docs: Vec<Document> = documents
-                .iter()
-                .map(|(id, doc)| Document {
-                    id: id.clone(),
-                    index: Some(format!("{name}-{day}")),
-                    source: Bytes::from(doc.to_string()),
-                })
-                .collect();
-            let outcome = index_batch(index.as_ref(), &docs, retry)
-                .await
-                .map_err(|e| MergeError::Search(e.to_string()))?;
-            if !outcome.rejected.is_empty() {
-                return Err(MergeError::Search(format!(
-                    "{} documents rejected: {}",
-                    outcome.rejected.len(),
-                    outcome.rejected[0].error
-                )));
+        Ok(())
+    }
+
+    /// Puts `entries` (500 a call), sending only the failed ones again, with back-off,
+    /// for up to 10 attempts.
+    async fn put_all(&self, stream: &str, entries: Vec<PutEntry>) -> Result<(), MergeError> {
+        let retry = RetryPolicy::default();
+        for chunk in entries.chunks(500) {
+            let mut pending: Vec<PutEntry> = chunk.to_vec();
+            let mut attempt = 0u32;
+            while !pending.is_empty() {
+                attempt += 1;
+                let results = self
+                    .stream
+                    .put_records(stream, pending.clone())
+                    .await
+                    .map_err(|e| MergeError::Kinesis {
+                        stream: stream.to_owned(),
+                        fatal: e.is_fatal(),
+                        message: e.to_string(),
+                    })?;
+                let failed: Vec<PutEntry> = pending
+                    .into_iter()
+                    .zip(results)
+                    .filter(|(_, r)| r.is_err())
+                    .map(|(e, _)| e)
+                    .collect();
+                if !failed.is_empty() && attempt >= 10 {
+                    return Err(MergeError::Kinesis {
+                        stream: stream.to_owned(),
+                        fatal: false,
+                        message: format!(
+                            "{} records still refused after 10 attempts",
+                            failed.len()
+                        ),
+                    });
+                }
+                if !failed.is_empty() {
+                    tokio::time::sleep(retry.jittered(attempt)).await;
+                }
+                pending = failed;
             }
         }
         Ok(())

@@ -84,6 +84,7 @@ fn merger(
         Outputs {
             s3: None,
             elasticsearch: None,
+            kinesis: None,
         },
         vec![(alert, condition)],
         sender.clone(),

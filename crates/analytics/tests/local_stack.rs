@@ -261,10 +261,20 @@ fn = "count"
 [output.s3]
 bucket = "{bucket}"
 prefix = "analytics/"
+[output.kinesis]
+stream = "{stream}-results"
 "#
         ),
     )
     .expect("config");
+    kinesis
+        .create_stream(&format!("{stream}-results"), 1)
+        .await
+        .expect("CreateStream");
+    kinesis
+        .wait_until_active(&format!("{stream}-results"), Duration::from_secs(60))
+        .await
+        .expect("ACTIVE");
     let leases = DynamoDbLeaseStore::new(clients.dynamodb(), &lease_table);
 
     let mut a = Worker::start(&dir, "worker-a");
@@ -366,6 +376,30 @@ prefix = "analytics/"
     );
     assert!(want.len() > 8, "the records span several windows: {want:?}");
     assert_eq!(got, want, "every window's counts, exactly");
+    // The same rows in the output stream (at least once: a row put twice has one id).
+    let mut by_id: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for record in read_all(&kinesis, &format!("{stream}-results")).await {
+        let doc: serde_json::Value = serde_json::from_slice(&record).expect("a row");
+        let id = doc["id"].as_str().unwrap_or_default().to_owned();
+        if let Some(before) = by_id.insert(id.clone(), doc.clone()) {
+            assert_eq!(before, doc, "{id} put twice with different values");
+        }
+    }
+    let streamed: BTreeMap<(i64, String), u64> = by_id
+        .values()
+        .map(|doc| {
+            let start = chrono::DateTime::parse_from_rfc3339(
+                doc["window_start"].as_str().unwrap_or_default(),
+            )
+            .expect("window_start")
+            .timestamp_millis();
+            (
+                (start, doc["level"].as_str().unwrap_or_default().to_owned()),
+                doc["count"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(streamed, want, "the output stream's rows");
     let store =
         DynamoDbWindowStore::new(clients.dynamodb(), format!("chief-analytics-windows-{id}"));
     let (mut stored_bad, mut stored_late) = (Vec::new(), 0);
@@ -400,6 +434,29 @@ prefix = "analytics/"
         "worker-b exit {exit} (log {})",
         b.log.display()
     );
+}
+
+/// The data of every record of a stream.
+async fn read_all(client: &KinesisClient, stream: &str) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    for shard in client.list_shards(stream).await.expect("shards") {
+        let mut iterator = client
+            .get_shard_iterator(stream, &shard.shard_id, &IteratorPosition::TrimHorizon)
+            .await
+            .expect("iterator");
+        loop {
+            let page = client
+                .get_records(stream, &iterator, 10_000)
+                .await
+                .expect("records");
+            out.extend(page.records.iter().map(|r| r.data.clone()));
+            match page.next_shard_iterator {
+                Some(next) if !page.records.is_empty() => iterator = next,
+                _ => break,
+            }
+        }
+    }
+    out
 }
 
 /// The raw emails moto's SES holds for `recipient`.
