@@ -18,6 +18,7 @@ pub mod database;
 pub mod health;
 pub mod local_stack;
 pub mod retry;
+pub mod s3_event;
 pub mod secret;
 pub mod service;
 mod sources;
