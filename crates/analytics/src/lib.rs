@@ -16,6 +16,7 @@ pub mod aggregate;
 pub mod alert;
 pub mod app;
 pub mod condition;
+pub mod ingest;
 pub mod merge;
 pub mod parse;
 pub mod partial;
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod merger;
 pub mod metrics;
 pub mod processor;
+pub mod put;
 pub mod store;
 
 use std::sync::Arc;

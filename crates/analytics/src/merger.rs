@@ -264,7 +264,13 @@ where
                     }
                 })
                 .collect();
-            self.put_all(stream, entries).await?;
+            crate::put::put_all(&self.stream, stream, entries)
+                .await
+                .map_err(|e| MergeError::Kinesis {
+                    stream: stream.clone(),
+                    message: e.message,
+                    fatal: e.fatal,
+                })?;
         }
         if let Some((index, name, retry)) = &self.outputs.elasticsearch {
             let docs: Vec<Document> = documents
@@ -309,49 +315,6 @@ where
                     fatal: !e.is_retryable(),
                     message: e.to_string(),
                 })?;
-        }
-        Ok(())
-    }
-
-    /// Puts `entries` (500 a call), sending only the failed ones again, with back-off,
-    /// for up to 10 attempts.
-    async fn put_all(&self, stream: &str, entries: Vec<PutEntry>) -> Result<(), MergeError> {
-        let retry = RetryPolicy::default();
-        for chunk in entries.chunks(500) {
-            let mut pending: Vec<PutEntry> = chunk.to_vec();
-            let mut attempt = 0u32;
-            while !pending.is_empty() {
-                attempt += 1;
-                let results = self
-                    .stream
-                    .put_records(stream, pending.clone())
-                    .await
-                    .map_err(|e| MergeError::Kinesis {
-                        stream: stream.to_owned(),
-                        fatal: e.is_fatal(),
-                        message: e.to_string(),
-                    })?;
-                let failed: Vec<PutEntry> = pending
-                    .into_iter()
-                    .zip(results)
-                    .filter(|(_, r)| r.is_err())
-                    .map(|(e, _)| e)
-                    .collect();
-                if !failed.is_empty() && attempt >= 10 {
-                    return Err(MergeError::Kinesis {
-                        stream: stream.to_owned(),
-                        fatal: false,
-                        message: format!(
-                            "{} records still refused after 10 attempts",
-                            failed.len()
-                        ),
-                    });
-                }
-                if !failed.is_empty() {
-                    tokio::time::sleep(retry.jittered(attempt)).await;
-                }
-                pending = failed;
-            }
         }
         Ok(())
     }
