@@ -158,6 +158,27 @@ pub enum Function {
     CountDistinct,
 }
 
+impl Default for App {
+    /// An empty declaration ([`App::check`] refuses it): what a config without `[app]`
+    /// holds.
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            parse: ParseSpec::Json,
+            time: TimeSpec::Arrival,
+            window: WindowSpec {
+                size_s: 60,
+                slide_s: None,
+                allowed_lateness_s: 0,
+                idle_timeout_s: idle_timeout(),
+            },
+            group_by: Vec::new(),
+            aggregates: Vec::new(),
+            having: None,
+        }
+    }
+}
+
 impl App {
     /// Reads and checks a declaration.
     ///

@@ -58,11 +58,17 @@ pub struct IngestSettings {
     pub stream: String,
     /// The DynamoDB table of what was sent per key (created if missing).
     pub state_table: String,
-    /// Long-poll wait of ReceiveMessage, seconds (0–20). Default 10.
+    /// Long-poll wait of ReceiveMessage, seconds (0–20; 0: short polls every 500 ms when
+    /// the queue is empty — for the local stack, whose moto serves one request at a time).
+    /// Default 10.
     pub wait_time_s: i32,
     /// How long a message received stays invisible to others, seconds: longer than an
     /// object takes to send. Default 120.
     pub visibility_timeout_s: i32,
+    /// Only objects whose key starts with this are sent (others are skipped, their
+    /// notifications deleted): a bucket that holds more than the hosts' logs. Default
+    /// empty: every object.
+    pub key_prefix: String,
     /// This worker's name in logs. Default `<hostname>-<pid>`.
     pub worker_id: Option<String>,
 }
@@ -75,6 +81,7 @@ impl Default for IngestSettings {
             state_table: String::new(),
             wait_time_s: 10,
             visibility_timeout_s: 120,
+            key_prefix: String::new(),
             worker_id: None,
         }
     }
@@ -471,7 +478,7 @@ impl<C: StreamClient> Ingest<C> {
         Ok(ObjectOutcome { lines, new_file })
     }
 
-    /// Receives and handles one batch of messages; returns how many were deleted.
+    /// Receives and handles one batch of messages; returns how many were received.
     ///
     /// # Errors
     /// A fatal error (queue, stream or table gone, access denied); others are logged and
@@ -488,7 +495,6 @@ impl<C: StreamClient> Ingest<C> {
             .send()
             .await
             .map_err(|e| aws("ReceiveMessage", &s.queue_url, &e))?;
-        let mut deleted = 0;
         for message in received.messages() {
             metrics::counter!(M_MESSAGES).increment(1);
             let body = message.body().unwrap_or_default();
@@ -502,6 +508,11 @@ impl<C: StreamClient> Ingest<C> {
             };
             let mut done = true;
             for object in &objects {
+                if !object.key.starts_with(&s.key_prefix) {
+                    tracing::debug!(key = %object.key, prefix = %s.key_prefix, "not under the key prefix; skipped");
+                    metrics::counter!(M_SKIPPED).increment(1);
+                    continue;
+                }
                 match self.ingest_object(&object.bucket, &object.key).await {
                     Ok(outcome) => {
                         metrics::counter!(M_OBJECTS).increment(1);
@@ -524,10 +535,9 @@ impl<C: StreamClient> Ingest<C> {
                     .send()
                     .await
                     .map_err(|e| aws("DeleteMessage", &s.queue_url, &e))?;
-                deleted += 1;
             }
         }
-        Ok(deleted)
+        Ok(received.messages().len())
     }
 
     /// Runs rounds until `shutdown`.
@@ -539,6 +549,10 @@ impl<C: StreamClient> Ingest<C> {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 result = self.round() => match result {
+                    // Short polling (`wait_time_s = 0`) waits between empty receives.
+                    Ok(0) if self.settings.wait_time_s == 0 => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                     Ok(_) => {}
                     Err(e) if e.is_fatal() => return Err(e),
                     Err(e) => {
@@ -583,6 +597,7 @@ const M_LINES: &str = "IngestLines";
 const M_NEW_FILES: &str = "IngestNewFiles";
 const M_NOTHING_NEW: &str = "IngestNothingNew";
 const M_CONFLICTS: &str = "IngestConflicts";
+const M_SKIPPED: &str = "IngestSkipped";
 
 impl chief_config::service::ServiceConfig for IngestConfig {
     fn log_mut(&mut self) -> &mut LogConfig {

@@ -65,7 +65,7 @@ pub struct AnalyticsConfig {
     /// `[consumer]`: the source stream and the lease table.
     pub consumer: ConsumerConfig,
     /// `[app]`: the application ([`App`]).
-    pub app: Option<App>,
+    pub app: App,
     /// `[store]`.
     pub store: StoreConfig,
     /// `[merge]`.
@@ -159,10 +159,7 @@ impl AnalyticsConfig {
     /// # Errors
     /// The first setting that is not usable.
     pub fn validate(&self) -> Result<&App, AnalyticsError> {
-        let app = self
-            .app
-            .as_ref()
-            .ok_or_else(|| AnalyticsError::Config("no [app] section".into()))?;
+        let app = &self.app;
         app.check()?;
         self.consumer.validate().map_err(AnalyticsError::Config)?;
         if self.store.table.is_empty() {

@@ -137,7 +137,7 @@ async fn new_lines_of_uploaded_logs_reach_the_stream_once() {
     std::fs::write(
         dir.join("ingest.toml"),
         format!(
-            "[ingest]\nqueue_url = \"{queue}\"\nstream = \"{stream}\"\nstate_table = \"chief-s3-ingest-{id}\"\nwait_time_s = 1\nvisibility_timeout_s = 5\n"
+            "[ingest]\nqueue_url = \"{queue}\"\nstream = \"{stream}\"\nstate_table = \"chief-s3-ingest-{id}\"\nwait_time_s = 0\nvisibility_timeout_s = 5\n"
         ),
     )
     .expect("config");
