@@ -81,6 +81,10 @@ bench-capacity: stack-up ## Raise the rate until the pipeline falls behind: the 
 demo: stack-up build ## Run the pipeline end to end on the local stack
 	@bash deploy/local/demo.sh
 
+.PHONY: demo-logs
+demo-logs: stack-up build ## Seed 001: apache logs → chief-agent → Kinesis → chief-firehose (S3 raw) + chief-analytics (status per window → Elasticsearch), checked
+	@bash deploy/local/demo-logs.sh
+
 .PHONY: demo-alerts
 demo-alerts: stack-up build ## Seed 003: hosts upload logs to S3 → chief-s3-ingest → Kinesis → chief-analytics → reports + SES emails, checked
 	@bash deploy/local/demo-alerts.sh
