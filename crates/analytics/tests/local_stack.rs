@@ -60,13 +60,20 @@ impl Drop for Worker {
 }
 
 async fn put(client: &KinesisClient, stream: &str, from: usize, n: usize) {
+    put_to(client, stream, from, n, &[]).await;
+}
+
+/// Puts records `from..from + n`; with `hash_keys`, record `i` goes to the shard of
+/// `hash_keys[i % len]`.
+async fn put_to(client: &KinesisClient, stream: &str, from: usize, n: usize, hash_keys: &[u128]) {
     let mut pending: Vec<usize> = (from..from + n).collect();
     for _ in 0..20 {
         let entries = pending
             .iter()
             .map(|i| PutEntry {
                 partition_key: format!("host-{i}"),
-                explicit_hash_key: None,
+                explicit_hash_key: (!hash_keys.is_empty())
+                    .then(|| hash_keys[i % hash_keys.len()].to_string()),
                 data: Bytes::from(format!(
                     r#"{{"level":"{}","n":{i}}}"#,
                     LEVELS[(i * 7 + i / 3) % 4]
@@ -721,4 +728,183 @@ email = {{ from = "alerts@chief.example", to = ["{recipient}"] }}
     );
     assert!(emails[0].contains("Subject: [chief] levels: ERROR > 1 in"));
     drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_a_split_mid_run_and_an_idle_shard_give_every_window_exactly() {
+    let stack = LocalStack::require();
+    let clients = AwsClients::new(&stack.aws).await;
+    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let dir = workspace_root()
+        .join(".local/e2e")
+        .join(format!("analytics-split-{id}"));
+    std::fs::create_dir_all(&dir).expect("work dir");
+    let bucket = format!("chief-analytics-split-{id}");
+    clients
+        .s3()
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("CreateBucket");
+    let kinesis = KinesisClient::new(clients.kinesis());
+    let stream = format!("AppLogs-{id}");
+    kinesis
+        .create_stream(&stream, 2)
+        .await
+        .expect("CreateStream");
+    kinesis
+        .wait_until_active(&stream, Duration::from_secs(60))
+        .await
+        .expect("ACTIVE");
+    let lease_table = format!("chief-analytics-split-{id}");
+    std::fs::write(
+        dir.join("analytics.toml"),
+        format!(
+            r#"
+[consumer]
+stream = "{stream}"
+table = "{lease_table}"
+initial_position = "TRIM_HORIZON"
+failover_time_ms = 3000
+lease_taking_interval_ms = 500
+poll_interval_ms = 100
+shard_sync_interval_ms = 1000
+[store]
+table = "chief-analytics-split-windows-{id}"
+[merge]
+interval_ms = 300
+[app]
+name = "levels"
+group_by = ["level"]
+[app.parse]
+format = "json"
+[app.window]
+size_s = 2
+allowed_lateness_s = 0
+idle_timeout_s = 2
+[[app.aggregate]]
+name = "count"
+fn = "count"
+[output.s3]
+bucket = "{bucket}"
+prefix = "analytics/"
+"#
+        ),
+    )
+    .expect("config");
+    let leases = DynamoDbLeaseStore::new(clients.dynamodb(), &lease_table);
+    let _workers: Vec<Worker> = ["worker-a", "worker-b", "worker-c"]
+        .iter()
+        .map(|w| Worker::start(&dir, w))
+        .collect();
+    put_spread(&kinesis, &stream, 0, 300).await;
+    // The split: shard 0's records stop, its two children carry on.
+    let shards = kinesis.list_shards(&stream).await.expect("shards");
+    let parent = shards[0].clone();
+    let mid =
+        parent.starting_hash_key + (parent.ending_hash_key - parent.starting_hash_key) / 2 + 1;
+    clients
+        .kinesis()
+        .split_shard()
+        .stream_name(&stream)
+        .shard_to_split(&parent.shard_id)
+        .new_starting_hash_key(mid.to_string())
+        .send()
+        .await
+        .expect("SplitShard");
+    kinesis
+        .wait_until_active(&stream, Duration::from_secs(60))
+        .await
+        .expect("ACTIVE");
+    // After it, records go to the first child and to shard 1 only: the second child stays
+    // idle, and must not hold the windows open.
+    let shard1 = shards[1].starting_hash_key + 5;
+    for start in (300..600).step_by(25) {
+        put_to(
+            &kinesis,
+            &stream,
+            start,
+            25,
+            &[parent.starting_hash_key + 1, shard1],
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = kinesis.list_shards(&stream).await.expect("shards");
+    assert_eq!(after.len(), 4, "the parent and its two children: {after:?}");
+    let Expected {
+        counts: want,
+        late,
+        total,
+        ..
+    } = expected(&kinesis, &stream).await;
+    assert_eq!(total, 600, "every record is in the stream");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let got = loop {
+        let (got, _) = written(&clients, &bucket).await;
+        let counted: u64 = got.values().sum();
+        if counted + late >= 600 {
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{counted} of {} records counted after 90 s (logs in {})",
+            600 - late,
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        got, want,
+        "every window's counts, exactly, across the split"
+    );
+    let parent_lease = leases
+        .list_leases()
+        .await
+        .expect("leases")
+        .into_iter()
+        .find(|l| l.lease_key == parent.shard_id)
+        .expect("the parent's lease");
+    assert!(
+        parent_lease.checkpoint.is_shard_end(),
+        "the parent was read to its end: {parent_lease:?}"
+    );
+    let idle_child = after
+        .iter()
+        .find(|s| {
+            s.parent_shard_id.as_deref() == Some(parent.shard_id.as_str())
+                && s.starting_hash_key == mid
+        })
+        .expect("the second child");
+    let store = DynamoDbWindowStore::new(
+        clients.dynamodb(),
+        format!("chief-analytics-split-windows-{id}"),
+    );
+    let progress = store.progress().await.expect("progress");
+    let idle = progress
+        .iter()
+        .find(|p| p.shard == idle_child.shard_id)
+        .expect("the idle child reports");
+    assert!(
+        idle.max_time.is_some(),
+        "the idle child's time moved on: {idle:?}"
+    );
+    assert!(
+        expected_records_in(&kinesis, &stream, &idle_child.shard_id).await == 0,
+        "the second child got no record"
+    );
+}
+
+async fn expected_records_in(client: &KinesisClient, stream: &str, shard: &str) -> usize {
+    let iterator = client
+        .get_shard_iterator(stream, shard, &IteratorPosition::TrimHorizon)
+        .await
+        .expect("iterator");
+    client
+        .get_records(stream, &iterator, 10_000)
+        .await
+        .expect("records")
+        .records
+        .len()
 }
