@@ -7,7 +7,8 @@
 //! having = "count > 0"
 //!
 //! [parse]
-//! format = "json"            # or "regex", with `pattern` (named groups are the fields)
+//! format = "json"            # or "regex", with `pattern` (named groups are the fields), or
+//!                            # "log", with `log_format` (the agent's LOGTOJSON formats)
 //!
 //! [time]
 //! source = "arrival"         # KDA's ROWTIME; or "field", with `field` and `format`
@@ -78,6 +79,14 @@ pub enum ParseSpec {
     Regex {
         /// The expression.
         pattern: String,
+    },
+    /// A raw log line in one of the Kinesis Agent's `LOGTOJSON` formats
+    /// (`COMMONAPACHELOG`, `COMBINEDAPACHELOG`, `APACHEERRORLOG`, `SYSLOG`,
+    /// `RFC3339SYSLOG`), with the agent's field names (`response`, `bytes`, `severity`…);
+    /// a line that does not match is a bad record.
+    Log {
+        /// The format.
+        log_format: String,
     },
 }
 
@@ -238,6 +247,14 @@ impl App {
         if let ParseSpec::Regex { pattern } = &self.parse {
             regex::Regex::new(pattern)
                 .map_err(|e| self.invalid(format!("`parse.pattern`: {e}")))?;
+        }
+        if let ParseSpec::Log { log_format } = &self.parse
+            && chief_agent::convert::log_format(log_format).is_none()
+        {
+            return Err(self.invalid(format!(
+                "`parse.log_format` `{log_format}` is not one of {}",
+                chief_agent::convert::LOG_FORMATS.join(", ")
+            )));
         }
         if let Some(having) = &self.having {
             Condition::parse(having).map_err(|e| self.invalid(format!("`having`: {e}")))?;

@@ -77,6 +77,8 @@ pub struct Parser {
 enum Format {
     Json,
     Regex(regex::Regex),
+    /// The agent's full-line expression, its groups in the order of the field names.
+    Log(regex::Regex, Vec<String>),
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +107,14 @@ impl Parser {
             ParseSpec::Json => Format::Json,
             ParseSpec::Regex { pattern } => {
                 Format::Regex(regex::Regex::new(pattern).map_err(|e| BadRecord(e.to_string()))?)
+            }
+            ParseSpec::Log { log_format } => {
+                let (pattern, names) = chief_agent::convert::log_format(log_format)
+                    .ok_or_else(|| BadRecord(format!("unknown log format `{log_format}`")))?;
+                Format::Log(
+                    regex::Regex::new(&pattern).map_err(|e| BadRecord(e.to_string()))?,
+                    names.iter().map(|n| (*n).to_owned()).collect(),
+                )
             }
         };
         let mut fields = Vec::new();
@@ -173,15 +183,24 @@ impl Parser {
                     .map_err(|e| BadRecord(format!("not a JSON object: {e}")))?;
             }
             Format::Regex(re) => {
-                let text = std::str::from_utf8(data)
-                    .map_err(|_| BadRecord("not UTF-8 text".to_owned()))?;
-                let line = text.strip_suffix('\n').unwrap_or(text);
-                let line = line.strip_suffix('\r').unwrap_or(line);
-                let caps = re.captures(line).ok_or_else(|| {
+                let caps = re.captures(line_of(data)?).ok_or_else(|| {
                     BadRecord("the line does not match `parse.pattern`".to_owned())
                 })?;
                 for (i, name) in self.fields.iter().enumerate() {
                     if let Some(m) = caps.name(name) {
+                        out.values[i] = Some(Scalar::Str(Cow::Borrowed(m.as_str())));
+                    }
+                }
+            }
+            Format::Log(re, names) => {
+                let caps = re
+                    .captures(line_of(data)?)
+                    .ok_or_else(|| BadRecord("the line is not in `parse.log_format`".to_owned()))?;
+                for (group, name) in names.iter().enumerate() {
+                    if let (Some(i), Some(m)) = (
+                        self.fields.iter().position(|f| f == name),
+                        caps.get(group + 1),
+                    ) {
                         out.values[i] = Some(Scalar::Str(Cow::Borrowed(m.as_str())));
                     }
                 }
@@ -225,6 +244,13 @@ impl Parser {
             _ => Err(bad()),
         }
     }
+}
+
+/// A record as one line of text, without its line end.
+fn line_of(data: &[u8]) -> Result<&str, BadRecord> {
+    let text = std::str::from_utf8(data).map_err(|_| BadRecord("not UTF-8 text".to_owned()))?;
+    let line = text.strip_suffix('\n').unwrap_or(text);
+    Ok(line.strip_suffix('\r').unwrap_or(line))
 }
 
 struct ObjectVisitor<'f, 'o, 'a> {
@@ -331,6 +357,25 @@ mod tests {
         p.parse(br#"{"level":"INFO"}"#, &mut f)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(p.time(&f, 0).is_err(), "no time field");
+    }
+
+    #[test]
+    fn the_agents_log_formats_give_its_field_names() {
+        let p = Parser::new(&app(
+            "[parse]\nformat = \"log\"\nlog_format = \"COMBINEDAPACHELOG\"\n[time]\nsource = \"field\"\nfield = \"datetime\"\nformat = \"%d/%b/%Y:%H:%M:%S %z\"",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut f = Fields::default();
+        let line = br#"143.20.234.82 - - [01/Jan/2024:00:00:00 +0000] "DELETE /list HTTP/1.0" 404 5019 "http://www.example29.com/" "Mozilla/5.0 (X11)""#;
+        p.parse(line, &mut f).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.time(&f, 0), Ok(1_704_067_200_000));
+        assert_eq!(f.values[2].as_ref().and_then(Scalar::number), Some(5019.0));
+        assert!(p.parse(b"not an access log line", &mut f).is_err());
+        let bad = App::from_toml(
+            "name = \"t\"\n[parse]\nformat = \"log\"\nlog_format = \"NGINX\"\n[window]\nsize_s = 60\n[[aggregate]]\nname = \"c\"\nfn = \"count\"\n",
+        );
+        let e = bad.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("`parse.log_format` `NGINX`"), "{e}");
     }
 
     #[test]
