@@ -12,6 +12,7 @@ mod agg;
 mod leases;
 mod probe;
 mod reconcile;
+mod replay;
 mod setup;
 mod tail;
 
@@ -84,6 +85,8 @@ enum Command {
     Reconcile(reconcile::ReconcileArgs),
     /// Latency from the producer's send to the record being visible in Elasticsearch.
     Probe(probe::ProbeArgs),
+    /// Replay JSON events from S3 into a stream in the order of their timestamps, paced.
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -109,5 +112,6 @@ fn main() -> std::process::ExitCode {
         } => tail::main(&stream, from, max_records, decode, endpoint, &config),
         Command::Reconcile(args) => reconcile::main(args),
         Command::Probe(args) => probe::main(args),
+        Command::Replay(args) => replay::main(args),
     }
 }

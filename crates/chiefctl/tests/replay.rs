@@ -1,0 +1,176 @@
+//! `chiefctl replay` against the local stack (`make stack-up`): seed 004's events from two
+//! S3 objects, out of time order within and across them, are sent to a 1-shard stream in
+//! the order of their `orderDateTime`, starting exactly at `--start-at` (the first event
+//! sent is the first at or after it), each with an ingestion time, keyed by `orderId`;
+//! paced by `--speedup`; a line that is not an event goes to the failed file.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use chief_config::aws::AwsClients;
+use chief_config::local_stack::{LocalStack, workspace_root};
+use chief_stream::{IteratorPosition, KinesisClient, StreamClient};
+
+fn event(order: u64, time_ms: i64, kind: &str) -> serde_json::Value {
+    let time = chrono::DateTime::from_timestamp_millis(time_ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default();
+    serde_json::json!({"orderId": order, "orderDateTime": time, "recordType": kind})
+}
+
+async fn records(client: &KinesisClient, stream: &str) -> Vec<serde_json::Value> {
+    let shard = client.list_shards(stream).await.expect("shards")[0]
+        .shard_id
+        .clone();
+    let mut iterator = client
+        .get_shard_iterator(stream, &shard, &IteratorPosition::TrimHorizon)
+        .await
+        .expect("iterator");
+    let mut out = Vec::new();
+    loop {
+        let page = client
+            .get_records(stream, &iterator, 10_000)
+            .await
+            .expect("records");
+        for r in &page.records {
+            let mut v: serde_json::Value = serde_json::from_slice(&r.data).expect("JSON");
+            v["partitionKey"] = serde_json::Value::String(r.partition_key.clone());
+            out.push(v);
+        }
+        match page.next_shard_iterator {
+            Some(next) if !page.records.is_empty() => iterator = next,
+            _ => break,
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_sends_in_time_order_from_start_at_exactly_paced() {
+    let stack = LocalStack::require();
+    let clients = AwsClients::new(&stack.aws).await;
+    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let bucket = format!("chief-replay-{id}");
+    let s3 = clients.s3();
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("CreateBucket");
+    // 200 orders, 20 ms apart from t0; their two items up to 200 ms before or after; the
+    // two objects hold alternate orders, each shuffled in time.
+    let t0 = 1_767_225_600_000i64;
+    let mut objects = [String::new(), String::new()];
+    let mut all = Vec::new();
+    for n in 0..200u64 {
+        let time = t0 + i64::try_from(n).unwrap_or(0) * 20;
+        let offsets = [(n * 37 % 200) as i64 - 100, (n * 91 % 400) as i64 - 200];
+        let mut lines = vec![event(n, time, "Order")];
+        for o in offsets {
+            lines.push(event(n, time + o, "OrderItem"));
+        }
+        for line in lines.into_iter().rev() {
+            objects[(n % 2) as usize].push_str(&format!("{line}\n"));
+            all.push(line);
+        }
+    }
+    objects[1].push_str("not an event\n");
+    for (i, body) in objects.iter().enumerate() {
+        s3.put_object()
+            .bucket(&bucket)
+            .key(format!("events/part-{i}.json"))
+            .body(ByteStream::from(body.clone().into_bytes()))
+            .send()
+            .await
+            .expect("PutObject");
+    }
+    let kinesis = KinesisClient::new(clients.kinesis());
+    let stream = format!("OrdersReplay-{id}");
+    kinesis
+        .create_stream(&stream, 1)
+        .await
+        .expect("CreateStream");
+    kinesis
+        .wait_until_active(&stream, Duration::from_secs(60))
+        .await
+        .expect("ACTIVE");
+    // Start at an item's time, between orders: the first event sent is exactly it.
+    let mut times: Vec<i64> = all
+        .iter()
+        .filter_map(|e| e["orderDateTime"].as_str())
+        .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp_millis())
+        .collect();
+    times.sort_unstable();
+    let start_at = times[times.len() / 3];
+    let start_text = chrono::DateTime::from_timestamp_millis(start_at)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default();
+    let expected: Vec<i64> = times.iter().copied().filter(|t| *t >= start_at).collect();
+    let span_ms = expected.last().unwrap_or(&0) - expected.first().unwrap_or(&0);
+    let failed = std::env::temp_dir().join(format!("chief-replay-failed-{id}.jsonl"));
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_chiefctl"))
+        .args([
+            "replay",
+            "--bucket",
+            &bucket,
+            "--prefix",
+            "events/",
+            "--stream",
+            &stream,
+            "--timestamp-attribute",
+            "orderDateTime",
+            "--partition-key-attribute",
+            "orderId",
+            "--speedup",
+            "2",
+            "--start-at",
+            &start_text,
+        ])
+        .arg("--failed")
+        .arg(&failed)
+        .arg("--config")
+        .arg(workspace_root().join("config/local.toml"))
+        .output()
+        .expect("run chiefctl replay");
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The one line that is not an event makes it exit 1, written to the failed file.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("1 events not sent"), "{stderr}");
+    let failed_lines = std::fs::read_to_string(&failed).expect("failed file");
+    assert_eq!(failed_lines.lines().count(), 1, "{failed_lines}");
+    assert!(failed_lines.contains("not an event"), "{failed_lines}");
+    let _ = std::fs::remove_file(&failed);
+    assert!(
+        elapsed.as_millis() as i64 >= span_ms / 2 - 200,
+        "paced at 2×: {span_ms} ms of events took {elapsed:?}"
+    );
+
+    let got = records(&kinesis, &stream).await;
+    let got_times: Vec<i64> = got
+        .iter()
+        .filter_map(|e| e["orderDateTime"].as_str())
+        .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp_millis())
+        .collect();
+    assert_eq!(
+        got_times.first(),
+        Some(&start_at),
+        "starts exactly at --start-at"
+    );
+    assert_eq!(got_times, expected, "every event from it, in time order");
+    for e in &got {
+        assert_eq!(
+            e["partitionKey"].as_str(),
+            Some(e["orderId"].to_string().as_str())
+        );
+        let ingestion = e["ingestionTime"].as_str().expect("ingestionTime");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(ingestion).is_ok(),
+            "{ingestion}"
+        );
+    }
+}
