@@ -309,7 +309,6 @@ async fn run(args: &ReplayArgs) -> anyhow::Result<u64> {
         }
     }
     producer.shutdown().await;
-    drop(fail);
     failed_out.flush().context("writing the failed file")?;
     eprintln!(
         "chiefctl replay: {sent} of {total} events sent in {:.1} s",
