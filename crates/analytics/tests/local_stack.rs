@@ -18,7 +18,7 @@ use chief_analytics::store::{DynamoDbWindowStore, RejectKind, WindowStore};
 use chief_config::aws::AwsClients;
 use chief_config::local_stack::{LocalStack, workspace_root};
 use chief_consumer::{DynamoDbLeaseStore, LeaseStore};
-use chief_stream::{IteratorPosition, KinesisClient, PutEntry, StreamClient};
+use chief_stream::{KinesisClient, PutEntry, StreamClient, read_all};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chief-analytics");
 const LEVELS: [&str; 4] = ["INFO", "WARN", "ERROR", "DEBUG"];
@@ -114,43 +114,28 @@ async fn expected(client: &KinesisClient, stream: &str) -> Expected {
     let mut counts = BTreeMap::new();
     let mut late = 0;
     let mut total = 0;
-    for shard in client.list_shards(stream).await.expect("shards") {
-        let mut iterator = client
-            .get_shard_iterator(stream, &shard.shard_id, &IteratorPosition::TrimHorizon)
-            .await
-            .expect("iterator");
-        let mut newest: Option<i64> = None;
-        loop {
-            let page = client
-                .get_records(stream, &iterator, 10_000)
-                .await
-                .expect("records");
-            for record in &page.records {
-                total += 1;
-                let t = record
-                    .approximate_arrival
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map(|d| i64::try_from(d.as_millis()).unwrap_or_default())
-                    .expect("arrival time");
-                let start = t.div_euclid(WINDOW_MS) * WINDOW_MS;
-                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&record.data) else {
-                    bad.push(String::from_utf8_lossy(&record.data).into_owned());
-                    continue;
-                };
-                if newest.is_some_and(|n| start + WINDOW_MS <= n) {
-                    late += 1;
-                } else {
-                    *counts
-                        .entry((start, v["level"].as_str().unwrap_or_default().to_owned()))
-                        .or_insert(0) += 1;
-                }
-                newest = Some(newest.map_or(t, |n| n.max(t)));
-            }
-            match page.next_shard_iterator {
-                Some(next) if !page.records.is_empty() => iterator = next,
-                _ => break,
-            }
+    let mut newest: BTreeMap<String, i64> = BTreeMap::new();
+    for (shard, record) in read_all(client, stream).await.expect("the stream") {
+        total += 1;
+        let t = record
+            .approximate_arrival
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or_default())
+            .expect("arrival time");
+        let start = t.div_euclid(WINDOW_MS) * WINDOW_MS;
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&record.data) else {
+            bad.push(String::from_utf8_lossy(&record.data).into_owned());
+            continue;
+        };
+        let newest = newest.entry(shard).or_insert(i64::MIN);
+        if start + WINDOW_MS <= *newest {
+            late += 1;
+        } else {
+            *counts
+                .entry((start, v["level"].as_str().unwrap_or_default().to_owned()))
+                .or_insert(0) += 1;
         }
+        *newest = (*newest).max(t);
     }
     bad.sort();
     Expected {
@@ -210,47 +195,74 @@ async fn written(clients: &AwsClients, bucket: &str) -> (BTreeMap<(i64, String),
     (out, list.contents().len())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_workers_and_a_kill_9_give_every_window_exactly() {
-    let stack = LocalStack::require();
-    let clients = AwsClients::new(&stack.aws).await;
-    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-    let dir = workspace_root()
-        .join(".local/e2e")
-        .join(format!("analytics-{id}"));
-    std::fs::create_dir_all(&dir).expect("work dir");
-    let bucket = format!("chief-analytics-{id}");
-    clients
-        .s3()
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("CreateBucket");
-    let kinesis = KinesisClient::new(clients.kinesis());
-    let stream = format!("AppLogs-{id}");
-    kinesis
-        .create_stream(&stream, 2)
-        .await
-        .expect("CreateStream");
-    kinesis
-        .wait_until_active(&stream, Duration::from_secs(60))
-        .await
-        .expect("ACTIVE");
-    let lease_table = format!("chief-analytics-{id}");
-    std::fs::write(
-        dir.join("analytics.toml"),
-        format!(
-            r#"
+/// One test's own stream, bucket and work directory on the local stack.
+struct Run {
+    clients: AwsClients,
+    kinesis: KinesisClient,
+    id: String,
+    dir: PathBuf,
+    bucket: String,
+    stream: String,
+}
+
+impl Run {
+    /// A bucket, a stream of `shards` shards and a directory, named `<name>-<id>`.
+    async fn new(name: &str, shards: i32) -> Self {
+        let stack = LocalStack::require();
+        let clients = AwsClients::new(&stack.aws).await;
+        let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+        let dir = workspace_root()
+            .join(".local/e2e")
+            .join(format!("{name}-{id}"));
+        std::fs::create_dir_all(&dir).expect("work dir");
+        let bucket = format!("chief-{name}-{id}");
+        clients
+            .s3()
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("CreateBucket");
+        let kinesis = KinesisClient::new(clients.kinesis());
+        let stream = format!("AppLogs-{id}");
+        create_stream(&kinesis, &stream, shards).await;
+        Self {
+            clients,
+            kinesis,
+            id,
+            dir,
+            bucket,
+            stream,
+        }
+    }
+
+    /// The lease table.
+    fn lease_table(&self) -> String {
+        format!("chief-analytics-{}", self.id)
+    }
+
+    /// The window table.
+    fn window_table(&self) -> String {
+        format!("chief-analytics-windows-{}", self.id)
+    }
+
+    /// Writes `analytics.toml`: level counts per 2 s window by arrival time into the
+    /// bucket, with `extra` sections.
+    fn write_config(&self, extra: &str) {
+        std::fs::write(
+            self.dir.join("analytics.toml"),
+            format!(
+                r#"
 [consumer]
 stream = "{stream}"
-table = "{lease_table}"
+table = "{leases}"
 initial_position = "TRIM_HORIZON"
 failover_time_ms = 3000
 lease_taking_interval_ms = 500
 poll_interval_ms = 100
+shard_sync_interval_ms = 1000
 [store]
-table = "chief-analytics-windows-{id}"
+table = "{windows}"
 [merge]
 interval_ms = 300
 [app]
@@ -268,20 +280,71 @@ fn = "count"
 [output.s3]
 bucket = "{bucket}"
 prefix = "analytics/"
-[output.kinesis]
-stream = "{stream}-results"
-"#
-        ),
-    )
-    .expect("config");
+{extra}
+"#,
+                stream = self.stream,
+                leases = self.lease_table(),
+                windows = self.window_table(),
+                bucket = self.bucket,
+            ),
+        )
+        .expect("config");
+    }
+}
+
+/// Waits until the results in `bucket` count every record but the late ones.
+async fn counted(
+    clients: &AwsClients,
+    bucket: &str,
+    dir: &Path,
+    total: u64,
+    late: u64,
+) -> BTreeMap<(i64, String), u64> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (got, _) = written(clients, bucket).await;
+        let counted: u64 = got.values().sum();
+        if counted + late >= total {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{counted} of {} records counted after 90 s (logs in {})",
+            total - late,
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn create_stream(kinesis: &KinesisClient, stream: &str, shards: i32) {
     kinesis
-        .create_stream(&format!("{stream}-results"), 1)
+        .create_stream(stream, shards)
         .await
         .expect("CreateStream");
     kinesis
-        .wait_until_active(&format!("{stream}-results"), Duration::from_secs(60))
+        .wait_until_active(stream, Duration::from_secs(60))
         .await
         .expect("ACTIVE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_and_a_kill_9_give_every_window_exactly() {
+    let run = Run::new("analytics", 2).await;
+    run.write_config(&format!(
+        "[output.kinesis]\nstream = \"{}-results\"",
+        run.stream
+    ));
+    let lease_table = run.lease_table();
+    let Run {
+        clients,
+        kinesis,
+        id,
+        dir,
+        bucket,
+        stream,
+    } = run;
+    create_stream(&kinesis, &format!("{stream}-results"), 1).await;
     let leases = DynamoDbLeaseStore::new(clients.dynamodb(), &lease_table);
 
     let mut a = Worker::start(&dir, "worker-a");
@@ -354,21 +417,7 @@ stream = "{stream}-results"
     } = expected(&kinesis, &stream).await;
     assert_eq!(total, 1_155, "every record is in the stream");
     assert_eq!(bad.len(), 5);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let got = loop {
-        let (got, _) = written(&clients, &bucket).await;
-        let counted: u64 = got.values().sum();
-        if counted + late >= 1_150 {
-            break got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{counted} of {} records counted after 90 s (logs in {})",
-            1_150 - late,
-            dir.display()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let got = counted(&clients, &bucket, &dir, 1_150, late).await;
     let owners: Vec<Option<String>> = leases
         .list_leases()
         .await
@@ -385,8 +434,11 @@ stream = "{stream}-results"
     assert_eq!(got, want, "every window's counts, exactly");
     // The same rows in the output stream (at least once: a row put twice has one id).
     let mut by_id: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    for record in read_all(&kinesis, &format!("{stream}-results")).await {
-        let doc: serde_json::Value = serde_json::from_slice(&record).expect("a row");
+    for (_, record) in read_all(&kinesis, &format!("{stream}-results"))
+        .await
+        .expect("the output stream")
+    {
+        let doc: serde_json::Value = serde_json::from_slice(&record.data).expect("a row");
         let id = doc["id"].as_str().unwrap_or_default().to_owned();
         if let Some(before) = by_id.insert(id.clone(), doc.clone()) {
             assert_eq!(before, doc, "{id} put twice with different values");
@@ -441,29 +493,6 @@ stream = "{stream}-results"
         "worker-b exit {exit} (log {})",
         b.log.display()
     );
-}
-
-/// The data of every record of a stream.
-async fn read_all(client: &KinesisClient, stream: &str) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    for shard in client.list_shards(stream).await.expect("shards") {
-        let mut iterator = client
-            .get_shard_iterator(stream, &shard.shard_id, &IteratorPosition::TrimHorizon)
-            .await
-            .expect("iterator");
-        loop {
-            let page = client
-                .get_records(stream, &iterator, 10_000)
-                .await
-                .expect("records");
-            out.extend(page.records.iter().map(|r| r.data.clone()));
-            match page.next_shard_iterator {
-                Some(next) if !page.records.is_empty() => iterator = next,
-                _ => break,
-            }
-        }
-    }
-    out
 }
 
 /// The raw emails moto's SES holds for `recipient`.
@@ -747,67 +776,17 @@ email = {{ from = "alerts@chief.example", to = ["{recipient}"] }}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_a_split_mid_run_and_an_idle_shard_give_every_window_exactly() {
-    let stack = LocalStack::require();
-    let clients = AwsClients::new(&stack.aws).await;
-    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-    let dir = workspace_root()
-        .join(".local/e2e")
-        .join(format!("analytics-split-{id}"));
-    std::fs::create_dir_all(&dir).expect("work dir");
-    let bucket = format!("chief-analytics-split-{id}");
-    clients
-        .s3()
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("CreateBucket");
-    let kinesis = KinesisClient::new(clients.kinesis());
-    let stream = format!("AppLogs-{id}");
-    kinesis
-        .create_stream(&stream, 2)
-        .await
-        .expect("CreateStream");
-    kinesis
-        .wait_until_active(&stream, Duration::from_secs(60))
-        .await
-        .expect("ACTIVE");
-    let lease_table = format!("chief-analytics-split-{id}");
-    std::fs::write(
-        dir.join("analytics.toml"),
-        format!(
-            r#"
-[consumer]
-stream = "{stream}"
-table = "{lease_table}"
-initial_position = "TRIM_HORIZON"
-failover_time_ms = 3000
-lease_taking_interval_ms = 500
-poll_interval_ms = 100
-shard_sync_interval_ms = 1000
-[store]
-table = "chief-analytics-split-windows-{id}"
-[merge]
-interval_ms = 300
-[app]
-name = "levels"
-group_by = ["level"]
-[app.parse]
-format = "json"
-[app.window]
-size_s = 2
-allowed_lateness_s = 0
-idle_timeout_s = 2
-[[app.aggregate]]
-name = "count"
-fn = "count"
-[output.s3]
-bucket = "{bucket}"
-prefix = "analytics/"
-"#
-        ),
-    )
-    .expect("config");
+    let run = Run::new("analytics-split", 2).await;
+    run.write_config("");
+    let lease_table = run.lease_table();
+    let Run {
+        clients,
+        kinesis,
+        id,
+        dir,
+        bucket,
+        stream,
+    } = run;
     let leases = DynamoDbLeaseStore::new(clients.dynamodb(), &lease_table);
     let _workers: Vec<Worker> = ["worker-a", "worker-b", "worker-c"]
         .iter()
@@ -855,21 +834,7 @@ prefix = "analytics/"
         ..
     } = expected(&kinesis, &stream).await;
     assert_eq!(total, 600, "every record is in the stream");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let got = loop {
-        let (got, _) = written(&clients, &bucket).await;
-        let counted: u64 = got.values().sum();
-        if counted + late >= 600 {
-            break got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{counted} of {} records counted after 90 s (logs in {})",
-            600 - late,
-            dir.display()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let got = counted(&clients, &bucket, &dir, 600, late).await;
     assert_eq!(
         got, want,
         "every window's counts, exactly, across the split"
@@ -892,10 +857,8 @@ prefix = "analytics/"
                 && s.starting_hash_key == mid
         })
         .expect("the second child");
-    let store = DynamoDbWindowStore::new(
-        clients.dynamodb(),
-        format!("chief-analytics-split-windows-{id}"),
-    );
+    let store =
+        DynamoDbWindowStore::new(clients.dynamodb(), format!("chief-analytics-windows-{id}"));
     let progress = store.progress().await.expect("progress");
     let idle = progress
         .iter()
@@ -905,21 +868,11 @@ prefix = "analytics/"
         idle.max_time.is_some(),
         "the idle child's time moved on: {idle:?}"
     );
-    assert!(
-        expected_records_in(&kinesis, &stream, &idle_child.shard_id).await == 0,
-        "the second child got no record"
-    );
-}
-
-async fn expected_records_in(client: &KinesisClient, stream: &str, shard: &str) -> usize {
-    let iterator = client
-        .get_shard_iterator(stream, shard, &IteratorPosition::TrimHorizon)
+    let in_idle_child = read_all(&kinesis, &stream)
         .await
-        .expect("iterator");
-    client
-        .get_records(stream, &iterator, 10_000)
-        .await
-        .expect("records")
-        .records
-        .len()
+        .expect("the stream")
+        .iter()
+        .filter(|(shard, _)| *shard == idle_child.shard_id)
+        .count();
+    assert_eq!(in_idle_child, 0, "the second child got no record");
 }

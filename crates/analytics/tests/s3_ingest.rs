@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::primitives::ByteStream;
 use chief_config::aws::AwsClients;
 use chief_config::local_stack::{LocalStack, workspace_root};
-use chief_stream::{IteratorPosition, KinesisClient, StreamClient};
+use chief_stream::{KinesisClient, read_all};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chief-s3-ingest");
 
@@ -26,29 +26,12 @@ impl Drop for Process {
 }
 
 async fn stream_lines(client: &KinesisClient, stream: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for shard in client.list_shards(stream).await.expect("shards") {
-        let mut iterator = client
-            .get_shard_iterator(stream, &shard.shard_id, &IteratorPosition::TrimHorizon)
-            .await
-            .expect("iterator");
-        loop {
-            let page = client
-                .get_records(stream, &iterator, 10_000)
-                .await
-                .expect("records");
-            out.extend(
-                page.records
-                    .iter()
-                    .map(|r| String::from_utf8_lossy(&r.data).into_owned()),
-            );
-            match page.next_shard_iterator {
-                Some(next) if !page.records.is_empty() => iterator = next,
-                _ => break,
-            }
-        }
-    }
-    out
+    read_all(client, stream)
+        .await
+        .expect("the stream")
+        .into_iter()
+        .map(|(_, r)| String::from_utf8_lossy(&r.data).into_owned())
+        .collect()
 }
 
 async fn wait_for(client: &KinesisClient, stream: &str, n: usize, what: &str) -> Vec<String> {

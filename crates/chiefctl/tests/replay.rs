@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::primitives::ByteStream;
 use chief_config::aws::AwsClients;
 use chief_config::local_stack::{LocalStack, workspace_root};
-use chief_stream::{IteratorPosition, KinesisClient, StreamClient};
+use chief_stream::{KinesisClient, read_all};
 
 fn event(order: u64, time_ms: i64, kind: &str) -> serde_json::Value {
     let time = chrono::DateTime::from_timestamp_millis(time_ms)
@@ -20,30 +20,16 @@ fn event(order: u64, time_ms: i64, kind: &str) -> serde_json::Value {
 }
 
 async fn records(client: &KinesisClient, stream: &str) -> Vec<serde_json::Value> {
-    let shard = client.list_shards(stream).await.expect("shards")[0]
-        .shard_id
-        .clone();
-    let mut iterator = client
-        .get_shard_iterator(stream, &shard, &IteratorPosition::TrimHorizon)
+    read_all(client, stream)
         .await
-        .expect("iterator");
-    let mut out = Vec::new();
-    loop {
-        let page = client
-            .get_records(stream, &iterator, 10_000)
-            .await
-            .expect("records");
-        for r in &page.records {
+        .expect("the stream")
+        .into_iter()
+        .map(|(_, r)| {
             let mut v: serde_json::Value = serde_json::from_slice(&r.data).expect("JSON");
             v["partitionKey"] = serde_json::Value::String(r.partition_key.clone());
-            out.push(v);
-        }
-        match page.next_shard_iterator {
-            Some(next) if !page.records.is_empty() => iterator = next,
-            _ => break,
-        }
-    }
-    out
+            v
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,7 @@ pub use kinesis::KinesisClient;
 pub use memory::{Faults, MemoryStats, MemoryStreams, StoredRecord};
 pub use read::{
     ChildShard, GetRecordsOutput, IteratorPosition, ReceivedRecord, compare_sequence_numbers,
+    read_all,
 };
 pub use subscribe::{EventSender, Subscription, SubscriptionEvent};
 

@@ -73,6 +73,42 @@ pub fn compare_sequence_numbers(a: &str, b: &str) -> Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
+/// Every record of `stream` now: each shard (closed ones too) read from `TRIM_HORIZON`
+/// until a page comes back empty or the shard ends — `(shard id, record)` in shard order,
+/// shard after shard. For tools and tests that look at a whole (small) stream.
+///
+/// # Errors
+/// Listing the shards or reading one failed.
+pub async fn read_all<C: crate::StreamClient>(
+    client: &C,
+    stream: &str,
+) -> Result<Vec<(String, ReceivedRecord)>, crate::StreamError> {
+    let mut out = Vec::new();
+    for shard in client.list_shards(stream).await? {
+        let mut iterator = client
+            .get_shard_iterator(
+                stream,
+                &shard.shard_id,
+                &crate::IteratorPosition::TrimHorizon,
+            )
+            .await?;
+        loop {
+            let page = client.get_records(stream, &iterator, 10_000).await?;
+            let empty = page.records.is_empty();
+            out.extend(
+                page.records
+                    .into_iter()
+                    .map(|r| (shard.shard_id.clone(), r)),
+            );
+            match page.next_shard_iterator {
+                Some(next) if !empty => iterator = next,
+                _ => break,
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
