@@ -16,10 +16,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TableStatus,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, KeyType};
 use bytes::Bytes;
 use chief_config::aws::AwsConfig;
 use chief_config::health::Health;
@@ -251,73 +248,16 @@ impl<C: StreamClient> Ingest<C> {
                 fatal: true,
             })?;
         let table = &s.state_table;
-        let exists = match self
-            .dynamodb
-            .describe_table()
-            .table_name(table)
-            .send()
+        crate::store::ensure_table(&self.dynamodb, table, &[("object", KeyType::Hash)])
             .await
-        {
-            Ok(_) => true,
-            Err(e)
-                if aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&e)
-                    == Some("ResourceNotFoundException") =>
-            {
-                false
-            }
-            Err(e) => return Err(aws("DescribeTable", table, &e)),
-        };
-        if !exists {
-            let schema =
-                |e: aws_sdk_dynamodb::error::BuildError| IngestError::Config(e.to_string());
-            let created = self
-                .dynamodb
-                .create_table()
-                .table_name(table)
-                .billing_mode(BillingMode::PayPerRequest)
-                .attribute_definitions(
-                    AttributeDefinition::builder()
-                        .attribute_name("object")
-                        .attribute_type(ScalarAttributeType::S)
-                        .build()
-                        .map_err(schema)?,
-                )
-                .key_schema(
-                    KeySchemaElement::builder()
-                        .attribute_name("object")
-                        .key_type(KeyType::Hash)
-                        .build()
-                        .map_err(schema)?,
-                )
-                .send()
-                .await;
-            match created {
-                Ok(_) => tracing::info!(table = %table, "created the ingest state table"),
-                Err(e)
-                    if aws_sdk_dynamodb::error::ProvideErrorMetadata::code(&e)
-                        == Some("ResourceInUseException") => {}
-                Err(e) => return Err(aws("CreateTable", table, &e)),
-            }
-        }
-        for _ in 0..600 {
-            let out = self
-                .dynamodb
-                .describe_table()
-                .table_name(table)
-                .send()
-                .await
-                .map_err(|e| aws("DescribeTable", table, &e))?;
-            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(IngestError::Aws {
-            operation: "DescribeTable",
-            target: table.clone(),
-            message: "not ACTIVE within 60 s".into(),
-            fatal: true,
-        })
+            .map_err(|(operation, message, _)| IngestError::Aws {
+                operation,
+                target: table.clone(),
+                message,
+                // A table that cannot be made ready at start stops the process.
+                fatal: true,
+            })?;
+        Ok(())
     }
 
     async fn sent(&self, object: &str) -> Result<Option<Sent>, IngestError> {

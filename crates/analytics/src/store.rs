@@ -307,6 +307,88 @@ impl WindowStore for MemoryWindowStore {
     }
 }
 
+/// Creates `table` (on-demand, string keys `keys`) unless it exists, and waits until it
+/// is ACTIVE; `true` if this call created it. An error is `(operation, message, fatal)`.
+pub(crate) async fn ensure_table(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    keys: &[(&str, KeyType)],
+) -> Result<bool, (&'static str, String, bool)> {
+    fn error<E, R>(operation: &'static str, err: &SdkError<E, R>) -> (&'static str, String, bool)
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        let message = match (err.code(), err.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_owned(),
+            _ => chief_stream::error_line(err),
+        };
+        (
+            operation,
+            message,
+            err.code().is_some_and(chief_stream::is_fatal_code),
+        )
+    }
+    let exists = match client.describe_table().table_name(table).send().await {
+        Ok(_) => true,
+        Err(e) if e.code() == Some("ResourceNotFoundException") => false,
+        Err(e) => return Err(error("DescribeTable", &e)),
+    };
+    let mut created = false;
+    if !exists {
+        let schema =
+            |why: aws_sdk_dynamodb::error::BuildError| ("CreateTable", why.to_string(), true);
+        let mut request = client
+            .create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest);
+        for (name, kind) in keys {
+            request = request
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name(*name)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .map_err(schema)?,
+                )
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name(*name)
+                        .key_type(kind.clone())
+                        .build()
+                        .map_err(schema)?,
+                );
+        }
+        match request.send().await {
+            Ok(_) => {
+                tracing::info!(table, "created the table");
+                created = true;
+            }
+            // Another worker created it first.
+            Err(e) if e.code() == Some("ResourceInUseException") => {}
+            Err(e) => return Err(error("CreateTable", &e)),
+        }
+    }
+    for _ in 0..600 {
+        let out = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| error("DescribeTable", &e))?;
+        if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            return Ok(created);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err((
+        "DescribeTable",
+        "the table did not become ACTIVE within 60 s".to_owned(),
+        false,
+    ))
+}
+
 /// The DynamoDB table.
 #[derive(Debug, Clone)]
 pub struct DynamoDbWindowStore {
@@ -425,71 +507,19 @@ impl DynamoDbWindowStore {
 
 impl WindowStore for DynamoDbWindowStore {
     async fn ensure(&self) -> Result<(), StoreError> {
-        let exists = match self
-            .client
-            .describe_table()
-            .table_name(&self.table)
-            .send()
-            .await
-        {
-            Ok(_) => true,
-            Err(e) if e.code() == Some("ResourceNotFoundException") => false,
-            Err(e) => return Err(self.error("DescribeTable", &e)),
-        };
-        if !exists {
-            let schema = |why: aws_sdk_dynamodb::error::BuildError| StoreError {
-                table: self.table.clone(),
-                operation: "CreateTable",
-                message: why.to_string(),
-                fatal: true,
-            };
-            let mut request = self
-                .client
-                .create_table()
-                .table_name(&self.table)
-                .billing_mode(BillingMode::PayPerRequest);
-            for (name, kind) in [("pk", KeyType::Hash), ("sk", KeyType::Range)] {
-                request = request
-                    .attribute_definitions(
-                        AttributeDefinition::builder()
-                            .attribute_name(name)
-                            .attribute_type(ScalarAttributeType::S)
-                            .build()
-                            .map_err(schema)?,
-                    )
-                    .key_schema(
-                        KeySchemaElement::builder()
-                            .attribute_name(name)
-                            .key_type(kind)
-                            .build()
-                            .map_err(schema)?,
-                    );
-            }
-            match request.send().await {
-                Ok(_) => tracing::info!(table = %self.table, "created the window table"),
-                Err(e) if e.code() == Some("ResourceInUseException") => {}
-                Err(e) => return Err(self.error("CreateTable", &e)),
-            }
-        }
-        for _ in 0..600 {
-            let out = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .map_err(|e| self.error("DescribeTable", &e))?;
-            if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(StoreError {
+        ensure_table(
+            &self.client,
+            &self.table,
+            &[("pk", KeyType::Hash), ("sk", KeyType::Range)],
+        )
+        .await
+        .map_err(|(operation, message, fatal)| StoreError {
             table: self.table.clone(),
-            operation: "DescribeTable",
-            message: "the table did not become ACTIVE within 60 s".to_owned(),
-            fatal: false,
-        })
+            operation,
+            message,
+            fatal,
+        })?;
+        Ok(())
     }
 
     async fn put_partial(&self, partial: &Partial) -> Result<(), StoreError> {
