@@ -18,9 +18,6 @@
 # minutes long) the window. Each run has its own bucket, queue, stream and tables.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-BIN="${BIN:-$ROOT/target/debug}"
-LOCAL_CONFIG="$ROOT/config/local.toml"
 ROUNDS="${DEMO_ALERTS_ROUNDS:-20}"
 LINES="${DEMO_ALERTS_LINES:-2}"
 WINDOW_S="${DEMO_ALERTS_WINDOW_S:-5}"
@@ -28,37 +25,12 @@ SEED="${DEMO_SEED:-$(date +%s)}"
 STREAM="AppLogs-$SEED"
 BUCKET="chief-app-logs-$SEED"
 RECIPIENT="ops-$SEED@chief.example"
-WORK="$ROOT/.local/demo-alerts"
-PY="$ROOT/.local/venv/bin/python"
-export MOTO="${CHIEF__AWS__S3__ENDPOINT:-http://127.0.0.1:5000}"
-export KINESIS="${CHIEF__AWS__KINESIS__ENDPOINT:-http://127.0.0.1:4568}"
-cd "$ROOT"
-rm -rf "$WORK"
+DEMO_NAME=demo-alerts
+# shellcheck source=demo-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/demo-lib.sh"
 mkdir -p "$WORK/hosts"
-started=$(date +%s)
 
-step() { printf '\n== %s\n' "$*"; }
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    "$PY" - "$STREAM" <<'PYEOF' >/dev/null 2>&1 || true
-import os, sys, boto3
-boto3.client("kinesis", endpoint_url=os.environ["KINESIS"], region_name="us-east-1",
-             aws_access_key_id="chief-local", aws_secret_access_key="chief-local").delete_stream(StreamName=sys.argv[1])
-PYEOF
-}
-trap cleanup EXIT
-
-step "stream $STREAM (2 shards) and bucket $BUCKET (chiefctl setup)"
-cat >"$WORK/chiefctl.toml" <<EOF
-[setup]
-bucket = "$BUCKET"
-
-[[setup.streams]]
-name = "$STREAM"
-shards = 2
-EOF
-"$BIN/chiefctl" setup --config "$WORK/chiefctl.toml" --config "$LOCAL_CONFIG"
+setup_stream_and_bucket 2 "$BUCKET"
 
 step "the bucket's s3:ObjectCreated:* notifications under logs/ → an SQS queue; the SES sender identity"
 QUEUE_URL=$("$PY" - "$BUCKET" <<'PYEOF'

@@ -18,9 +18,6 @@
 # long) the window. Each run has its own stream, bucket, tables and index.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-BIN="${BIN:-$ROOT/target/debug}"
-LOCAL_CONFIG="$ROOT/config/local.toml"
 LINES="${DEMO_LOGS_LINES:-400}"
 RATE="${DEMO_LOGS_RATE:-10}"
 WINDOW_S="${DEMO_LOGS_WINDOW_S:-10}"
@@ -28,38 +25,13 @@ SEED="${DEMO_SEED:-$(date +%s)}"
 STREAM="WebLogs-$SEED"
 BUCKET="chief-weblogs-$SEED"
 INDEX="analysed-logs-$SEED"
-WORK="$ROOT/.local/demo-logs"
-PY="$ROOT/.local/venv/bin/python"
-export MOTO="${CHIEF__AWS__S3__ENDPOINT:-http://127.0.0.1:5000}"
-export KINESIS="${CHIEF__AWS__KINESIS__ENDPOINT:-http://127.0.0.1:4568}"
+DEMO_NAME=demo-logs
 export ES="${CHIEF__ELASTICSEARCH__URL:-http://127.0.0.1:9200}"
-cd "$ROOT"
-rm -rf "$WORK"
+# shellcheck source=demo-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/demo-lib.sh"
 mkdir -p "$WORK/logs"
-started=$(date +%s)
 
-step() { printf '\n== %s\n' "$*"; }
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    "$PY" - "$STREAM" <<'PYEOF' >/dev/null 2>&1 || true
-import os, sys, boto3
-boto3.client("kinesis", endpoint_url=os.environ["KINESIS"], region_name="us-east-1",
-             aws_access_key_id="chief-local", aws_secret_access_key="chief-local").delete_stream(StreamName=sys.argv[1])
-PYEOF
-}
-trap cleanup EXIT
-
-step "stream $STREAM (2 shards) and bucket $BUCKET (chiefctl setup)"
-cat >"$WORK/chiefctl.toml" <<EOF
-[setup]
-bucket = "$BUCKET"
-
-[[setup.streams]]
-name = "$STREAM"
-shards = 2
-EOF
-"$BIN/chiefctl" setup --config "$WORK/chiefctl.toml" --config "$LOCAL_CONFIG"
+setup_stream_and_bucket 2 "$BUCKET"
 
 step "chief-firehose: $STREAM → s3://$BUCKET/raw/YYYY/MM/DD/HH/ (the seed's log ingestor delivery)"
 CHIEF__DELIVERY__NAME="weblogs-$SEED" CHIEF__CONSUMER__STREAM="$STREAM" \
