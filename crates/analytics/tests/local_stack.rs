@@ -601,20 +601,14 @@ async fn put_events(client: &KinesisClient, stream: &str, events: &[(i64, &str)]
 async fn an_alert_is_emailed_once_per_window_with_more_than_one_error_across_a_kill_right_after_sending()
  {
     let stack = LocalStack::require();
-    let clients = AwsClients::new(&stack.aws).await;
-    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-    let dir = workspace_root()
-        .join(".local/e2e")
-        .join(format!("analytics-alerts-{id}"));
-    std::fs::create_dir_all(&dir).expect("work dir");
-    let bucket = format!("chief-analytics-alerts-{id}");
-    clients
-        .s3()
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("CreateBucket");
+    let Run {
+        clients,
+        kinesis,
+        id,
+        dir,
+        bucket,
+        stream,
+    } = Run::new("analytics-alerts", 1).await;
     // SES sends only from a verified identity (moto verifies at once).
     let mut ses = aws_sdk_sesv2::config::Builder::from(clients.sdk_config());
     if let Some(url) = &stack.aws.ses.endpoint {
@@ -627,16 +621,6 @@ async fn an_alert_is_emailed_once_per_window_with_more_than_one_error_across_a_k
         .await
         .expect("CreateEmailIdentity");
     let recipient = format!("ops-{id}@chief.example");
-    let kinesis = KinesisClient::new(clients.kinesis());
-    let stream = format!("AppLogs-{id}");
-    kinesis
-        .create_stream(&stream, 1)
-        .await
-        .expect("CreateStream");
-    kinesis
-        .wait_until_active(&stream, Duration::from_secs(60))
-        .await
-        .expect("ACTIVE");
     std::fs::write(
         dir.join("alerts.toml"),
         format!(
