@@ -5,6 +5,8 @@
 //! it has its newline, a shrunk file sent again from its start — and a duplicate
 //! notification sends nothing. Every message is deleted once its lines are in.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +15,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use chief_config::aws::AwsClients;
 use chief_config::local_stack::{LocalStack, workspace_root};
 use chief_stream::{KinesisClient, read_all};
+use support::create_queue;
 
 const BIN: &str = env!("CARGO_BIN_EXE_chief-s3-ingest");
 
@@ -70,26 +73,7 @@ async fn new_lines_of_uploaded_logs_reach_the_stream_once() {
         .send()
         .await
         .expect("CreateBucket");
-    let queue = sqs
-        .create_queue()
-        .queue_name(format!("chief-app-logs-{id}"))
-        .send()
-        .await
-        .expect("CreateQueue")
-        .queue_url()
-        .expect("queue URL")
-        .to_owned();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("GetQueueAttributes")
-        .attributes()
-        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
-        .expect("QueueArn")
-        .to_owned();
+    let (queue, arn) = create_queue(&sqs, &format!("chief-app-logs-{id}")).await;
     use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
     s3.put_bucket_notification_configuration()
         .bucket(&bucket)

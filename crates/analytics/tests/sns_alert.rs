@@ -2,6 +2,8 @@
 //! topic's SQS subscriber receives it once, with the alert's subject and the window's
 //! report in the message.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -10,6 +12,7 @@ use chief_analytics::alert::{AlertConfig, AlertMessage, AlertSender, AwsAlertSen
 use chief_analytics::{App, Window, merge};
 use chief_config::aws::AwsClients;
 use chief_config::local_stack::LocalStack;
+use support::create_queue;
 
 #[tokio::test]
 async fn an_sns_alert_reaches_the_topics_subscriber_with_its_report() {
@@ -36,26 +39,7 @@ async fn an_sns_alert_reaches_the_topics_subscriber_with_its_report() {
         .expect("topic ARN")
         .to_owned();
     let sqs = clients.sqs();
-    let queue = sqs
-        .create_queue()
-        .queue_name(format!("chief-alerts-{id}"))
-        .send()
-        .await
-        .expect("CreateQueue")
-        .queue_url()
-        .expect("queue URL")
-        .to_owned();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("GetQueueAttributes")
-        .attributes()
-        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
-        .expect("QueueArn")
-        .to_owned();
+    let (queue, arn) = create_queue(&sqs, &format!("chief-alerts-{id}")).await;
     sns.subscribe()
         .topic_arn(&topic)
         .protocol("sqs")
