@@ -1,8 +1,8 @@
 # Sourced by the seed demos (demo-logs.sh, demo-alerts.sh) after they set STREAM (this
 # run's stream) and DEMO_NAME (its directory, .local/$DEMO_NAME, emptied): the paths and
-# endpoints they share, `step` and `setup_stream_and_bucket`; on exit the run's background
-# processes (`pids`) get SIGTERM and its stream is deleted (kinesis-local has a shard limit
-# across streams).
+# endpoints they share, `step`, `setup_stream_and_bucket` and `wait_for_check`; on exit
+# the run's background processes (`pids`) get SIGTERM and its stream is deleted
+# (kinesis-local has a shard limit across streams).
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BIN="${BIN:-$ROOT/target/debug}"
@@ -41,4 +41,24 @@ name = "$STREAM"
 shards = $1
 SETUP
     "$BIN/chiefctl" setup --config "$WORK/chiefctl.toml" --config "$LOCAL_CONFIG"
+}
+
+# wait_for_check SECONDS: runs the demo's `check` (exit 0: done and right, 1: done and
+# wrong, 2: not yet) every 2 s until it is done or SECONDS pass, then — still not done —
+# once more as `check report`; prints its output and leaves its exit status in `status`.
+wait_for_check() {
+    local deadline=$((SECONDS + $1))
+    status=2
+    while ((SECONDS < deadline)); do
+        set +e
+        check >"$WORK/check.txt" 2>&1
+        status=$?
+        set -e
+        ((status != 2)) && break
+        sleep 2
+    done
+    if ((status == 2)); then
+        check report >"$WORK/check.txt" 2>&1 || true
+    fi
+    cat "$WORK/check.txt"
 }

@@ -166,20 +166,7 @@ if not ok:
 sys.exit(0 if ok else 1)
 PYEOF
 }
-deadline=$((SECONDS + 120))
-status=2
-while ((SECONDS < deadline)); do
-    set +e
-    check >"$WORK/check.txt" 2>&1
-    status=$?
-    set -e
-    ((status != 2)) && break
-    sleep 2
-done
-if ((status == 2)); then
-    check report >"$WORK/check.txt" 2>&1 || true
-fi
-cat "$WORK/check.txt"
+wait_for_check 120
 
 step "stopping chief-agent, chief-firehose and chief-analytics (SIGTERM)"
 kill -TERM "$agent" "$firehose" "$analytics"
