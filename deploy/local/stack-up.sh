@@ -170,7 +170,7 @@ start_es_standin() {
         "$ES_STANDIN_BIN" --listen "127.0.0.1:$ES_PORT"
 }
 
-# systemd-analyze checks the units in deploy/systemd (crates/executors/tests/deploy_files.rs).
+# systemd-analyze checks the units in deploy/systemd (crates/executors/tests/it/deploy_files.rs).
 install_systemd_analyze() {
     command -v systemd-analyze >/dev/null && return 0
     log "installing systemd (for systemd-analyze verify of deploy/systemd)"
@@ -186,7 +186,7 @@ install_systemd_analyze() {
 }
 
 # Debian's logrotate rotates the files chief-agent tails in its tests
-# (crates/agent/tests/rotation.rs).
+# (crates/agent/tests/it/rotation.rs).
 has_logrotate() {
     command -v logrotate >/dev/null || [[ -x /usr/sbin/logrotate ]]
 }
@@ -203,7 +203,7 @@ install_logrotate() {
 }
 
 # Debian's Chromium and ChromeDriver: chief-dashboard's page is tested in a real headless
-# browser (crates/dashboard/tests/browser.rs).
+# browser (crates/dashboard/tests/it/browser.rs).
 has_chromium() {
     [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]
 }

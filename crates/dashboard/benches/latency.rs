@@ -5,7 +5,7 @@
 //! `Producer::send`, and the page records when it first rendered each order
 //! (`chief.track`). Prints p50, p99 and max of the difference (one machine, one clock).
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::collections::HashMap;

@@ -1,6 +1,6 @@
 //! The `chief-producer` binary against the local stack (`make stack-up`).
 
-#[path = "../../producer/tests/support/mod.rs"]
+#[path = "../../producer/tests/it/support/mod.rs"]
 mod support;
 
 use std::process::Command;

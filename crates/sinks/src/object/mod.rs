@@ -1,7 +1,7 @@
 //! The object writer: the [`ObjectSink`] trait, with [`S3ObjectSink`] (Amazon S3, or
 //! moto on the local stack) and [`MemoryObjectSink`] (tests, benchmarks), and
 //! [`put_with_retry`], a write retried with the shared back-off. Both sinks pass the one
-//! conformance suite in `crates/pipeline/tests/object_sink.rs`.
+//! conformance suite in `crates/pipeline/tests/it/object_sink.rs`.
 
 pub mod template;
 

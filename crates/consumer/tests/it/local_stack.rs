@@ -2,7 +2,7 @@
 //! for the stream, moto for the DynamoDB lease table. Unique stream and table per test;
 //! the tests fail (naming `make stack-up`) when the stack is absent.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //! back from the stream (their arrival times, per window and level) — nothing counted
 //! twice from the replay, nothing missing; records that do not parse are stored, each once.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::process::Command;

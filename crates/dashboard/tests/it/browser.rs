@@ -11,7 +11,7 @@
 //! banner — and started again on the same port: the page reconnects by itself and ends
 //! with the same exact numbers, and with those of the records sent after the restart.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

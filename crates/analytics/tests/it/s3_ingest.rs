@@ -5,7 +5,7 @@
 //! it has its newline, a shrunk file sent again from its start — and a duplicate
 //! notification sends nothing. Every message is deleted once its lines are in.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};

@@ -3,7 +3,7 @@
 //! consumer run on the in-memory stream, and checked against what the runs' own outcomes
 //! say (an independent count), not against the code's counters.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

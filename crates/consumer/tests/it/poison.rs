@@ -3,7 +3,7 @@
 //! processor's dead-letter sink after `processing_retry.deadline_ms` and the shard moves
 //! on, every other record processed exactly once and the checkpoint past the batch.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

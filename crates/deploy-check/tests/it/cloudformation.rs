@@ -3,7 +3,7 @@
 //! holds and gives each binary a config it accepts; its bucket, streams, database and
 //! search domain are set up as the code and the issue expect.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;

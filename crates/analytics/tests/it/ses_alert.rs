@@ -3,7 +3,7 @@
 //! kill right after the first one was sent, with the window's report as a zip (read by
 //! Python's `zipfile`).
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! the right shard, in per-key order, and a split in the middle loses nothing. The
 //! stream is read back with plain GetRecords calls and `deaggregate`.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

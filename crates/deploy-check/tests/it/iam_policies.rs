@@ -8,7 +8,7 @@
 //! dropped by the linker. The source scan of the crates each binary links cross-checks
 //! that list. So a new SDK call in a binary's code fails here until its policy allows it.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 

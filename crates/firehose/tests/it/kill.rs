@@ -4,7 +4,7 @@
 //! (some twice: at-least-once, as Firehose). Its `/healthz` and `/metrics` answer, with
 //! Firehose's metric names.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};

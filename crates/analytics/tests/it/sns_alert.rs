@@ -2,7 +2,7 @@
 //! topic's SQS subscriber receives it once, with the alert's subject and the window's
 //! report in the message.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

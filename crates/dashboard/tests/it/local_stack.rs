@@ -6,7 +6,7 @@
 //! the generated records; a client that reconnects with `Last-Event-ID` gets exactly the
 //! events after it; a restarted dashboard ends with the same exact numbers.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

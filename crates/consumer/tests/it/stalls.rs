@@ -3,7 +3,7 @@
 //! random) keeps every lease, and no record is processed twice, while a healthy worker
 //! next to it would take any lease that expired.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! what only fault injection can show: failed batches retried, expired iterators and
 //! throttled reads, aggregates hashing outside their shard.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! checks, each unit instance passes `systemd-analyze verify`, runs the binary with the
 //! config the instance names, and waits out the worst flush on stop.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 

@@ -16,13 +16,13 @@ use chief_pipeline::search::{
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-const SUCCESS: &str = include_str!("fixtures/bulk_success.json");
-const PARTIAL_429: &str = include_str!("fixtures/bulk_partial_429.json");
-const RETRY_CREATED: &str = include_str!("fixtures/bulk_retry_created.json");
-const MAPPING_400: &str = include_str!("fixtures/bulk_400_mapping.json");
-const CREATE_409: &str = include_str!("fixtures/bulk_create_409.json");
-const UNAVAILABLE_503: &str = include_str!("fixtures/bulk_503_unavailable_shards.json");
-const REQUEST_429: &str = include_str!("fixtures/bulk_request_429.json");
+const SUCCESS: &str = include_str!("../fixtures/bulk_success.json");
+const PARTIAL_429: &str = include_str!("../fixtures/bulk_partial_429.json");
+const RETRY_CREATED: &str = include_str!("../fixtures/bulk_retry_created.json");
+const MAPPING_400: &str = include_str!("../fixtures/bulk_400_mapping.json");
+const CREATE_409: &str = include_str!("../fixtures/bulk_create_409.json");
+const UNAVAILABLE_503: &str = include_str!("../fixtures/bulk_503_unavailable_shards.json");
+const REQUEST_429: &str = include_str!("../fixtures/bulk_request_429.json");
 
 /// What the server received: request line and body.
 type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;

@@ -36,7 +36,7 @@ struct Env {
 }
 
 async fn env() -> Env {
-    // Logs on failure: `RUST_LOG=info cargo test -p chief-firehose --test local_stack`.
+    // Logs on failure: `RUST_LOG=info cargo test -p chief-firehose --test it local_stack::`.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()

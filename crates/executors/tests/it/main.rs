@@ -1,0 +1,4 @@
+//! The crate's integration tests, one binary (one link, one executable) for all of them.
+
+mod deploy_files;
+mod local_stack;
