@@ -2,6 +2,7 @@
 # Packs the release tarball that the launch templates of deploy/aws/chief.yaml install:
 #
 #   chief-<version>/bin/       chief-producer, the four executors, chief-firehose, chief-agent, chief-dashboard,
+#                              chief-analytics, chief-s3-ingest,
 #                              chief-loader, chiefctl
 #   chief-<version>/config/    config/*.toml (every key with its default; the stack's
 #                              settings come from CHIEF__ variables the user data writes)
@@ -23,6 +24,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BINARIES=(chief-producer chief-order-factory-s3 chief-order-es-s3 chief-jobresult-es chief-firehose chief-agent chief-dashboard
+    chief-analytics chief-s3-ingest
     chief-jobresult-notify-s3 chief-loader chiefctl)
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -n 1)
 TOP="chief-$VERSION"

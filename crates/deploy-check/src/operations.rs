@@ -76,6 +76,10 @@ pub enum ResourceKind {
     Queue,
     /// A Firehose delivery stream ARN.
     DeliveryStream,
+    /// An SES identity ARN (`…:identity/alerts@example.com`): the sender's.
+    EmailIdentity,
+    /// An SNS topic ARN.
+    Topic,
     /// `*` (actions without resource-level permissions).
     Any,
 }
@@ -139,6 +143,11 @@ pub fn iam_action(op: &SdkOperation) -> Option<IamAction> {
         ("sqs", "delete_message") => ("sqs:DeleteMessage", Queue),
         ("sqs", "delete_message_batch") => ("sqs:DeleteMessage", Queue),
         ("sqs", "change_message_visibility") => ("sqs:ChangeMessageVisibility", Queue),
+        ("sqs", "get_queue_attributes") => ("sqs:GetQueueAttributes", Queue),
+        // SES v2's SendEmail (raw content included) is authorized as ses:SendEmail on the
+        // identity it sends as.
+        ("sesv2", "send_email") => ("ses:SendEmail", EmailIdentity),
+        ("sns", "publish") => ("sns:Publish", Topic),
         _ => return None,
     };
     Some(IamAction { action, resource })

@@ -42,15 +42,58 @@ pub fn written_files(script: &str) -> Vec<WrittenFile> {
 }
 
 /// The `CHIEF__KEY=value` settings of an environment file or a systemd drop-in
-/// (`Environment=CHIEF__KEY=value`).
+/// (`Environment=CHIEF__KEY=value`, or several assignments on one line, quoted as systemd
+/// quotes them: `Environment="CHIEF__A=x y" CHIEF__B=z`).
 pub fn chief_settings(body: &[String]) -> Vec<(String, String)> {
     body.iter()
         .map(|l| l.trim())
-        .map(|l| l.strip_prefix("Environment=").unwrap_or(l))
+        .flat_map(|l| match l.strip_prefix("Environment=") {
+            Some(assignments) => systemd_words(assignments),
+            None => vec![l.to_owned()],
+        })
         .filter(|l| l.starts_with("CHIEF__"))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
         .collect()
+}
+
+/// The words of a systemd setting's value as systemd splits them (`Environment=`):
+/// separated by whitespace, `"…"` and `'…'` group, a backslash escapes the next character.
+pub fn systemd_words(value: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (_, '\\') => {
+                in_word = true;
+                if let Some(next) = chars.next() {
+                    word.push(next);
+                }
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '"' | '\'') => {
+                in_word = true;
+                quote = Some(c);
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
 }
 
 /// The `CHIEF__KEY=value` lines appended to files with `printf 'CHIEF__KEY=%s\n' ARGS >>
@@ -213,6 +256,27 @@ EOF
 printf 'CHIEF__ELASTICSEARCH__PASSWORD=%s\n' "$search_password" >> /etc/chief/chief.env
 printf 'CHIEF__DATABASE__URL=mysql://u:%s@%s:%s/chief\n' "$pw" 'db.example' '3306' >> /etc/chief/loader.env
 "#;
+
+    #[test]
+    fn drop_in_assignments_are_split_and_unquoted_as_systemd_does() {
+        let body = vec![
+            "[Service]".to_owned(),
+            "Environment=CHIEF__A=1".to_owned(),
+            r#"Environment="CHIEF__ALERT=[{ name = \"errors\", to = [\"a@b\"] }]" CHIEF__B='x y'"#
+                .to_owned(),
+        ];
+        assert_eq!(
+            chief_settings(&body),
+            vec![
+                ("CHIEF__A".to_owned(), "1".to_owned()),
+                (
+                    "CHIEF__ALERT".to_owned(),
+                    r#"[{ name = "errors", to = ["a@b"] }]"#.to_owned()
+                ),
+                ("CHIEF__B".to_owned(), "x y".to_owned()),
+            ]
+        );
+    }
 
     #[test]
     fn files_settings_calls_and_paths() {

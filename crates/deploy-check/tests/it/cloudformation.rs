@@ -82,6 +82,9 @@ fn roles_carry_exactly_the_documents_of_deploy_aws_iam() {
         ("JobResultEsRole", vec!["chief-jobresult-es"]),
         ("JobResultNotifyS3Role", vec!["chief-jobresult-notify-s3"]),
         ("FirehoseTaxiRole", vec!["chief-firehose-taxi"]),
+        ("AnalyticsStatusRole", vec!["chief-analytics-status"]),
+        ("AnalyticsLevelsRole", vec!["chief-analytics-levels"]),
+        ("S3IngestRole", vec!["chief-s3-ingest"]),
         (
             "LoaderRole",
             vec!["chief-loader", "assume-dashboard-role", "bootstrap-loader"],
@@ -344,7 +347,14 @@ fn each_binary_accepts_its_settings_on_the_instance() {
                     .iter()
                     .map(|f| f.kinesis_stream.clone())
                     .collect();
-                assert_eq!(streams, vec![Some(value_of("TaxiTripsStream"))], "{binary}");
+                assert_eq!(
+                    streams,
+                    vec![
+                        Some(value_of("TaxiTripsStream")),
+                        Some(value_of("WebLogsStream"))
+                    ],
+                    "{binary}"
+                );
                 // The unit may write its checkpoint there (StateDirectory=aws-kinesis-agent).
                 assert!(
                     agent
@@ -353,6 +363,76 @@ fn each_binary_accepts_its_settings_on_the_instance() {
                     "{binary}: checkpointFile {}",
                     agent.checkpoint_file.display()
                 );
+            }
+            _ if analytics_of(binary).is_some() => {
+                let c: chief_analytics::AnalyticsConfig = chief_config::load_str(&text, &settings)
+                    .unwrap_or_else(|e| panic!("{binary}: {e}"));
+                c.validate().unwrap_or_else(|e| panic!("{binary}: {e}"));
+                let (role, stream, lease, windows) = match analytics_of(binary) {
+                    Some("status") => (
+                        "AnalyticsStatusRole.Arn",
+                        "WebLogsStream",
+                        "AnalyticsStatusLeaseTable",
+                        "AnalyticsStatusWindowTable",
+                    ),
+                    _ => (
+                        "AnalyticsLevelsRole.Arn",
+                        "AppLogsStream",
+                        "AnalyticsLevelsLeaseTable",
+                        "AnalyticsLevelsWindowTable",
+                    ),
+                };
+                assert_eq!(
+                    c.aws.role_arn.as_deref(),
+                    Some(value_of(role).as_str()),
+                    "{binary} assumes its own role"
+                );
+                assert_eq!(c.consumer.stream, value_of(stream), "{binary}");
+                assert_eq!(c.consumer.table, value_of(lease), "{binary}");
+                assert_eq!(c.store.table, value_of(windows), "{binary}");
+                if analytics_of(binary) == Some("status") {
+                    let es = c
+                        .output
+                        .elasticsearch
+                        .as_ref()
+                        .expect("status: elasticsearch");
+                    assert_eq!(
+                        es.url,
+                        format!("https://{}", value_of("SearchDomain.DomainEndpoint"))
+                    );
+                    assert_eq!(es.aws_sigv4_service.as_deref(), Some("es"), "{binary}");
+                } else {
+                    let s3 = c.output.s3.as_ref().expect("levels: s3");
+                    assert_eq!(s3.bucket, value_of("AppLogsBucket"), "{binary}");
+                    // The stack's addresses replace the shipped example's.
+                    let email = c.alert.first().and_then(|a| a.email.clone());
+                    assert_eq!(
+                        email.map(|e| (e.from, e.to)),
+                        Some((value_of("AlertSender"), vec![value_of("AlertRecipient")])),
+                        "{binary}: the alert's addresses"
+                    );
+                    assert_eq!(c.alert.len(), 1, "{binary}");
+                    assert_eq!(c.alert[0].when, "ERROR > 1", "{binary}");
+                }
+            }
+            "chief-s3-ingest" => {
+                let c: chief_analytics::ingest::IngestConfig =
+                    chief_config::load_str(&text, &settings)
+                        .unwrap_or_else(|e| panic!("{binary}: {e}"));
+                assert_eq!(
+                    c.aws.role_arn.as_deref(),
+                    Some(value_of("S3IngestRole.Arn").as_str()),
+                    "{binary} assumes its own role"
+                );
+                assert_eq!(c.ingest.queue_url, value_of("AppLogsQueue"), "{binary}");
+                assert_eq!(c.ingest.stream, value_of("AppLogsStream"), "{binary}");
+                assert_eq!(
+                    c.ingest.state_table,
+                    value_of("S3IngestStateTable"),
+                    "{binary}"
+                );
+                // The bucket announces only logs/: what it sends.
+                assert_eq!(c.ingest.key_prefix, "logs/", "{binary}");
             }
             _ if delivery_of(binary).is_some() => {
                 let c: chief_firehose::FirehoseConfig = chief_config::load_str(&text, &settings)
@@ -672,9 +752,12 @@ fn every_instance_ships_the_journal_of_its_programs_to_the_stacks_log_group() {
                 continue;
             };
             // A template's instance `x@d` logs as `x-d`.
-            let identifier = match delivery_of(program) {
-                Some(_) => "chief-firehose-%i".to_owned(),
-                None => program.clone(),
+            let identifier = if delivery_of(program).is_some() {
+                "chief-firehose-%i".to_owned()
+            } else if analytics_of(program).is_some() {
+                "chief-analytics-%i".to_owned()
+            } else {
+                program.clone()
             };
             assert!(
                 text.lines()
@@ -842,6 +925,9 @@ fn executor_role(id: &str) -> Option<&'static str> {
         "JobResultEsRole" => Some("chief-jobresult-es"),
         "JobResultNotifyS3Role" => Some("chief-jobresult-notify-s3"),
         "FirehoseTaxiRole" => Some("chief-firehose-taxi"),
+        "AnalyticsStatusRole" => Some("chief-analytics-status"),
+        "AnalyticsLevelsRole" => Some("chief-analytics-levels"),
+        "S3IngestRole" => Some("chief-s3-ingest"),
         _ => None,
     }
 }
@@ -877,6 +963,14 @@ fn each_executor_process_assumes_its_own_role_and_the_instance_role_nothing_else
             let config: chief_firehose::FirehoseConfig =
                 chief_config::load_str(&config_text(binary), &settings).expect("config");
             config.aws.role_arn
+        } else if analytics_of(binary).is_some() {
+            let config: chief_analytics::AnalyticsConfig =
+                chief_config::load_str(&config_text(binary), &settings).expect("config");
+            config.aws.role_arn
+        } else if binary == "chief-s3-ingest" {
+            let config: chief_analytics::ingest::IngestConfig =
+                chief_config::load_str(&config_text(binary), &settings).expect("config");
+            config.aws.role_arn
         } else {
             let config: ExecutorConfig =
                 chief_config::load_str(&config_text(binary), &settings).expect("config");
@@ -887,7 +981,11 @@ fn each_executor_process_assumes_its_own_role_and_the_instance_role_nothing_else
             Some(value_of(&format!("{id}.Arn")).as_str())
         );
     }
-    assert_eq!(assumable.len(), 5, "one role per executor and delivery");
+    assert_eq!(
+        assumable.len(),
+        8,
+        "one role per executor, delivery, analytics application and chief-s3-ingest"
+    );
     // The instance role may assume those roles and nothing else of IAM or STS; its
     // other statements are the bootstrap's (release, search secret, logs).
     let instance = policy("assume-executor-roles");
@@ -911,7 +1009,9 @@ fn each_executor_process_assumes_its_own_role_and_the_instance_role_nothing_else
             "{other}"
         );
     }
-    // No executor action is left on the instance role.
+    // No executor request is allowed to the instance role (it reads the release tarball
+    // with s3:GetObject, chief-s3-ingest the uploaded logs: same action, not the same
+    // objects).
     let bootstrap = policy("bootstrap-consumer");
     for binary in [
         "chief-order-factory-s3",
@@ -919,17 +1019,19 @@ fn each_executor_process_assumes_its_own_role_and_the_instance_role_nothing_else
         "chief-jobresult-es",
         "chief-jobresult-notify-s3",
         "chief-firehose-taxi",
+        "chief-analytics-status",
+        "chief-analytics-levels",
+        "chief-s3-ingest",
     ] {
-        let own = policy(binary).allowed_actions();
-        let shared: BTreeSet<String> = bootstrap
-            .allowed_actions()
-            .intersection(&own)
-            .cloned()
-            .collect();
-        assert!(
-            shared.is_empty(),
-            "bootstrap-consumer grants {shared:?}, which only {binary} should have"
-        );
+        let uses = uses(&t, binary);
+        for op in called_operations(binary) {
+            for request in support::requests(&op, &uses) {
+                assert!(
+                    !bootstrap.allows(&request),
+                    "bootstrap-consumer allows {request}, which only {binary} should"
+                );
+            }
+        }
     }
     // The executors' instances start once the roles exist.
     let depends = &resources(&t)["ConsumerGroup"]["DependsOn"];
@@ -1010,6 +1112,28 @@ fn each_search_executor_signs_with_its_role_and_may_write_only_its_index() {
             json!([domain(&es.index), domain(&format!("{}/*", es.index))]),
         );
     }
+    // chief-analytics@status: its index rotated by day (`<index>-YYYY-MM-DD`).
+    let binary = "chief-analytics-status";
+    let settings = instance_settings(&t, binary);
+    let config: chief_analytics::AnalyticsConfig =
+        chief_config::load_str(&config_text(binary), &settings).expect("config");
+    let es = config
+        .output
+        .elasticsearch
+        .expect("its elasticsearch output");
+    assert_eq!(
+        es.aws_sigv4_service.as_deref(),
+        Some("es"),
+        "{binary} signs"
+    );
+    assert!(
+        es.username.is_none() && es.password.is_none() && es.api_key.is_none(),
+        "{binary} carries no search credential"
+    );
+    expected.insert(
+        "AnalyticsStatusRole".to_owned(),
+        json!([domain(&format!("{}-*", es.index))]),
+    );
     assert_eq!(granted, expected, "who may write which index");
     // No instance writes a search password.
     let consumer = user_data(&t, "ConsumerLaunchTemplate");
@@ -1020,5 +1144,126 @@ fn each_search_executor_signs_with_its_role_and_may_write_only_its_index() {
     assert!(
         !consumer.contains("secretsmanager"),
         "the executors' bootstrap reads no secret"
+    );
+}
+
+#[test]
+fn the_log_analytics_streams_tables_and_uploads_are_set_up_as_the_applications_expect() {
+    let t = template();
+    let params = &t["Parameters"];
+    // The streams: encrypted, named by default as the shipped configs name them.
+    let status: chief_analytics::AnalyticsConfig =
+        chief_config::load_str(&config_text("chief-analytics-status"), &[]).expect("status");
+    let levels: chief_analytics::AnalyticsConfig =
+        chief_config::load_str(&config_text("chief-analytics-levels"), &[]).expect("levels");
+    let ingest: chief_analytics::ingest::IngestConfig =
+        chief_config::load_str(&config_text("chief-s3-ingest"), &[]).expect("ingest");
+    for (id, name_param, shipped) in [
+        (
+            "WebLogsStream",
+            "WebLogsStreamName",
+            vec![&status.consumer.stream],
+        ),
+        (
+            "AppLogsStream",
+            "AppLogsStreamName",
+            vec![&levels.consumer.stream, &ingest.ingest.stream],
+        ),
+    ] {
+        let p = prop(&t, id);
+        assert_eq!(
+            p["StreamEncryption"],
+            json!({"EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"}),
+            "{id}"
+        );
+        assert_eq!(p["Name"], json!({"Ref": name_param}), "{id}");
+        for name in shipped {
+            assert_eq!(
+                params[name_param]["Default"].as_str(),
+                Some(name.as_str()),
+                "{id}"
+            );
+        }
+    }
+    // The tables: the key schemas the code creates when a table is missing.
+    let key = |id: &str| {
+        let p = prop(&t, id);
+        let attrs: BTreeMap<String, String> = p["AttributeDefinitions"]
+            .as_array()
+            .expect("attributes")
+            .iter()
+            .map(|a| {
+                (
+                    a["AttributeName"].as_str().unwrap_or_default().to_owned(),
+                    a["AttributeType"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let schema: Vec<(String, String, String)> = p["KeySchema"]
+            .as_array()
+            .expect("key schema")
+            .iter()
+            .map(|k| {
+                let name = k["AttributeName"].as_str().unwrap_or_default().to_owned();
+                let kind = attrs.get(&name).cloned().unwrap_or_default();
+                (
+                    name,
+                    kind,
+                    k["KeyType"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        schema
+    };
+    let s = |a: &str, b: &str, c: &str| (a.to_owned(), b.to_owned(), c.to_owned());
+    for id in ["AnalyticsStatusLeaseTable", "AnalyticsLevelsLeaseTable"] {
+        assert_eq!(key(id), vec![s("leaseKey", "S", "HASH")], "{id}");
+    }
+    for id in ["AnalyticsStatusWindowTable", "AnalyticsLevelsWindowTable"] {
+        assert_eq!(
+            key(id),
+            vec![s("pk", "S", "HASH"), s("sk", "S", "RANGE")],
+            "{id}: the window store's items"
+        );
+    }
+    assert_eq!(key("S3IngestStateTable"), vec![s("object", "S", "HASH")]);
+    // The uploads: every object created under chief-s3-ingest's key prefix is announced
+    // to its queue, which only that bucket may send to.
+    let settings = instance_settings(&t, "chief-s3-ingest");
+    let on_instance: chief_analytics::ingest::IngestConfig =
+        chief_config::load_str(&config_text("chief-s3-ingest"), &settings).expect("ingest");
+    let bucket = prop(&t, "AppLogsBucket");
+    let notifications = bucket["NotificationConfiguration"]["QueueConfigurations"]
+        .as_array()
+        .expect("QueueConfigurations");
+    assert_eq!(notifications.len(), 1);
+    assert_eq!(notifications[0]["Event"], "s3:ObjectCreated:*");
+    assert_eq!(
+        notifications[0]["Queue"],
+        json!({"Fn::GetAtt": ["AppLogsQueue", "Arn"]})
+    );
+    assert_eq!(
+        notifications[0]["Filter"]["S3Key"]["Rules"],
+        json!([{"Name": "prefix", "Value": on_instance.ingest.key_prefix}])
+    );
+    let bucket_name = bucket["BucketName"]["Fn::Sub"]
+        .as_str()
+        .expect("BucketName");
+    let queue_policy = &prop(&t, "AppLogsQueuePolicy")["PolicyDocument"]["Statement"];
+    assert_eq!(
+        queue_policy[0]["Condition"]["ArnLike"]["aws:SourceArn"],
+        json!({"Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::{bucket_name}")}),
+        "the queue takes the notifications of that bucket only"
+    );
+    assert_eq!(
+        resources(&t)["AppLogsBucket"]["DependsOn"],
+        "AppLogsQueuePolicy",
+        "S3 checks it may send to the queue when the notification is set"
+    );
+    // A message stays invisible longer than chief-s3-ingest's own visibility timeout
+    // would need: it sets that per receive, the queue's is the fallback.
+    assert!(
+        prop(&t, "AppLogsQueue")["VisibilityTimeout"].as_i64()
+            >= Some(i64::from(on_instance.ingest.visibility_timeout_s))
     );
 }

@@ -31,7 +31,24 @@ pub fn binaries() -> Vec<&'static str> {
     out.extend(DELIVERIES.iter().map(|(program, _)| *program));
     out.push("chief-agent");
     out.push("chief-dashboard");
+    out.extend(ANALYTICS.iter().map(|(program, _)| *program));
+    out.push("chief-s3-ingest");
     out
+}
+
+/// The stack's analytics applications: (program, application), each an instance
+/// `chief-analytics@<application>` of `chief-analytics` with `config/analytics-<app>.toml`.
+pub const ANALYTICS: [(&str, &str); 2] = [
+    ("chief-analytics-status", "status"),
+    ("chief-analytics-levels", "levels"),
+];
+
+/// The analytics application a program is, if it is one.
+pub fn analytics_of(program: &str) -> Option<&'static str> {
+    ANALYTICS
+        .iter()
+        .find(|(p, _)| *p == program)
+        .map(|(_, a)| *a)
 }
 
 /// The stack's Firehose-style deliveries: (program, delivery).
@@ -49,6 +66,8 @@ pub fn delivery_of(program: &str) -> Option<&'static str> {
 pub fn binary_file(program: &str) -> &str {
     if delivery_of(program).is_some() {
         "chief-firehose"
+    } else if analytics_of(program).is_some() {
+        "chief-analytics"
     } else {
         program
     }
@@ -56,10 +75,16 @@ pub fn binary_file(program: &str) -> &str {
 
 /// The unit file of a program (`deploy/systemd/…`) and the unit it runs as.
 pub fn unit_of(program: &str) -> (String, String) {
-    match delivery_of(program) {
-        Some(delivery) => (
+    if let Some(delivery) = delivery_of(program) {
+        return (
             "chief-firehose@.service".to_owned(),
             format!("chief-firehose@{delivery}"),
+        );
+    }
+    match analytics_of(program) {
+        Some(app) => (
+            "chief-analytics@.service".to_owned(),
+            format!("chief-analytics@{app}"),
         ),
         None => (format!("{program}.service"), program.to_owned()),
     }
@@ -188,8 +213,14 @@ pub struct Uses {
     /// fan-out consumer on a stream is named after that stream's table); empty: every
     /// stream with every table.
     pub consumers: Vec<(String, String)>,
-    /// Services whose calls the binary has but never makes with these settings (the
-    /// agent's Firehose calls when no flow sends to Firehose): not to be granted.
+    /// SES identities it sends email as.
+    pub email_identities: Vec<String>,
+    /// SNS topic ARNs it publishes to.
+    pub topics: Vec<String>,
+    /// Services (`firehose`) or IAM actions (`kinesis:PutRecords`) whose calls the binary
+    /// has but never makes with these settings (the agent's Firehose calls when no flow
+    /// sends to Firehose, an analytics application's outputs it does not have): not to be
+    /// granted.
     pub never_calls: BTreeSet<String>,
 }
 
@@ -249,10 +280,12 @@ pub fn uses(template: &Value, binary: &str) -> Uses {
                     .unwrap_or_else(|e| panic!("{binary} with its instance settings: {e}"));
             uses.metrics_namespace = config.metrics.cloudwatch.map(|c| c.namespace);
             // `--stream` names the stream: the stack's two of the pipeline (the taxi trips
-            // stream is fed by its own agent).
+            // and web logs streams are fed by the agent, the app logs by chief-s3-ingest).
             uses.streams = template::resources_of(template, "AWS::Kinesis::Stream")
                 .into_iter()
-                .filter(|(id, _)| *id != "TaxiTripsStream")
+                .filter(|(id, _)| {
+                    !["TaxiTripsStream", "WebLogsStream", "AppLogsStream"].contains(id)
+                })
                 .map(|(id, _)| value_of(id))
                 .collect();
             assert_eq!(uses.streams.len(), 2, "the pipeline's streams");
@@ -323,6 +356,64 @@ pub fn uses(template: &Value, binary: &str) -> Uses {
             if uses.delivery_streams.is_empty() {
                 uses.never_calls.insert("firehose".to_owned());
             }
+        }
+        _ if analytics_of(binary).is_some() => {
+            let config: chief_analytics::AnalyticsConfig = chief_config::load_str(&text, &settings)
+                .unwrap_or_else(|e| panic!("{binary} with its instance settings: {e}"));
+            config
+                .validate()
+                .unwrap_or_else(|e| panic!("{binary} with its instance settings: {e}"));
+            uses.metrics_namespace = config.metrics.cloudwatch.map(|c| c.namespace);
+            let c = &config.consumer;
+            uses.streams.push(c.stream.clone());
+            uses.tables.push(c.table.clone());
+            uses.tables.push(config.store.table.clone());
+            uses.consumers.push((c.stream.clone(), c.table.clone()));
+            match &config.output.s3 {
+                Some(s3) => uses.written.push((
+                    s3.bucket.clone(),
+                    format!(
+                        "{}{}/2024-01-02/2024-01-02T03:04:00Z.json",
+                        s3.prefix, config.app.name
+                    ),
+                )),
+                None => {
+                    uses.never_calls.insert("s3".to_owned());
+                }
+            }
+            if config.output.kinesis.is_none() {
+                uses.never_calls.insert("kinesis:PutRecords".to_owned());
+            }
+            for alert in &config.alert {
+                if let Some(email) = &alert.email {
+                    uses.email_identities.push(email.from.clone());
+                }
+                if let Some(sns) = &alert.sns {
+                    uses.topics.push(sns.topic_arn.clone());
+                }
+            }
+            if uses.email_identities.is_empty() {
+                uses.never_calls.insert("sesv2".to_owned());
+            }
+            if uses.topics.is_empty() {
+                uses.never_calls.insert("sns".to_owned());
+            }
+        }
+        "chief-s3-ingest" => {
+            let config: chief_analytics::ingest::IngestConfig =
+                chief_config::load_str(&text, &settings)
+                    .unwrap_or_else(|e| panic!("{binary} with its instance settings: {e}"));
+            uses.metrics_namespace = config.metrics.cloudwatch.map(|c| c.namespace);
+            let i = &config.ingest;
+            assert_eq!(i.queue_url, value_of("AppLogsQueue"), "{binary}: queue_url");
+            uses.queues.push(value_of("AppLogsQueue.Arn"));
+            uses.streams.push(i.stream.clone());
+            uses.tables.push(i.state_table.clone());
+            // The objects the bucket announces: the hosts' uploads under the key prefix.
+            uses.read.push((
+                value_of("AppLogsBucket"),
+                format!("{}host-1/app.log", i.key_prefix),
+            ));
         }
         _ if delivery_of(binary).is_some() => {
             let config: FirehoseConfig = chief_config::load_str(&text, &settings)
@@ -450,6 +541,12 @@ pub fn requests(op: &SdkOperation, uses: &Uses) -> Vec<Request> {
             .map(|(b, _)| Request::new(a, bucket_arn(b)))
             .collect(),
         Queue => uses.queues.iter().map(|q| Request::new(a, q)).collect(),
+        EmailIdentity => uses
+            .email_identities
+            .iter()
+            .map(|i| Request::new(a, format!("arn:aws:ses:{REGION}:{ACCOUNT}:identity/{i}")))
+            .collect(),
+        Topic => uses.topics.iter().map(|t| Request::new(a, t)).collect(),
         DeliveryStream => uses
             .delivery_streams
             .iter()
@@ -478,7 +575,10 @@ pub fn neighbours(r: &Request) -> Vec<Request> {
         Some((head, _)) => format!("{head}/{with}"),
         None => format!("{arn}-{with}"),
     };
-    if r.resource.starts_with("arn:aws:kinesis:") || r.resource.starts_with("arn:aws:dynamodb:") {
+    if ["kinesis", "dynamodb", "ses", "sns"]
+        .iter()
+        .any(|service| r.resource.starts_with(&format!("arn:aws:{service}:")))
+    {
         out.push(Request::new(
             &r.action,
             swap_last(&r.resource, "someone-elses"),
