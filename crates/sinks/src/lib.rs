@@ -9,6 +9,8 @@
 //!   position for the shard.
 //! - [`dead_letter`]: the dead-letter writer (one JSON object per undeliverable record,
 //!   with why, under `<prefix>/<application>/YYYY/MM/DD/HH/`).
+//! - [`dynamodb`]: the item writer — JSON records as items, `BatchWriteItem` with
+//!   unprocessed items and throttling retried ([`dynamodb::write_all`]).
 //! - [`elasticsearch`]: the bulk writer — [`elasticsearch::SearchIndex`] over an
 //!   Elasticsearch/OpenSearch cluster (basic auth, API key or AWS SigV4) or memory, and
 //!   [`elasticsearch::index_batch`] (retry only the failed items, hand back the rejected).
@@ -18,6 +20,7 @@
 
 pub mod batch;
 pub mod dead_letter;
+pub mod dynamodb;
 pub mod elasticsearch;
 pub mod object;
 
