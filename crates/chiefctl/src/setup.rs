@@ -32,6 +32,31 @@ pub struct SetupConfig {
     /// Streams and their shard counts. Default OrdersStream (4) and JobResultsStream (2),
     /// as in the chief design.
     pub streams: Vec<StreamSpec>,
+    /// DynamoDB tables (on demand) to create if missing, e.g. seed 004's `OrdersEnriched`
+    /// (`config/chiefctl-enrich.toml`). Default none.
+    pub tables: Vec<TableSpec>,
+}
+
+/// One DynamoDB table to create: its key schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    /// Table name.
+    pub name: String,
+    /// The partition key.
+    pub partition_key: String,
+    /// Its type: `N` or `S`.
+    pub partition_key_type: chief_sinks::dynamodb::KeyType,
+    /// The sort key, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort_key: Option<String>,
+    /// Its type. Default `S`.
+    #[serde(default = "string_key")]
+    pub sort_key_type: chief_sinks::dynamodb::KeyType,
+}
+
+fn string_key() -> chief_sinks::dynamodb::KeyType {
+    chief_sinks::dynamodb::KeyType::String
 }
 
 impl Default for SetupConfig {
@@ -48,6 +73,7 @@ impl Default for SetupConfig {
                     shards: 2,
                 },
             ],
+            tables: Vec::new(),
         }
     }
 }
@@ -101,7 +127,81 @@ pub async fn run(clients: &AwsClients, setup: &SetupConfig) -> anyhow::Result<Ve
         done.push(ensure_stream(&kinesis, spec).await?);
     }
     done.push(ensure_bucket(&clients.s3(), &setup.bucket, clients).await?);
+    for spec in &setup.tables {
+        done.push(ensure_table(&clients.dynamodb(), spec).await?);
+    }
     Ok(done)
+}
+
+async fn ensure_table(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    spec: &TableSpec,
+) -> anyhow::Result<String> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        TableStatus,
+    };
+    use chief_sinks::dynamodb::KeyType as Kind;
+    let name = &spec.name;
+    let scalar = |kind: Kind| match kind {
+        Kind::Number => ScalarAttributeType::N,
+        Kind::String => ScalarAttributeType::S,
+    };
+    let keys = std::iter::once((&spec.partition_key, spec.partition_key_type, KeyType::Hash))
+        .chain(
+            spec.sort_key
+                .as_ref()
+                .map(|k| (k, spec.sort_key_type, KeyType::Range)),
+        );
+    let mut request = dynamodb
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest);
+    for (attribute, kind, key_type) in keys {
+        request = request
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(attribute)
+                    .attribute_type(scalar(kind))
+                    .build()
+                    .context("attribute definition")?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(attribute)
+                    .key_type(key_type)
+                    .build()
+                    .context("key schema")?,
+            );
+    }
+    let created = match request.send().await {
+        Ok(_) => true,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) =>
+        {
+            false
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e)).with_context(|| format!("creating table {name}"));
+        }
+    };
+    for _ in 0..600 {
+        let described = dynamodb
+            .describe_table()
+            .table_name(name)
+            .send()
+            .await
+            .with_context(|| format!("describing table {name}"))?;
+        if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            return Ok(format!(
+                "table {name}: {}, ACTIVE",
+                if created { "created" } else { "exists" }
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("table {name} is not ACTIVE after 60 s")
 }
 
 async fn ensure_stream(kinesis: &KinesisClient, spec: &StreamSpec) -> anyhow::Result<String> {
