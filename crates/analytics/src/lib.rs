@@ -17,6 +17,7 @@ pub mod alert;
 pub mod app;
 pub mod condition;
 pub mod ingest;
+pub mod join;
 pub mod merge;
 pub mod parse;
 pub mod partial;
