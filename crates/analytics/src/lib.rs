@@ -16,6 +16,7 @@ pub mod aggregate;
 pub mod alert;
 pub mod app;
 pub mod condition;
+pub mod enrich;
 pub mod ingest;
 pub mod join;
 pub mod merge;

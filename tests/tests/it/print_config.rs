@@ -106,6 +106,16 @@ fn no_binary_prints_a_password_or_secret() {
             ],
         ),
         (
+            "chief-join",
+            vec!["--config", "config/join-orders.toml"],
+            vec!["secret_access_key = \"<redacted>\""],
+        ),
+        (
+            "chief-dynamodb-sink",
+            vec!["--config", "config/dynamodb-sink.toml"],
+            vec!["secret_access_key = \"<redacted>\""],
+        ),
+        (
             "chiefctl",
             vec!["setup", "--config", "config/chiefctl.toml"],
             vec!["secret_access_key = \"<redacted>\""],
