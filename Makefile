@@ -94,6 +94,10 @@ demo-logs: stack-up build ## Seed 001: apache logs → chief-agent → Kinesis �
 demo-alerts: stack-up build ## Seed 003: hosts upload logs to S3 → chief-s3-ingest → Kinesis → chief-analytics → reports + SES emails, checked
 	@bash deploy/local/demo-alerts.sh
 
+.PHONY: demo-enrich
+demo-enrich: stack-up build ## Seed 004: orders and items replayed from S3 → chief-join (⋈ products) → chief-dynamodb-sink → DynamoDB, checked, with latency
+	@bash deploy/local/demo-enrich.sh
+
 .PHONY: demo-taxi
 demo-taxi: stack-up build ## Seed 002: taxi CSV files → chief-agent → Kinesis → chief-firehose → S3, checked row by row
 	@bash deploy/local/demo-taxi.sh

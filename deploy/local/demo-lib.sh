@@ -1,4 +1,4 @@
-# Sourced by the seed demos (demo-logs.sh, demo-alerts.sh) after they set STREAM (this
+# Sourced by the seed demos (demo-logs.sh, demo-alerts.sh, demo-enrich.sh) after they set STREAM (this
 # run's stream) and DEMO_NAME (its directory, .local/$DEMO_NAME, emptied): the paths and
 # endpoints they share, `step`, `setup_stream_and_bucket` and `wait_for_check`; on exit
 # the run's background processes (`pids`) get SIGTERM and its stream is deleted
