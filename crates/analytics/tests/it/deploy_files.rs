@@ -13,6 +13,24 @@ use chief_config::local_stack::workspace_root;
 
 const ANALYTICS: &str = env!("CARGO_BIN_EXE_chief-analytics");
 const INGEST: &str = env!("CARGO_BIN_EXE_chief-s3-ingest");
+const JOIN: &str = env!("CARGO_BIN_EXE_chief-join");
+
+/// `chief-dynamodb-sink`, built by `cargo build --workspace --bins` (`make test` does) next
+/// to this test's `deps/` folder.
+fn dynamodb_sink() -> String {
+    let exe = std::env::current_exe().expect("test executable");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/debug")
+        .join("chief-dynamodb-sink");
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo build --workspace --bins` (`make test` builds it)",
+        path.display()
+    );
+    path.display().to_string()
+}
 
 fn analyze() -> PathBuf {
     ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
@@ -122,6 +140,18 @@ fn check_unit(bin: &str, unit_file: &str, instance: Option<&str>, from: &str, to
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `[metrics] listen` of a config file, read as TOML.
+fn metrics_listen_of(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let table: toml::Table =
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    table
+        .get("metrics")
+        .and_then(|m| m.get("listen"))
+        .and_then(|l| l.as_str())
+        .map(str::to_owned)
+}
+
 #[test]
 fn every_shipped_application_is_valid_on_its_own_port_and_its_unit_runs_it() {
     let apps = applications();
@@ -174,6 +204,38 @@ fn every_shipped_application_is_valid_on_its_own_port_and_its_unit_runs_it() {
         "/etc/chief/s3-ingest.toml",
         &ingest_path,
     );
+    // Seed 004's two services.
+    let join_path = workspace_root().join("config/join-orders.toml");
+    let join: chief_analytics::enrich::EnrichConfig =
+        chief_config::load(&[&join_path]).expect("config/join-orders.toml");
+    join.validate().expect("config/join-orders.toml is valid");
+    let sink_path = workspace_root().join("config/dynamodb-sink.toml");
+    let sink = dynamodb_sink();
+    for (listen, path, bin, unit, installed) in [
+        (
+            join.metrics.listen.clone(),
+            &join_path,
+            JOIN,
+            "chief-join.service",
+            "/etc/chief/join-orders.toml",
+        ),
+        (
+            metrics_listen_of(&sink_path),
+            &sink_path,
+            sink.as_str(),
+            "chief-dynamodb-sink.service",
+            "/etc/chief/dynamodb-sink.toml",
+        ),
+    ] {
+        let listen = listen.expect("[metrics] listen is on");
+        ports.push(
+            listen
+                .parse::<std::net::SocketAddr>()
+                .expect("host:port")
+                .port(),
+        );
+        check_unit(bin, unit, None, installed, path);
+    }
     let mut unique = ports.clone();
     unique.sort_unstable();
     unique.dedup();
