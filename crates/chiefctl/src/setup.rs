@@ -137,71 +137,18 @@ async fn ensure_table(
     dynamodb: &aws_sdk_dynamodb::Client,
     spec: &TableSpec,
 ) -> anyhow::Result<String> {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-        TableStatus,
+    let schema = chief_sinks::dynamodb::KeySchema {
+        partition: (spec.partition_key.clone(), spec.partition_key_type),
+        sort: spec.sort_key.clone().map(|k| (k, spec.sort_key_type)),
     };
-    use chief_sinks::dynamodb::KeyType as Kind;
-    let name = &spec.name;
-    let scalar = |kind: Kind| match kind {
-        Kind::Number => ScalarAttributeType::N,
-        Kind::String => ScalarAttributeType::S,
-    };
-    let keys = std::iter::once((&spec.partition_key, spec.partition_key_type, KeyType::Hash))
-        .chain(
-            spec.sort_key
-                .as_ref()
-                .map(|k| (k, spec.sort_key_type, KeyType::Range)),
-        );
-    let mut request = dynamodb
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest);
-    for (attribute, kind, key_type) in keys {
-        request = request
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(attribute)
-                    .attribute_type(scalar(kind))
-                    .build()
-                    .context("attribute definition")?,
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(attribute)
-                    .key_type(key_type)
-                    .build()
-                    .context("key schema")?,
-            );
-    }
-    let created = match request.send().await {
-        Ok(_) => true,
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_in_use_exception()) =>
-        {
-            false
-        }
-        Err(e) => {
-            return Err(anyhow::Error::new(e)).with_context(|| format!("creating table {name}"));
-        }
-    };
-    for _ in 0..600 {
-        let described = dynamodb
-            .describe_table()
-            .table_name(name)
-            .send()
-            .await
-            .with_context(|| format!("describing table {name}"))?;
-        if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-            return Ok(format!(
-                "table {name}: {}, ACTIVE",
-                if created { "created" } else { "exists" }
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("table {name} is not ACTIVE after 60 s")
+    let created = chief_sinks::dynamodb::ensure_table(dynamodb, &spec.name, &schema)
+        .await
+        .with_context(|| format!("creating table {}", spec.name))?;
+    Ok(format!(
+        "table {}: {}, ACTIVE",
+        spec.name,
+        if created { "created" } else { "exists" }
+    ))
 }
 
 async fn ensure_stream(kinesis: &KinesisClient, spec: &StreamSpec) -> anyhow::Result<String> {

@@ -10,10 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType as DdbKeyType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
 use bytes::Bytes;
 use chief_config::aws::AwsClients;
@@ -26,35 +23,6 @@ use chief_sinks::object::S3ObjectSink;
 use chief_stream::{KinesisClient, PutEntry, StreamClient};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-
-async fn create_table(clients: &AwsClients, table: &str) {
-    let attribute = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::N)
-            .build()
-            .expect("attribute")
-    };
-    let key = |name: &str, kind| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .expect("key")
-    };
-    clients
-        .dynamodb()
-        .create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute("orderId"))
-        .attribute_definitions(attribute("itemId"))
-        .key_schema(key("orderId", DdbKeyType::Hash))
-        .key_schema(key("itemId", DdbKeyType::Range))
-        .send()
-        .await
-        .expect("CreateTable");
-}
 
 async fn scan(
     clients: &AwsClients,
@@ -112,7 +80,13 @@ async fn throttling_and_unprocessed_items_lose_no_row_and_bad_records_are_dead_l
         .wait_until_active(&stream, Duration::from_secs(60))
         .await
         .expect("stream ACTIVE");
-    create_table(&clients, &table).await;
+    chief_sinks::dynamodb::ensure_table(
+        &clients.dynamodb(),
+        &table,
+        &chief_dynamodb_sink::TableSettings::default().key_schema(),
+    )
+    .await
+    .expect("CreateTable");
     clients
         .s3()
         .create_bucket()

@@ -270,6 +270,74 @@ impl ItemTable for DynamoDbItemTable {
     }
 }
 
+/// Creates `table` (on demand) with the key `schema` if it does not exist, and waits until
+/// it is `ACTIVE` (at most 60 s): whether it was created.
+///
+/// # Errors
+/// [`ItemTableError`] when the table cannot be created or described, or does not become
+/// active.
+pub async fn ensure_table(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    schema: &KeySchema,
+) -> Result<bool, ItemTableError> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType as DdbKeyType,
+        ScalarAttributeType, TableStatus,
+    };
+    let error = |operation: &'static str, message: String| ItemTableError {
+        operation,
+        table: table.to_owned(),
+        message,
+        retryable: false,
+    };
+    let keys = std::iter::once((&schema.partition, DdbKeyType::Hash))
+        .chain(schema.sort.as_ref().map(|k| (k, DdbKeyType::Range)));
+    let mut request = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest);
+    for ((name, kind), key_type) in keys {
+        let scalar = match kind {
+            KeyType::Number => ScalarAttributeType::N,
+            KeyType::String => ScalarAttributeType::S,
+        };
+        request = request
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(name)
+                    .attribute_type(scalar)
+                    .build()
+                    .map_err(|e| error("CreateTable", e.to_string()))?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(name)
+                    .key_type(key_type)
+                    .build()
+                    .map_err(|e| error("CreateTable", e.to_string()))?,
+            );
+    }
+    let created = match request.send().await {
+        Ok(_) => true,
+        Err(e) if e.code() == Some("ResourceInUseException") => false,
+        Err(e) => return Err(error("CreateTable", DisplayErrorContext(&e).to_string())),
+    };
+    for _ in 0..600 {
+        let described = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| error("DescribeTable", DisplayErrorContext(&e).to_string()))?;
+        if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            return Ok(created);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(error("DescribeTable", "not ACTIVE after 60 s".to_owned()))
+}
+
 /// Items in memory, by key (tests, benchmarks).
 #[derive(Debug, Default)]
 pub struct MemoryItemTable {

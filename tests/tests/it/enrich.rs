@@ -12,10 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use chief_config::aws::AwsClients;
 use chief_config::local_stack::{LocalStack, workspace_root};
 use chief_consumer::{DynamoDbLeaseStore, LeaseStore};
@@ -67,30 +64,12 @@ impl Seed004 {
             .send()
             .await
             .expect("CreateBucket");
-        let attribute = |name: &str| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::N)
-                .build()
-                .expect("attribute")
+        // OrdersEnriched's key: orderId N, itemId N.
+        let schema = chief_sinks::dynamodb::KeySchema {
+            partition: ("orderId".to_owned(), chief_sinks::dynamodb::KeyType::Number),
+            sort: Some(("itemId".to_owned(), chief_sinks::dynamodb::KeyType::Number)),
         };
-        let key = |name: &str, kind| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(kind)
-                .build()
-                .expect("key")
-        };
-        run.clients
-            .dynamodb()
-            .create_table()
-            .table_name(&run.table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attribute("orderId"))
-            .attribute_definitions(attribute("itemId"))
-            .key_schema(key("orderId", KeyType::Hash))
-            .key_schema(key("itemId", KeyType::Range))
-            .send()
+        chief_sinks::dynamodb::ensure_table(&run.clients.dynamodb(), &run.table, &schema)
             .await
             .expect("CreateTable");
         let join = format!(
