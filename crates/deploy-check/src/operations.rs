@@ -125,6 +125,7 @@ pub fn iam_action(op: &SdkOperation) -> Option<IamAction> {
         ("dynamodb", "put_item") => ("dynamodb:PutItem", Table),
         ("dynamodb", "update_item") => ("dynamodb:UpdateItem", Table),
         ("dynamodb", "delete_item") => ("dynamodb:DeleteItem", Table),
+        ("dynamodb", "batch_write_item") => ("dynamodb:BatchWriteItem", Table),
         ("dynamodb", "list_tables") => ("dynamodb:ListTables", Any),
         ("s3", "put_object") => ("s3:PutObject", ObjectWritten),
         ("s3", "get_object") => ("s3:GetObject", ObjectRead),
