@@ -9,6 +9,7 @@
 //! still held. The join's state is rebuilt by whoever takes the shard over from the
 //! records after the checkpoint.
 
+use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -193,8 +194,6 @@ pub trait ProductSource: Send + Sync + 'static {
     /// Its body.
     fn get(&self) -> impl Future<Output = Result<Bytes, String>> + Send;
 }
-
-use std::future::Future;
 
 /// The products object in S3.
 #[derive(Debug, Clone)]
