@@ -437,12 +437,9 @@ impl<C: StreamClient + Clone + 'static, O: ObjectSink + Clone + 'static> EnrichP
         if !rows.is_empty() {
             put_all(&self.output, &self.output_stream, rows)
                 .await
-                .map_err(|e| -> ProcessorError {
-                    if e.fatal {
-                        Fatal::new(e).into()
-                    } else {
-                        e.into()
-                    }
+                .map_err(|e| {
+                    let retryable = !e.fatal;
+                    Fatal::unless_retryable(e, retryable)
                 })?;
         }
         metrics::counter!(ROWS).increment(count);
@@ -465,12 +462,9 @@ impl<C: StreamClient + Clone + 'static, O: ObjectSink + Clone + 'static> EnrichP
                 },
             )
             .await
-            .map_err(|e| -> ProcessorError {
-                if e.is_retryable() {
-                    e.into()
-                } else {
-                    Fatal::new(e).into()
-                }
+            .map_err(|e| {
+                let retryable = e.is_retryable();
+                Fatal::unless_retryable(e, retryable)
             })?;
             metrics::counter!(metric).increment(1);
         }

@@ -37,11 +37,8 @@ fn compare(a: &ExtendedSequenceNumber, b: &ExtendedSequenceNumber) -> Ordering {
 
 /// A store error as the consumer sees it: retried, or fatal (table gone, access denied).
 fn store_error(e: StoreError) -> ProcessorError {
-    if e.fatal {
-        Fatal::new(e).into()
-    } else {
-        e.into()
-    }
+    let retryable = !e.fatal;
+    Fatal::unless_retryable(e, retryable)
 }
 
 /// Makes an [`AnalyticsProcessor`] per shard.

@@ -27,6 +27,16 @@ impl Fatal {
     pub fn new(error: impl Into<ProcessorError>) -> Self {
         Self(error.into())
     }
+
+    /// `error` as the consumer sees it: retried when `retryable`, else [`Fatal`] (a sink
+    /// error no retry can fix: credentials refused, bucket or table gone).
+    pub fn unless_retryable(error: impl Into<ProcessorError>, retryable: bool) -> ProcessorError {
+        if retryable {
+            error.into()
+        } else {
+            Self::new(error).into()
+        }
+    }
 }
 
 /// One user record, deaggregated, with its identity (sequence, sub-sequence number).

@@ -258,11 +258,8 @@ pub struct SinkProcessor<T, O> {
 }
 
 fn table_error(error: ItemTableError) -> ProcessorError {
-    if error.retryable {
-        error.into()
-    } else {
-        Fatal::new(error).into()
-    }
+    let retryable = error.retryable;
+    Fatal::unless_retryable(error, retryable)
 }
 
 /// The ingestion time of an item, if it has one.
@@ -359,12 +356,9 @@ impl<T: ItemTable + 'static, O: ObjectSink + Clone + 'static> RecordProcessor
                 },
             )
             .await
-            .map_err(|e| -> ProcessorError {
-                if e.is_retryable() {
-                    e.into()
-                } else {
-                    Fatal::new(e).into()
-                }
+            .map_err(|e| {
+                let retryable = e.is_retryable();
+                Fatal::unless_retryable(e, retryable)
             })?;
             metrics::counter!(DEAD_LETTERS, "table" => table.clone()).increment(1);
             tracing::warn!(shard_id = %self.shard_id, key, error = %why, "record is not an item of the table; dead-lettered");

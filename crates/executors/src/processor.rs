@@ -122,20 +122,14 @@ fn arrival(record: &ConsumedRecord) -> DateTime<Utc> {
 /// bucket or index gone, a request the service will always refuse) stops the executor
 /// with [`Fatal`] instead of being retried forever; the others are retried.
 fn archive_error(error: ArchiveError) -> ProcessorError {
-    if error.is_retryable() {
-        error.into()
-    } else {
-        Fatal::new(error).into()
-    }
+    let retryable = error.is_retryable();
+    Fatal::unless_retryable(error, retryable)
 }
 
 /// As [`archive_error`], for the index.
 fn index_error(error: IndexerError) -> ProcessorError {
-    if error.is_retryable() {
-        error.into()
-    } else {
-        Fatal::new(error).into()
-    }
+    let retryable = error.is_retryable();
+    Fatal::unless_retryable(error, retryable)
 }
 
 impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> ExecutorProcessor<O, I> {

@@ -104,11 +104,8 @@ fn arrival(record: &ConsumedRecord) -> DateTime<Utc> {
 /// A destination error as the consumer sees it: retried, or [`Fatal`] when no retry can
 /// fix it (bucket gone, credentials refused).
 fn delivery_error(error: DeliveryError) -> ProcessorError {
-    if error.is_retryable() {
-        error.into()
-    } else {
-        Fatal::new(error).into()
-    }
+    let retryable = error.is_retryable();
+    Fatal::unless_retryable(error, retryable)
 }
 
 impl<O: ObjectSink + Clone + 'static, I: SearchIndex + 'static> FirehoseProcessor<O, I> {
