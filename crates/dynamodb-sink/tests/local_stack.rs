@@ -48,21 +48,6 @@ async fn scan(
     out
 }
 
-/// An attribute value as JSON, for comparing with the record it came from.
-fn json_of(value: &AttributeValue) -> Value {
-    match value {
-        AttributeValue::N(n) => serde_json::from_str(n).expect("a number"),
-        AttributeValue::S(s) => Value::String(s.clone()),
-        AttributeValue::Bool(b) => Value::Bool(*b),
-        AttributeValue::Null(_) => Value::Null,
-        AttributeValue::L(l) => Value::Array(l.iter().map(json_of).collect()),
-        AttributeValue::M(m) => {
-            Value::Object(m.iter().map(|(k, v)| (k.clone(), json_of(v))).collect())
-        }
-        other => panic!("unexpected attribute value {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn throttling_and_unprocessed_items_lose_no_row_and_bad_records_are_dead_lettered() {
     let stack = LocalStack::require();
@@ -229,7 +214,8 @@ async fn throttling_and_unprocessed_items_lose_no_row_and_bad_records_are_dead_l
     let got: BTreeMap<(u64, u64), Value> = items
         .iter()
         .map(|item| {
-            let row = Value::Object(item.iter().map(|(k, v)| (k.clone(), json_of(v))).collect());
+            let row = chief_sinks::dynamodb::json_of(&AttributeValue::M(item.clone()))
+                .expect("an item of JSON attributes");
             let key = (
                 row["orderId"].as_u64().expect("orderId"),
                 row["itemId"].as_u64().expect("itemId"),

@@ -93,6 +93,27 @@ pub fn attribute(value: &serde_json::Value) -> AttributeValue {
     }
 }
 
+/// An attribute value as JSON: the inverse of [`attribute`] (numbers as written); `None`
+/// for the types a JSON record never becomes (binary, sets).
+pub fn json_of(value: &AttributeValue) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    Some(match value {
+        AttributeValue::Null(_) => Value::Null,
+        AttributeValue::Bool(b) => Value::Bool(*b),
+        AttributeValue::N(n) => serde_json::from_str(n).ok()?,
+        AttributeValue::S(s) => Value::String(s.clone()),
+        AttributeValue::L(values) => {
+            Value::Array(values.iter().map(json_of).collect::<Option<_>>()?)
+        }
+        AttributeValue::M(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| json_of(v).map(|v| (k.clone(), v)))
+                .collect::<Option<_>>()?,
+        ),
+        _ => return None,
+    })
+}
+
 impl Item {
     /// The item of a record: a JSON object with the key attributes of `schema`.
     ///
@@ -596,6 +617,11 @@ mod tests {
                 AttributeValue::N("1".into())
             ])
         );
+        // And back: the record's JSON, attribute by attribute.
+        for (k, v) in &i.attributes {
+            let back = json_of(v).expect("a JSON type");
+            assert_eq!(attribute(&back), *v, "{k}");
+        }
         let AttributeValue::M(m) = &i.attributes["m"] else {
             panic!("a map");
         };

@@ -221,8 +221,8 @@ impl Seed004 {
                 .await
                 .expect("Scan");
             for item in page.items() {
-                let row =
-                    Value::Object(item.iter().map(|(k, v)| (k.clone(), json_of(v))).collect());
+                let row = chief_sinks::dynamodb::json_of(&AttributeValue::M(item.clone()))
+                    .expect("an item of JSON attributes");
                 let key = (
                     row["orderId"].as_u64().expect("orderId"),
                     row["itemId"].as_u64().expect("itemId"),
@@ -325,21 +325,6 @@ impl Seed004 {
             .table_name(&self.table)
             .send()
             .await;
-    }
-}
-
-/// A DynamoDB attribute as JSON.
-fn json_of(value: &AttributeValue) -> Value {
-    match value {
-        AttributeValue::N(n) => serde_json::from_str(n).expect("a number"),
-        AttributeValue::S(s) => Value::String(s.clone()),
-        AttributeValue::Bool(b) => Value::Bool(*b),
-        AttributeValue::Null(_) => Value::Null,
-        AttributeValue::L(l) => Value::Array(l.iter().map(json_of).collect()),
-        AttributeValue::M(m) => {
-            Value::Object(m.iter().map(|(k, v)| (k.clone(), json_of(v))).collect())
-        }
-        other => panic!("unexpected attribute value {other:?}"),
     }
 }
 
