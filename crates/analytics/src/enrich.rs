@@ -3,7 +3,8 @@
 //! S3, products from an S3 object reloaded when its ETag changes.
 //!
 //! Per batch a shard hands over: every record through the shard's join; the rows put to
-//! the output stream (all acknowledged), the unmatched items and bad records written as
+//! the output stream through chief's producer (KPL-aggregated per predicted shard unless
+//! `[output] aggregate = false`; all acknowledged), the unmatched items and bad records written as
 //! one object each (keyed by their position: written again, the same object); then the
 //! shard is checkpointed at [`crate::join::ShardJoin::checkpoint`] — never past a record
 //! still held. The join's state is rebuilt by whoever takes the shard over from the
@@ -27,14 +28,16 @@ use chief_consumer::{
 use chief_sinks::batch::RecordPosition;
 use chief_sinks::dead_letter::{self, DeadLetterSettings, Rejected};
 use chief_sinks::object::{ObjectSink, S3ObjectSink};
-use chief_stream::{KinesisClient, PutEntry, StreamClient};
+use chief_producer::{
+    BatchSendError, FailureReason, Producer, ProducerConfig, ProducerError, UserRecord,
+};
+use chief_stream::{KinesisClient, StreamClient};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::join::{Catalog, Input, JoinSettings, Output, ShardJoin};
 use crate::processor::now_ms;
-use crate::put::put_all;
 
 /// Rows put to the output stream.
 pub const ROWS: &str = "chief_join_rows_total";
@@ -105,6 +108,13 @@ pub struct EnrichOutput {
     pub unmatched_prefix: String,
     /// Bad records, the same way. Default `errors`.
     pub errors_prefix: String,
+    /// Rows KPL-aggregated per predicted shard (many rows a Kinesis record: fewer records
+    /// and PUT payload units; every chief consumer deaggregates). `false`: one row a
+    /// record, for consumers that do not deaggregate. Default `true`.
+    pub aggregate: bool,
+    /// The longest a row waits in the producer for others to share its PutRecords call
+    /// (KPL `RecordMaxBufferedTime`), in milliseconds. Default 20.
+    pub max_buffered_time_ms: u64,
 }
 
 impl Default for EnrichOutput {
@@ -114,6 +124,8 @@ impl Default for EnrichOutput {
             bucket: String::new(),
             unmatched_prefix: "unmatched".to_owned(),
             errors_prefix: "errors".to_owned(),
+            aggregate: true,
+            max_buffered_time_ms: 20,
         }
     }
 }
@@ -135,6 +147,9 @@ pub enum EnrichError {
         /// Why.
         message: String,
     },
+    /// The producer of the output stream could not start (the stream missing, no access).
+    #[error("output stream: {0}")]
+    Output(#[from] ProducerError),
     /// The consumer stopped on an error.
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
@@ -320,20 +335,24 @@ pub async fn load_products<S: ProductSource>(
 }
 
 /// Makes an [`EnrichProcessor`] per shard.
-pub struct EnrichFactory<C, O> {
+pub struct EnrichFactory<O> {
     settings: JoinSettings,
     catalog: SharedCatalog,
-    output: C,
-    output_stream: String,
+    output: Arc<Producer>,
     objects: O,
     unmatched: Arc<DeadLetterSettings>,
     errors: Arc<DeadLetterSettings>,
 }
 
-impl<C, O> EnrichFactory<C, O> {
-    /// Processors joining with `catalog`, rows to `output_stream` through `output`,
+impl<O> EnrichFactory<O> {
+    /// Processors joining with `catalog`, rows to the output stream through `output`,
     /// unmatched items and bad records to `objects` under the prefixes of `config`.
-    pub fn new(config: &EnrichConfig, catalog: SharedCatalog, output: C, objects: O) -> Self {
+    pub fn new(
+        config: &EnrichConfig,
+        catalog: SharedCatalog,
+        output: Arc<Producer>,
+        objects: O,
+    ) -> Self {
         let retry = RetryPolicy {
             deadline_ms: 60_000,
             ..RetryPolicy::default()
@@ -342,7 +361,6 @@ impl<C, O> EnrichFactory<C, O> {
             settings: config.join.clone(),
             catalog,
             output,
-            output_stream: config.output.stream.clone(),
             objects,
             unmatched: Arc::new(DeadLetterSettings {
                 prefix: config.output.unmatched_prefix.clone(),
@@ -356,18 +374,15 @@ impl<C, O> EnrichFactory<C, O> {
     }
 }
 
-impl<C: StreamClient + Clone + 'static, O: ObjectSink + Clone + 'static> ProcessorFactory
-    for EnrichFactory<C, O>
-{
-    type Processor = EnrichProcessor<C, O>;
+impl<O: ObjectSink + Clone + 'static> ProcessorFactory for EnrichFactory<O> {
+    type Processor = EnrichProcessor<O>;
 
     fn create(&self, shard_id: &str) -> Self::Processor {
         EnrichProcessor {
             shard_id: shard_id.to_owned(),
             join: ShardJoin::new(self.settings.clone()),
             catalog: Arc::clone(&self.catalog),
-            output: self.output.clone(),
-            output_stream: self.output_stream.clone(),
+            output: Arc::clone(&self.output),
             objects: self.objects.clone(),
             unmatched: Arc::clone(&self.unmatched),
             errors: Arc::clone(&self.errors),
@@ -377,12 +392,11 @@ impl<C: StreamClient + Clone + 'static, O: ObjectSink + Clone + 'static> Process
 }
 
 /// The processor of one shard.
-pub struct EnrichProcessor<C, O> {
+pub struct EnrichProcessor<O> {
     shard_id: String,
     join: ShardJoin,
     catalog: SharedCatalog,
-    output: C,
-    output_stream: String,
+    output: Arc<Producer>,
     objects: O,
     unmatched: Arc<DeadLetterSettings>,
     errors: Arc<DeadLetterSettings>,
@@ -395,19 +409,54 @@ pub struct EnrichProcessor<C, O> {
 /// its successor starts again from the checkpoint).
 const MAX_PENDING: usize = 100_000;
 
+/// Rows handed to the producer in one `send_batch` (well inside its buffer bounds).
+const ROWS_PER_SEND: usize = 1_000;
+
 fn millis(t: Option<SystemTime>) -> i64 {
     t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .map_or_else(now_ms, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-impl<C: StreamClient + Clone + 'static, O: ObjectSink + Clone + 'static> EnrichProcessor<C, O> {
+impl<O: ObjectSink + Clone + 'static> EnrichProcessor<O> {
+    /// Puts `rows` through the producer and waits for every one's outcome: all put, or an
+    /// error — fatal when Kinesis refused a row for good (the stream gone, access denied),
+    /// else (a row not put within the producer's 30 s time to live) the rows are tried
+    /// again with the next batch; a row put twice is the same row.
+    async fn put_rows(&self, rows: Vec<UserRecord>) -> Result<(), ProcessorError> {
+        let mut receipts = Vec::new();
+        let mut rest = rows.into_iter().peekable();
+        while rest.peek().is_some() {
+            let chunk: Vec<UserRecord> = rest.by_ref().take(ROWS_PER_SEND).collect();
+            let receipt = self.output.send_batch(chunk).await.map_err(|e| {
+                let fatal = matches!(e, BatchSendError::LargerThanBuffer { .. });
+                Fatal::unless_retryable(e, !fatal)
+            })?;
+            receipts.push(receipt);
+        }
+        for receipt in receipts {
+            for outcome in receipt.await {
+                if let Err(failure) = outcome {
+                    let retryable =
+                        !matches!(failure.reason, FailureReason::Rejected { .. });
+                    let error = format!(
+                        "putting a row to {}: {:?}",
+                        self.output.stream(),
+                        failure.reason
+                    );
+                    return Err(Fatal::unless_retryable(error, retryable));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Writes what the join released; then the shard may be checkpointed.
     async fn deliver(&self, outputs: &[Output]) -> Result<(), ProcessorError> {
         let mut rows = Vec::new();
         let mut rejected = Vec::new();
         for o in outputs {
             match o {
-                Output::Row { key, json } => rows.push(PutEntry {
+                Output::Row { key, json } => rows.push(UserRecord {
                     partition_key: key.to_string(),
                     explicit_hash_key: None,
                     data: Bytes::from(json.clone()),
@@ -435,12 +484,7 @@ impl<C: StreamClient + Clone + 'static, O: ObjectSink + Clone + 'static> EnrichP
         }
         let count = rows.len() as u64;
         if !rows.is_empty() {
-            put_all(&self.output, &self.output_stream, rows)
-                .await
-                .map_err(|e| {
-                    let retryable = !e.fatal;
-                    Fatal::unless_retryable(e, retryable)
-                })?;
+            self.put_rows(rows).await?;
         }
         metrics::counter!(ROWS).increment(count);
         for (settings, metric, position, arrival_ms, data, reason) in rejected {
@@ -472,9 +516,7 @@ impl<C: StreamClient + Clone + 'static, O: ObjectSink + Clone + 'static> EnrichP
     }
 }
 
-impl<C: StreamClient + Clone + 'static, O: ObjectSink + Clone + 'static> RecordProcessor
-    for EnrichProcessor<C, O>
-{
+impl<O: ObjectSink + Clone + 'static> RecordProcessor for EnrichProcessor<O> {
     async fn process_records(
         &mut self,
         input: ProcessRecordsInput<'_>,
@@ -613,11 +655,24 @@ where
         key: config.products.key.clone(),
         message,
     })?;
-    let factory = EnrichFactory::new(&config, catalog, parts.stream.clone(), parts.objects);
+    let producer = Producer::start(
+        parts.stream.clone(),
+        config.output.stream.clone(),
+        ProducerConfig {
+            aggregation_enabled: config.output.aggregate,
+            record_max_buffered_time_ms: config.output.max_buffered_time_ms,
+            ..ProducerConfig::default()
+        },
+    )
+    .await?;
+    let producer = Arc::new(producer);
+    let factory = EnrichFactory::new(&config, catalog, Arc::clone(&producer), parts.objects);
     let scheduler = Scheduler::new(config.consumer, parts.stream, parts.leases, factory)?
         .with_health(parts.health);
     tracing::info!(output = %config.output.stream, worker_id = %scheduler.worker_id(), "join starting");
-    scheduler.run(shutdown).await?;
+    let outcome = scheduler.run(shutdown).await;
+    producer.shutdown().await;
+    outcome?;
     tracing::info!("join stopped");
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! Every object under `--prefix` is read (one JSON object a line); the events are sorted by
 //! `--timestamp-attribute` (RFC 3339, or epoch milliseconds), those before `--start-at` left
 //! out — the first event sent is the first one at or after it — and sent through chief's
-//! producer (no aggregation: one event a record, sent within 20 ms) with the partition key
+//! producer (one event a record, sent within 20 ms; with `--aggregate`, KPL aggregates of
+//! the events bound for the same shard, which a stream takes far more of) with the partition key
 //! `--partition-key-attribute` (random when absent), each with an ingestion timestamp
 //! added (`--ingestion-attribute`, RFC 3339 with milliseconds) for latency measurement.
 //! Paced: an event goes when as much wall time has passed since the first as event time
@@ -55,6 +56,10 @@ pub struct ReplayArgs {
     /// The attribute added to each event with the time it was sent (RFC 3339, ms).
     #[arg(long, default_value = "ingestionTime")]
     pub ingestion_attribute: String,
+    /// KPL-aggregate the events per predicted shard (many events a Kinesis record);
+    /// without it, one event a record, as amazon-kinesis-replay sends them.
+    #[arg(long)]
+    pub aggregate: bool,
     /// Where lines that are not events, and records the stream refused, are written.
     #[arg(long, default_value = "replay-failed.jsonl")]
     pub failed: PathBuf,
@@ -238,7 +243,7 @@ async fn run(args: &ReplayArgs) -> anyhow::Result<u64> {
         KinesisClient::new(clients.kinesis()),
         args.stream.clone(),
         ProducerConfig {
-            aggregation_enabled: false,
+            aggregation_enabled: args.aggregate,
             record_max_buffered_time_ms: 20,
             ..ProducerConfig::default()
         },

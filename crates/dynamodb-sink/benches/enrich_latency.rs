@@ -10,7 +10,9 @@
 //! in-memory table that notes when it first took each key. Reported: ingestion → row
 //! written, p50/p99/max over every row, and ingestion → the row's arrival in the enriched
 //! stream (the join's half). `CHIEF_BENCH_POLL_MS` overrides both consumers'
-//! `poll_interval_ms` (the shipped configs poll every 200 ms).
+//! `poll_interval_ms` (the shipped configs poll every 200 ms); `CHIEF_BENCH_FETCHER=fan_out`
+//! reads both streams through enhanced fan-out (SubscribeToShard: records pushed as they
+//! are written) instead of GetRecords polling.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -127,7 +129,12 @@ async fn bench() {
         if let Ok(ms) = std::env::var("CHIEF_BENCH_POLL_MS") {
             c.poll_interval_ms = ms.parse().expect("CHIEF_BENCH_POLL_MS");
         }
+        if let Ok(kind) = std::env::var("CHIEF_BENCH_FETCHER") {
+            c.fetcher = serde_json::from_value(serde_json::Value::String(kind))
+                .expect("CHIEF_BENCH_FETCHER: polling or fan_out");
+        }
     }
+    let fetcher = format!("{:?}", join.consumer.fetcher);
     join.metrics.listen = None;
     sink.metrics.listen = None;
     let poll = (
@@ -276,7 +283,7 @@ async fn bench() {
         .copied()
         .collect();
     println!(
-        "in memory, {items_per_s} items/s for {seconds} s, polls every {} / {} ms (join / sink): {} items sent, {} rows written",
+        "in memory, {items_per_s} items/s for {seconds} s, {fetcher}, polls every {} / {} ms (join / sink): {} items sent, {} rows written",
         poll.0,
         poll.1,
         items,
