@@ -82,6 +82,11 @@ bench-capacity: stack-up ## Raise the rate until the pipeline falls behind: the 
 	$(CARGO) build --release --workspace --bins
 	@BENCH_MODE=capacity bash deploy/local/bench.sh
 
+.PHONY: bench-enrich
+bench-enrich: stack-up ## Seed 004 at 1,000 items/s for 60 s (release build; DynamoDB on dynoxide, installed on first use): rows checked, latency p50/p99/max
+	$(CARGO) build --release -p chiefctl -p chief-datagen -p chief-analytics -p chief-dynamodb-sink --bins
+	@bash deploy/local/bench-enrich.sh
+
 .PHONY: demo
 demo: stack-up build ## Run the pipeline end to end on the local stack
 	@bash deploy/local/demo.sh

@@ -25,12 +25,12 @@ use chief_consumer::{
     ProcessorError, ProcessorFactory, RecordProcessor, Scheduler, ShardEndedInput,
     ShutdownRequestedInput,
 };
-use chief_sinks::batch::RecordPosition;
-use chief_sinks::dead_letter::{self, DeadLetterSettings, Rejected};
-use chief_sinks::object::{ObjectSink, S3ObjectSink};
 use chief_producer::{
     BatchSendError, FailureReason, Producer, ProducerConfig, ProducerError, UserRecord,
 };
+use chief_sinks::batch::RecordPosition;
+use chief_sinks::dead_letter::{self, DeadLetterSettings, Rejected};
+use chief_sinks::object::{ObjectSink, S3ObjectSink};
 use chief_stream::{KinesisClient, StreamClient};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -82,6 +82,10 @@ pub struct ProductsConfig {
     pub id_field: String,
     /// How often its ETag is looked at, ms. Default 1,000.
     pub poll_interval_ms: u64,
+    /// A version superseded longer ago than this is dropped: set it to the source
+    /// stream's retention (no record older than that can be read again, so none can ask
+    /// for it). Default 24 (Kinesis's default retention).
+    pub retain_versions_hours: u64,
 }
 
 impl Default for ProductsConfig {
@@ -91,6 +95,7 @@ impl Default for ProductsConfig {
             key: "products/products.json".to_owned(),
             id_field: "productId".to_owned(),
             poll_interval_ms: 1_000,
+            retain_versions_hours: 24,
         }
     }
 }
@@ -268,7 +273,8 @@ pub type SharedCatalog = Arc<RwLock<Catalog>>;
 
 /// Loads the products once (an error: the join cannot start), then keeps them current:
 /// every `poll_interval` the object's ETag is looked at and a changed object loaded as a
-/// new version from its last-modified time. A failed poll is logged and tried again.
+/// new version from its last-modified time (versions superseded more than `retain` ago
+/// dropped). A failed poll is logged and tried again.
 ///
 /// # Errors
 /// The first load failed.
@@ -276,8 +282,10 @@ pub async fn load_products<S: ProductSource>(
     source: S,
     id_field: String,
     poll_interval: Duration,
+    retain: Duration,
     shutdown: CancellationToken,
 ) -> Result<SharedCatalog, String> {
+    let retain_ms = i64::try_from(retain.as_millis()).unwrap_or(i64::MAX);
     let (etag, modified) = source.head().await?;
     let body = source.get().await?;
     let products = Catalog::parse(&body, &id_field)?;
@@ -320,8 +328,7 @@ pub async fn load_products<S: ProductSource>(
                     let mut c = shared
                         .write()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    c.versions.push((modified, products));
-                    c.versions.sort_by_key(|(since, _)| *since);
+                    c.add_version(modified, products, now_ms().saturating_sub(retain_ms));
                     current = etag;
                 }
                 Err(e) => {
@@ -436,8 +443,7 @@ impl<O: ObjectSink + Clone + 'static> EnrichProcessor<O> {
         for receipt in receipts {
             for outcome in receipt.await {
                 if let Err(failure) = outcome {
-                    let retryable =
-                        !matches!(failure.reason, FailureReason::Rejected { .. });
+                    let retryable = !matches!(failure.reason, FailureReason::Rejected { .. });
                     let error = format!(
                         "putting a row to {}: {:?}",
                         self.output.stream(),
@@ -647,6 +653,7 @@ where
         parts.products,
         config.products.id_field.clone(),
         Duration::from_millis(config.products.poll_interval_ms),
+        Duration::from_secs(config.products.retain_versions_hours.saturating_mul(3_600)),
         shutdown.child_token(),
     )
     .await

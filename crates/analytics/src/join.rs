@@ -100,6 +100,26 @@ impl Catalog {
         version.1.get(&id)
     }
 
+    /// Adds a version in force from `since` and drops every version superseded at or
+    /// before `superseded_before` (no record that can still be read arrived that early:
+    /// the caller passes now minus the source stream's retention). The newest version
+    /// is always kept.
+    pub fn add_version(
+        &mut self,
+        since: i64,
+        products: HashMap<u64, Product>,
+        superseded_before: i64,
+    ) {
+        self.versions.push((since, products));
+        self.versions.sort_by_key(|(since, _)| *since);
+        let unreachable = self
+            .versions
+            .windows(2)
+            .take_while(|w| w[1].0 <= superseded_before)
+            .count();
+        self.versions.drain(..unreachable);
+    }
+
     /// Parses a products object: JSON lines (or one JSON array) of
     /// `{productId, productName, productPrice}`.
     ///
@@ -603,5 +623,38 @@ mod tests {
         );
         assert_eq!(c.lookup(8, 6_000), None, "not in the newer version");
         assert!(Catalog::parse(b"{\"productName\": 1}", "productId").is_err());
+    }
+
+    #[test]
+    fn versions_superseded_before_the_retention_are_dropped() {
+        let mut c = catalog();
+        let named = |name: &str| {
+            let body = format!(r#"{{"productId": 7, "productName": "{name}", "productPrice": 6}}"#);
+            Catalog::parse(body.as_bytes(), "productId").unwrap_or_default()
+        };
+        // Nothing that can still be read arrived before 1,000: every version stays.
+        c.add_version(5_000, named("v2"), 1_000);
+        c.add_version(9_000, named("v3"), 1_000);
+        assert_eq!(c.versions.len(), 3);
+        assert_eq!(
+            c.lookup(7, 4_999).map(|p| p.name.clone()),
+            Some(Value::from("Hat"))
+        );
+        // Now nothing arrived before 9,500: v1 (superseded at 5,000) and v2 (at 9,000)
+        // can no longer be asked for; v3 answers from 9,500 on, as it did.
+        c.add_version(20_000, named("v4"), 9_500);
+        let since: Vec<i64> = c.versions.iter().map(|(s, _)| *s).collect();
+        assert_eq!(since, vec![9_000, 20_000]);
+        assert_eq!(
+            c.lookup(7, 9_500).map(|p| p.name.clone()),
+            Some(Value::from("v3"))
+        );
+        // The newest is kept however old.
+        c.add_version(21_000, named("v5"), i64::MAX);
+        assert_eq!(c.versions.len(), 1);
+        assert_eq!(
+            c.lookup(7, 0).map(|p| p.name.clone()),
+            Some(Value::from("v5"))
+        );
     }
 }

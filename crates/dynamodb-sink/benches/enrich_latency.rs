@@ -9,10 +9,9 @@
 //! `chief-dynamodb-sink` (the shipped `config/dynamodb-sink.toml`) writes the rows to an
 //! in-memory table that notes when it first took each key. Reported: ingestion → row
 //! written, p50/p99/max over every row, and ingestion → the row's arrival in the enriched
-//! stream (the join's half). `CHIEF_BENCH_POLL_MS` overrides both consumers'
-//! `poll_interval_ms` (the shipped configs poll every 200 ms); `CHIEF_BENCH_FETCHER=fan_out`
-//! reads both streams through enhanced fan-out (SubscribeToShard: records pushed as they
-//! are written) instead of GetRecords polling.
+//! stream (the join's half). Both read by enhanced fan-out as shipped (SubscribeToShard:
+//! records pushed as they are written); `CHIEF_BENCH_FETCHER=polling` reads by GetRecords
+//! instead, every `poll_interval_ms` (200 ms shipped; `CHIEF_BENCH_POLL_MS` overrides it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -262,17 +261,24 @@ async fn bench() {
         .await
         .expect("read")
     {
-        let v: serde_json::Value = serde_json::from_slice(&r.data).expect("row");
-        let ingested = v["ingestionTime"]
-            .as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.timestamp_millis());
         let arrived = r
             .approximate_arrival
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as i64);
-        if let (Some(i), Some(a)) = (ingested, arrived) {
-            join_half.push(a - i);
+        // The join KPL-aggregates its rows.
+        for row in chief_aggregation::deaggregate(chief_aggregation::UserRecord {
+            partition_key: r.partition_key.clone(),
+            explicit_hash_key: None,
+            data: r.data.clone(),
+        }) {
+            let v: serde_json::Value = serde_json::from_slice(&row.record.data).expect("row");
+            let ingested = v["ingestionTime"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.timestamp_millis());
+            if let (Some(i), Some(a)) = (ingested, arrived) {
+                join_half.push(a - i);
+            }
         }
     }
     let latency: Vec<i64> = table
