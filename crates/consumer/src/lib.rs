@@ -27,6 +27,7 @@
 
 mod checkpoint;
 mod config;
+mod handoff;
 pub mod lease;
 mod lineage;
 pub mod metrics;

@@ -11,13 +11,13 @@ use chief_config::health::Health;
 use chief_stream::{
     GetRecordsOutput, IteratorPosition, StreamClient, StreamError, compare_sequence_numbers,
 };
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use crate::checkpoint::{Checkpointer, HeldLease};
 use crate::config::{ConsumerConfig, OnProcessingFailure, OutOfRangeRecords};
+use crate::handoff::{HandoffSender, handoff};
 use crate::lease::{ExtendedSequenceNumber, LeaseStore};
 use crate::metrics as m;
 use crate::processor::{
@@ -66,8 +66,8 @@ fn report_behind(stream: &str, shard_id: &str, millis_behind_latest: Option<u64>
 }
 
 /// Reads a shard with GetRecords and hands each non-empty batch (and the end of the
-/// shard) to `tx`, whose capacity of one batch is the prefetch bound (a batch is at most
-/// `max_records` records and 10 MiB, GetRecords' limits). Waits adaptively between empty
+/// shard) to `tx`, whose one pending batch (what was read while the processor worked,
+/// at most `max_records` records and 10 MiB, GetRecords' limits) is the prefetch bound. Waits adaptively between empty
 /// reads, backs off on throttling and failures, and renews an expired iterator after the
 /// last record read.
 async fn fetch<C: StreamClient>(
@@ -75,7 +75,7 @@ async fn fetch<C: StreamClient>(
     config: ConsumerConfig,
     shard_id: String,
     start: IteratorPosition,
-    tx: mpsc::Sender<GetRecordsOutput>,
+    tx: HandoffSender,
 ) {
     let stream = config.stream.clone();
     let poll = Duration::from_millis(config.poll_interval_ms);
@@ -161,17 +161,17 @@ async fn fetch<C: StreamClient>(
 /// renewed from the last record received when Kinesis ends it (every five minutes) or it
 /// fails (with back-off: another worker's subscription may still hold the shard for a
 /// moment after a hand-over). Events go to `tx` as GetRecords answers whose next iterator
-/// is the continuation sequence number (`None` at the end of the shard); the channel of
-/// one batch is the prefetch bound, and a full channel stops the reading of the HTTP/2
-/// stream. After `fan_out_end_check_ms` without records, one GetRecords call checks
-/// whether the shard has ended (for endpoints that never say so on the subscription).
+/// is the continuation sequence number (`None` at the end of the shard); its pending
+/// batch is the prefetch bound, and a full one stops the reading of the HTTP/2 stream.
+/// After `fan_out_end_check_ms` without records, one GetRecords call checks whether the
+/// shard has ended (for endpoints that never say so on the subscription).
 async fn subscribe<C: StreamClient>(
     client: C,
     config: ConsumerConfig,
     consumer_arn: String,
     shard_id: String,
     start: IteratorPosition,
-    tx: mpsc::Sender<GetRecordsOutput>,
+    tx: HandoffSender,
 ) {
     let stream = config.stream.clone();
     let end_check = Duration::from_millis(config.fan_out_end_check_ms);
@@ -318,7 +318,7 @@ impl<C: StreamClient + Clone, S: LeaseStore> ShardTask<C, S> {
         }
         tracing::info!(checkpoint = %checkpoint, "processing shard");
         let (position, mut resume) = start_position(&checkpoint, &self.config);
-        let (tx, mut rx) = mpsc::channel(1);
+        let (tx, mut rx) = handoff(self.config.max_records as usize);
         let (client, config) = (self.client.clone(), self.config.clone());
         let fetcher = match self.consumer_arn.clone() {
             Some(arn) => tokio::spawn(

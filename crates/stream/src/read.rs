@@ -64,6 +64,16 @@ impl GetRecordsOutput {
     pub fn is_shard_end(&self) -> bool {
         self.next_shard_iterator.is_none()
     }
+
+    /// Appends the answer read after this one: its records follow these, and its next
+    /// iterator, lag and children are now this answer's (one batch for a reader that
+    /// takes both at once).
+    pub fn absorb(&mut self, next: Self) {
+        self.records.extend(next.records);
+        self.next_shard_iterator = next.next_shard_iterator;
+        self.millis_behind_latest = next.millis_behind_latest;
+        self.child_shards = next.child_shards;
+    }
 }
 
 /// Compares two Kinesis sequence numbers (decimal strings of any length) numerically.
