@@ -14,11 +14,14 @@
 //!   `ceil(leases / workers)`, steals at most one per round from the most loaded worker,
 //!   keeps a lease per shard (a child starts only after all its parents checkpointed
 //!   `SHARD_END`), and runs a task per shard until its `CancellationToken` fires. The
-//!   task's fetcher is chosen in [`ConsumerConfig::fetcher`]: GetRecords polling (one batch
-//!   of prefetch, adaptive idle time, throttling back-off, expired-iterator recovery) or
-//!   enhanced fan-out (a stream consumer registered once per application, one
-//!   SubscribeToShard subscription per shard renewed from the last record received when
-//!   Kinesis ends it every five minutes or it fails, one event of prefetch); then it checkpoints (through the processors'
+//!   task's fetcher is chosen in [`ConsumerConfig::fetcher`]: GetRecords polling
+//!   (adaptive idle time, throttling back-off, expired-iterator recovery) or enhanced
+//!   fan-out (a stream consumer registered once per application, one SubscribeToShard
+//!   subscription per shard renewed from the last record received when Kinesis ends it
+//!   every five minutes or it fails). Either hands its reads to the processor through one
+//!   pending batch that what is read meanwhile joins (up to `max_records` and 10 MiB), so
+//!   a busy processor next gets everything new at once, not one stale batch after
+//!   another. On shutdown the worker checkpoints (through the processors'
 //!   `shutdown_requested`) and releases its leases so another worker takes them at once.
 //!
 //! Better than the KCL where its users suffer: records of an aggregate that hash outside
