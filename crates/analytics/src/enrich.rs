@@ -4,8 +4,8 @@
 //!
 //! Per batch a shard hands over: every record through the shard's join; the rows put to
 //! the output stream through chief's producer (KPL-aggregated per predicted shard unless
-//! `[output] aggregate = false`; all acknowledged), the unmatched items and bad records written as
-//! one object each (keyed by their position: written again, the same object); then the
+//! `[output] aggregate = false`; all acknowledged), the unmatched items and bad records
+//! written as one object each (keyed by their position: written again, the same object); then the
 //! shard is checkpointed at [`crate::join::ShardJoin::checkpoint`] — never past a record
 //! still held. The join's state is rebuilt by whoever takes the shard over from the
 //! records after the checkpoint.
@@ -36,7 +36,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::join::{Catalog, Input, JoinSettings, Output, ShardJoin};
+use crate::join::{Catalog, Input, JoinSettings, Output, Rejection, ShardJoin};
 use crate::processor::now_ms;
 
 /// Rows put to the output stream.
@@ -416,8 +416,9 @@ pub struct EnrichProcessor<O> {
 /// its successor starts again from the checkpoint).
 const MAX_PENDING: usize = 100_000;
 
-/// Rows handed to the producer in one `send_batch` (well inside its buffer bounds).
+/// Rows, and bytes, handed to the producer in one `send_batch`.
 const ROWS_PER_SEND: usize = 1_000;
+const BYTES_PER_SEND: usize = 8 << 20;
 
 fn millis(t: Option<SystemTime>) -> i64 {
     t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
@@ -433,7 +434,15 @@ impl<O: ObjectSink + Clone + 'static> EnrichProcessor<O> {
         let mut receipts = Vec::new();
         let mut rest = rows.into_iter().peekable();
         while rest.peek().is_some() {
-            let chunk: Vec<UserRecord> = rest.by_ref().take(ROWS_PER_SEND).collect();
+            // Well inside the producer's buffer bounds, however big the rows.
+            let (mut chunk, mut bytes) = (Vec::new(), 0);
+            while let Some(row) = rest.next_if(|r| {
+                chunk.is_empty()
+                    || (chunk.len() < ROWS_PER_SEND && bytes + r.size() <= BYTES_PER_SEND)
+            }) {
+                bytes += row.size();
+                chunk.push(row);
+            }
             let receipt = self.output.send_batch(chunk).await.map_err(|e| {
                 let fatal = matches!(e, BatchSendError::LargerThanBuffer { .. });
                 Fatal::unless_retryable(e, !fatal)
@@ -467,25 +476,13 @@ impl<O: ObjectSink + Clone + 'static> EnrichProcessor<O> {
                     explicit_hash_key: None,
                     data: Bytes::from(json.clone()),
                 }),
-                Output::Unmatched {
+                Output::Rejected {
+                    kind,
                     position,
                     arrival_ms,
                     data,
                     reason,
-                } => rejected.push((
-                    &self.unmatched,
-                    UNMATCHED,
-                    position,
-                    arrival_ms,
-                    data,
-                    reason,
-                )),
-                Output::Bad {
-                    position,
-                    arrival_ms,
-                    data,
-                    reason,
-                } => rejected.push((&self.errors, BAD, position, arrival_ms, data, reason)),
+                } => rejected.push((*kind, position, arrival_ms, data, reason)),
             }
         }
         let count = rows.len() as u64;
@@ -493,7 +490,11 @@ impl<O: ObjectSink + Clone + 'static> EnrichProcessor<O> {
             self.put_rows(rows).await?;
         }
         metrics::counter!(ROWS).increment(count);
-        for (settings, metric, position, arrival_ms, data, reason) in rejected {
+        for (kind, position, arrival_ms, data, reason) in rejected {
+            let (settings, metric) = match kind {
+                Rejection::Unmatched => (&self.unmatched, UNMATCHED),
+                Rejection::Bad => (&self.errors, BAD),
+            };
             let position = RecordPosition {
                 sequence_number: position.sequence_number.clone(),
                 sub_sequence_number: position.sub_sequence_number,

@@ -165,6 +165,18 @@ pub struct Input<'a> {
     pub data: &'a [u8],
 }
 
+/// Kinesis's largest record, data and partition key together.
+const MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// Why a record was set aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// An item that found no order within the interval.
+    Unmatched,
+    /// A record that is neither an order nor an item.
+    Bad,
+}
+
 /// What the join hands on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
@@ -175,19 +187,10 @@ pub enum Output {
         /// The row.
         json: Vec<u8>,
     },
-    /// An item that found no order within the interval, or no product.
-    Unmatched {
-        /// Its position.
-        position: ExtendedSequenceNumber,
-        /// When it arrived, ms.
-        arrival_ms: i64,
-        /// Its bytes.
-        data: Vec<u8>,
-        /// Why.
-        reason: String,
-    },
-    /// A record that is neither an order nor an item.
-    Bad {
+    /// A record set aside, with why (one object each, under the prefix of its kind).
+    Rejected {
+        /// Which kind.
+        kind: Rejection,
         /// Its position.
         position: ExtendedSequenceNumber,
         /// When it arrived, ms.
@@ -266,7 +269,8 @@ impl ShardJoin {
         self.next_ordinal += 1;
         self.positions.push_back((ordinal, input.position.clone()));
         self.last_record_wall_ms = Some(now_ms);
-        let bad = |reason: String| Output::Bad {
+        let bad = |reason: String| Output::Rejected {
+            kind: Rejection::Bad,
             position: input.position.clone(),
             arrival_ms: input.arrival_ms,
             data: input.data.to_vec(),
@@ -396,7 +400,8 @@ impl ShardJoin {
                 if waiting.is_empty() {
                     self.items.remove(&key);
                 }
-                out.push(Output::Unmatched {
+                out.push(Output::Rejected {
+                    kind: Rejection::Unmatched,
                     position: item.position,
                     arrival_ms: item.arrival_ms,
                     data: item.data,
@@ -450,10 +455,24 @@ impl ShardJoin {
         if let Some((_, text)) = ingestion {
             row.insert(s.ingestion_field.clone(), Value::String(text.to_owned()));
         }
-        Output::Row {
-            key,
-            json: serde_json::to_vec(&Value::Object(row)).unwrap_or_default(),
+        let json = serde_json::to_vec(&Value::Object(row)).unwrap_or_default();
+        // Kinesis takes a record of at most 1 MiB, partition key included: a bigger row
+        // (an order and an item near the limit each) is set aside with the item, not
+        // refused by the stream over and over.
+        let limit = MAX_RECORD_BYTES - key.to_string().len();
+        if json.len() > limit {
+            return Output::Rejected {
+                kind: Rejection::Bad,
+                position: item.position.clone(),
+                arrival_ms: item.arrival_ms,
+                data: item.data.clone(),
+                reason: format!(
+                    "the enriched row of order {key} is {} bytes, over Kinesis's record limit of {limit}",
+                    json.len()
+                ),
+            };
         }
+        Output::Row { key, json }
     }
 
     /// The last record such that it and every record before it is released: what the
@@ -544,7 +563,15 @@ mod tests {
         assert_eq!(rows[1]["productName"], "Lamp");
         let unmatched: Vec<&Output> = out
             .iter()
-            .filter(|o| matches!(o, Output::Unmatched { .. }))
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Rejected {
+                        kind: Rejection::Unmatched,
+                        ..
+                    }
+                )
+            })
             .collect();
         assert_eq!(
             unmatched.len(),
@@ -553,7 +580,15 @@ mod tests {
         );
         assert_eq!(
             out.iter()
-                .filter(|o| matches!(o, Output::Bad { .. }))
+                .filter(|o| {
+                    matches!(
+                        o,
+                        Output::Rejected {
+                            kind: Rejection::Bad,
+                            ..
+                        }
+                    )
+                })
                 .count(),
             1
         );
@@ -623,6 +658,45 @@ mod tests {
         );
         assert_eq!(c.lookup(8, 6_000), None, "not in the newer version");
         assert!(Catalog::parse(b"{\"productName\": 1}", "productId").is_err());
+    }
+
+    #[test]
+    fn a_row_over_the_kinesis_record_limit_is_set_aside_with_its_item() {
+        let mut j = ShardJoin::new(JoinSettings::default());
+        let c = catalog();
+        let big = serde_json::to_vec(&serde_json::json!({"orderId": 1, "itemId": 7, "note": "x".repeat(1 << 20), "orderDateTime": "2026-01-01T00:00:01.000Z", "recordType": "OrderItem"})).unwrap_or_default();
+        let mut out = Vec::new();
+        for (i, data) in [order(1, "2026-01-01T00:00:00.000Z"), big.clone()]
+            .iter()
+            .enumerate()
+        {
+            out.extend(j.push(
+                Input {
+                    position: &pos(i as u64),
+                    arrival_ms: 0,
+                    data,
+                },
+                &c,
+                0,
+            ));
+        }
+        assert!(rows(&out).is_empty());
+        match out.as_slice() {
+            [
+                Output::Rejected {
+                    kind: Rejection::Bad,
+                    position,
+                    data,
+                    reason,
+                    ..
+                },
+            ] => {
+                assert_eq!(position, &pos(1));
+                assert_eq!(data, &big, "the item itself, to the errors prefix");
+                assert!(reason.contains("record limit"), "{reason}");
+            }
+            other => panic!("expected the item set aside, got {other:?}"),
+        }
     }
 
     #[test]
