@@ -2,7 +2,8 @@
 //! S3 objects, out of time order within and across them, are sent to a 1-shard stream in
 //! the order of their `orderDateTime`, starting exactly at `--start-at` (the first event
 //! sent is the first at or after it), each with an ingestion time, keyed by `orderId`;
-//! paced by `--speedup`; a line that is not an event goes to the failed file.
+//! paced by `--speedup`; a line that is not an event goes to the failed file. With
+//! `--aggregate`, every event once, in KPL aggregates of the shard that owns its key.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::primitives::ByteStream;
 use chief_config::aws::AwsClients;
 use chief_config::local_stack::{LocalStack, workspace_root};
-use chief_stream::{KinesisClient, read_all};
+use chief_stream::{KinesisClient, StreamClient, read_all};
 
 fn event(order: u64, time_ms: i64, kind: &str) -> serde_json::Value {
     let time = chrono::DateTime::from_timestamp_millis(time_ms)
@@ -158,5 +159,135 @@ async fn replay_sends_in_time_order_from_start_at_exactly_paced() {
             chrono::DateTime::parse_from_rfc3339(ingestion).is_ok(),
             "{ingestion}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_aggregate_puts_every_event_once_in_kpl_aggregates_of_its_shard() {
+    let stack = LocalStack::require();
+    let clients = AwsClients::new(&stack.aws).await;
+    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let bucket = format!("chief-replay-agg-{id}");
+    let s3 = clients.s3();
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("CreateBucket");
+    // 300 orders of two items, 10 ms apart, the file in reverse time order.
+    let t0 = 1_767_225_600_000i64;
+    let mut events = Vec::new();
+    for n in 0..300u64 {
+        let time = t0 + i64::try_from(n).unwrap_or(0) * 10;
+        events.push(event(n, time, "Order"));
+        events.push(event(n, time + 1, "OrderItem"));
+        events.push(event(n, time + 2, "OrderItem"));
+    }
+    let body: String = events.iter().rev().map(|e| format!("{e}\n")).collect();
+    s3.put_object()
+        .bucket(&bucket)
+        .key("events/all.json")
+        .body(ByteStream::from(body.into_bytes()))
+        .send()
+        .await
+        .expect("PutObject");
+    let kinesis = KinesisClient::new(clients.kinesis());
+    let stream = format!("OrdersReplayAgg-{id}");
+    kinesis
+        .create_stream(&stream, 2)
+        .await
+        .expect("CreateStream");
+    kinesis
+        .wait_until_active(&stream, Duration::from_secs(60))
+        .await
+        .expect("ACTIVE");
+    let out = Command::new(env!("CARGO_BIN_EXE_chiefctl"))
+        .args([
+            "replay",
+            "--bucket",
+            &bucket,
+            "--prefix",
+            "events/",
+            "--stream",
+            &stream,
+            "--partition-key-attribute",
+            "orderId",
+            "--speedup",
+            "0",
+            "--aggregate",
+        ])
+        .arg("--failed")
+        .arg(std::env::temp_dir().join(format!("chief-replay-agg-failed-{id}.jsonl")))
+        .arg("--config")
+        .arg(workspace_root().join("config/local.toml"))
+        .output()
+        .expect("run chiefctl replay");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let ranges: std::collections::HashMap<String, (u128, u128)> = kinesis
+        .list_shards(&stream)
+        .await
+        .expect("ListShards")
+        .into_iter()
+        .map(|s| (s.shard_id, (s.starting_hash_key, s.ending_hash_key)))
+        .collect();
+    let stored = read_all(&kinesis, &stream).await.expect("the stream");
+    let mut got: Vec<serde_json::Value> = Vec::new();
+    let mut largest = 0;
+    for (shard, record) in &stored {
+        let (low, high) = ranges[shard];
+        let mut n = 0;
+        for user in chief_aggregation::deaggregate(chief_aggregation::UserRecord {
+            partition_key: record.partition_key.clone(),
+            explicit_hash_key: None,
+            data: record.data.clone(),
+        }) {
+            n += 1;
+            let hash = chief_aggregation::partition_key_hash(&user.record.partition_key);
+            assert!(
+                (low..=high).contains(&hash),
+                "an event keyed {} in an aggregate on {shard}, which does not own its key",
+                user.record.partition_key
+            );
+            let v: serde_json::Value = serde_json::from_slice(&user.record.data).expect("JSON");
+            assert_eq!(
+                v["orderId"].to_string(),
+                user.record.partition_key,
+                "keyed by orderId"
+            );
+            got.push(v);
+        }
+        largest = largest.max(n);
+    }
+    assert!(
+        largest > 1 && stored.len() < events.len(),
+        "aggregated: {} Kinesis records for {} events, the largest of {largest}",
+        stored.len(),
+        events.len()
+    );
+    // Every event exactly once, and each order's three in time order (one shard each).
+    let key = |e: &serde_json::Value| {
+        (
+            e["orderId"].as_u64().unwrap_or(u64::MAX),
+            e["orderDateTime"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    let mut want: Vec<_> = events.iter().map(key).collect();
+    want.sort();
+    let mut all: Vec<_> = got.iter().map(key).collect();
+    all.sort();
+    assert_eq!(all, want, "every event once");
+    let mut per_order: std::collections::HashMap<u64, Vec<String>> = Default::default();
+    for (order, time) in got.iter().map(key) {
+        per_order.entry(order).or_default().push(time);
+    }
+    for (order, times) in per_order {
+        let mut sorted = times.clone();
+        sorted.sort();
+        assert_eq!(times, sorted, "order {order}'s events in time order");
     }
 }
