@@ -1,5 +1,5 @@
 //! Processing one shard: the fetchers (GetRecords polling or an enhanced fan-out
-//! subscription, one batch of prefetch either way), deaggregation, the processor's
+//! subscription, one pending batch of prefetch either way), deaggregation, the processor's
 //! lifecycle, retries that never skip records.
 
 use std::collections::BTreeSet;
@@ -67,9 +67,9 @@ fn report_behind(stream: &str, shard_id: &str, millis_behind_latest: Option<u64>
 
 /// Reads a shard with GetRecords and hands each non-empty batch (and the end of the
 /// shard) to `tx`, whose one pending batch (what was read while the processor worked,
-/// at most `max_records` records and 10 MiB, GetRecords' limits) is the prefetch bound. Waits adaptively between empty
-/// reads, backs off on throttling and failures, and renews an expired iterator after the
-/// last record read.
+/// at most `max_records` records and 10 MiB, GetRecords' limits) is the prefetch bound.
+/// Waits adaptively between empty reads, backs off on throttling and failures, and
+/// renews an expired iterator after the last record read.
 async fn fetch<C: StreamClient>(
     client: C,
     config: ConsumerConfig,
