@@ -547,8 +547,12 @@ async fn malformed_records_are_dead_lettered_and_hostile_orderdata_round_trips()
     expected.sort();
     assert_eq!(raw, expected, "the dead letters hold the exact bytes");
     // The shard went on: every lease checkpointed past the bad records.
-    for lease in env.leases(Executor::OrderFactoryS3).await {
-        assert!(!lease.checkpoint.is_sentinel() || lease.lease_owner.is_none());
+    let leases = env.leases(Executor::OrderFactoryS3).await;
+    for lease in &leases {
+        assert!(
+            !lease.checkpoint.is_sentinel() || lease.lease_owner.is_none(),
+            "a lease held at a graceful stop and never checkpointed: {lease:?}\nall: {leases:#?}"
+        );
     }
     env.delete_streams().await;
 }
