@@ -75,7 +75,6 @@ impl HandoffSender {
     /// together; otherwise waits until the processor takes the pending one.
     pub(crate) async fn send(&self, batch: GetRecordsOutput) -> Result<(), ReceiverGone> {
         let size = bytes(&batch);
-        let mut batch = Some(batch);
         loop {
             {
                 let mut state = self.0.lock();
@@ -86,16 +85,14 @@ impl HandoffSender {
                     None => true,
                     Some(p) => {
                         !p.is_shard_end()
-                            && batch.as_ref().is_some_and(|b| {
-                                p.records.len() + b.records.len() <= self.0.max_records
-                            })
+                            && p.records.len() + batch.records.len() <= self.0.max_records
                             && state.pending_bytes + size <= MAX_BYTES
                     }
                 };
-                if fits && let Some(b) = batch.take() {
+                if fits {
                     match state.pending.as_mut() {
-                        Some(p) => p.absorb(b),
-                        None => state.pending = Some(b),
+                        Some(p) => p.absorb(batch),
+                        None => state.pending = Some(batch),
                     }
                     state.pending_bytes += size;
                     drop(state);
