@@ -147,11 +147,13 @@ while time.time() < deadline:
 sys.exit("the join workers did not share the shards within 60 s")
 PYEOF
 
-# The sink's latency is a Prometheus summary over a rolling 60 s window: scraped every 10 s,
-# every row is in some scrape's window, so the worst window's maximum is the run's maximum.
-"$PY" - "$SINK_METRICS" "$WORK/latency-scrapes.jsonl" <<'PYEOF' &
+# The sink's latency is a Prometheus summary over a rolling 60 s window: scraped every 10 s
+# (and once more by each check), every row is in some scrape's window, so the worst
+# window's maximum is the run's maximum. scrape-latency.py METRICS FILE once|loop appends
+# the summary's quantiles to FILE.
+cat >"$WORK/scrape-latency.py" <<'PYEOF'
 import json, sys, time, urllib.request
-metrics, out = sys.argv[1:3]
+metrics, out, mode = sys.argv[1:4]
 while True:
     try:
         q = {}
@@ -161,11 +163,16 @@ while True:
         if q:
             with open(out, "a") as f:
                 f.write(json.dumps(q) + "\n")
-    except OSError:
-        pass
+    except OSError as e:
+        if mode == "once":
+            print(f"latency: cannot read {metrics}/metrics: {e}")
+    if mode == "once":
+        break
     time.sleep(10)
 PYEOF
+"$PY" "$WORK/scrape-latency.py" "$SINK_METRICS" "$WORK/latency-scrapes.jsonl" loop &
 pids+=($!)
+scraper=$!
 
 step "chiefctl replay: s3://$BUCKET/events/ → $STREAM, paced by orderDateTime × $SPEEDUP, partition key orderId"
 "$BIN/chiefctl" replay --config config/chiefctl.toml --config "$LOCAL_CONFIG" --bucket "$BUCKET" --prefix events/ \
@@ -174,6 +181,7 @@ step "chiefctl replay: s3://$BUCKET/events/ → $STREAM, paced by orderDateTime 
 
 step "waiting for every row in DynamoDB (at most 180 s)"
 check() {
+    "$PY" "$WORK/scrape-latency.py" "$SINK_METRICS" "$WORK/latency-scrapes.jsonl" once
     BIN="$BIN" "$PY" - "$BUCKET" "$TABLE" "$WORK" "$SINK_METRICS" "$ENRICHED" "$@" <<'PYEOF'
 import json, os, sys, urllib.request
 from decimal import Decimal
@@ -228,20 +236,12 @@ print(f"unmatched items: {unmatched}; bad records: {errors}")
 for k in differ[:5]:
     print(f"  {k}: got {got.get(k)}\n  {' ' * len(str(k))}  want {want[k]}")
 # Latency: the sink's summary of ingestionTime → item written (60 s rolling windows, scraped
-# every 10 s during the run and once now): the worst window's quantiles.
+# every 10 s during the run and once just now): the worst window's quantiles.
 windows = []
 try:
     windows = [json.loads(l) for l in open(f"{work}/latency-scrapes.jsonl")]
 except OSError:
     pass
-try:
-    q = {}
-    for line in urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode().splitlines():
-        if line.startswith("chief_dynamodb_sink_latency_ms{") and "quantile=" in line:
-            q[line.split('quantile="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
-    windows.append(q)
-except OSError as e:
-    print(f"latency: cannot read {metrics}/metrics: {e}")
 if windows:
     worst = lambda k: max(w.get(k, 0) for w in windows)
     print(f"latency ingestion → DynamoDB (ms, worst of {len(windows)} 60 s windows): p50 {worst('0.5'):.0f}, p99 {worst('0.99'):.0f}, max {worst('1'):.0f}")
@@ -278,6 +278,7 @@ PYEOF
 wait_for_check 180
 
 step "stopping the join workers and the sink (SIGTERM)"
+kill -TERM "$scraper" 2>/dev/null || true
 kill -TERM "${joins[@]}" "$sink"
 exits=()
 for pid in "${joins[@]}" "$sink"; do
