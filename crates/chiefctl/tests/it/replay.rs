@@ -5,6 +5,7 @@
 //! paced by `--speedup`; a line that is not an event goes to the failed file. With
 //! `--aggregate`, every event once, in KPL aggregates of the shard that owns its key.
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -33,18 +34,80 @@ async fn records(client: &KinesisClient, stream: &str) -> Vec<serde_json::Value>
         .collect()
 }
 
+/// One test's bucket, holding its events under `events/` (one object per body), and its
+/// empty stream.
+struct Fixture {
+    bucket: String,
+    stream: String,
+    kinesis: KinesisClient,
+    /// Where the replay writes what it did not send.
+    failed: PathBuf,
+}
+
+impl Fixture {
+    async fn new(objects: &[String], shards: i32) -> Self {
+        let stack = LocalStack::require();
+        let clients = AwsClients::new(&stack.aws).await;
+        let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+        let bucket = format!("chief-replay-{id}");
+        let s3 = clients.s3();
+        s3.create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("CreateBucket");
+        for (i, body) in objects.iter().enumerate() {
+            s3.put_object()
+                .bucket(&bucket)
+                .key(format!("events/part-{i}.json"))
+                .body(ByteStream::from(body.clone().into_bytes()))
+                .send()
+                .await
+                .expect("PutObject");
+        }
+        let kinesis = KinesisClient::new(clients.kinesis());
+        let stream = format!("OrdersReplay-{id}");
+        kinesis
+            .create_stream(&stream, shards)
+            .await
+            .expect("CreateStream");
+        kinesis
+            .wait_until_active(&stream, Duration::from_secs(60))
+            .await
+            .expect("ACTIVE");
+        let failed = std::env::temp_dir().join(format!("chief-replay-failed-{id}.jsonl"));
+        Self {
+            bucket,
+            stream,
+            kinesis,
+            failed,
+        }
+    }
+
+    /// `chiefctl replay` of the bucket's events to the stream, with `args` besides.
+    fn replay(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_chiefctl"))
+            .args([
+                "replay",
+                "--bucket",
+                &self.bucket,
+                "--prefix",
+                "events/",
+                "--stream",
+                &self.stream,
+            ])
+            .args(args)
+            .arg("--failed")
+            .arg(&self.failed)
+            .arg("--config")
+            .arg(workspace_root().join("config/local.toml"))
+            .output()
+            .expect("run chiefctl replay")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_sends_in_time_order_from_start_at_exactly_paced() {
-    let stack = LocalStack::require();
-    let clients = AwsClients::new(&stack.aws).await;
-    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-    let bucket = format!("chief-replay-{id}");
-    let s3 = clients.s3();
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("CreateBucket");
     // 200 orders, 20 ms apart from t0; their two items up to 200 ms before or after; the
     // two objects hold alternate orders, each shuffled in time.
     let t0 = 1_767_225_600_000i64;
@@ -63,25 +126,7 @@ async fn replay_sends_in_time_order_from_start_at_exactly_paced() {
         }
     }
     objects[1].push_str("not an event\n");
-    for (i, body) in objects.iter().enumerate() {
-        s3.put_object()
-            .bucket(&bucket)
-            .key(format!("events/part-{i}.json"))
-            .body(ByteStream::from(body.clone().into_bytes()))
-            .send()
-            .await
-            .expect("PutObject");
-    }
-    let kinesis = KinesisClient::new(clients.kinesis());
-    let stream = format!("OrdersReplay-{id}");
-    kinesis
-        .create_stream(&stream, 1)
-        .await
-        .expect("CreateStream");
-    kinesis
-        .wait_until_active(&stream, Duration::from_secs(60))
-        .await
-        .expect("ACTIVE");
+    let f = Fixture::new(&objects, 1).await;
     // Start at an item's time, between orders: the first event sent is exactly it.
     let mut times: Vec<i64> = all
         .iter()
@@ -96,47 +141,32 @@ async fn replay_sends_in_time_order_from_start_at_exactly_paced() {
         .unwrap_or_default();
     let expected: Vec<i64> = times.iter().copied().filter(|t| *t >= start_at).collect();
     let span_ms = expected.last().unwrap_or(&0) - expected.first().unwrap_or(&0);
-    let failed = std::env::temp_dir().join(format!("chief-replay-failed-{id}.jsonl"));
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_chiefctl"))
-        .args([
-            "replay",
-            "--bucket",
-            &bucket,
-            "--prefix",
-            "events/",
-            "--stream",
-            &stream,
-            "--timestamp-attribute",
-            "orderDateTime",
-            "--partition-key-attribute",
-            "orderId",
-            "--speedup",
-            "2",
-            "--start-at",
-            &start_text,
-        ])
-        .arg("--failed")
-        .arg(&failed)
-        .arg("--config")
-        .arg(workspace_root().join("config/local.toml"))
-        .output()
-        .expect("run chiefctl replay");
+    let out = f.replay(&[
+        "--timestamp-attribute",
+        "orderDateTime",
+        "--partition-key-attribute",
+        "orderId",
+        "--speedup",
+        "2",
+        "--start-at",
+        &start_text,
+    ]);
     let elapsed = started.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
     // The one line that is not an event makes it exit 1, written to the failed file.
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("1 events not sent"), "{stderr}");
-    let failed_lines = std::fs::read_to_string(&failed).expect("failed file");
+    let failed_lines = std::fs::read_to_string(&f.failed).expect("failed file");
     assert_eq!(failed_lines.lines().count(), 1, "{failed_lines}");
     assert!(failed_lines.contains("not an event"), "{failed_lines}");
-    let _ = std::fs::remove_file(&failed);
+    let _ = std::fs::remove_file(&f.failed);
     assert!(
         elapsed.as_millis() as i64 >= span_ms / 2 - 200,
         "paced at 2×: {span_ms} ms of events took {elapsed:?}"
     );
 
-    let got = records(&kinesis, &stream).await;
+    let got = records(&f.kinesis, &f.stream).await;
     let got_times: Vec<i64> = got
         .iter()
         .filter_map(|e| e["orderDateTime"].as_str())
@@ -164,16 +194,6 @@ async fn replay_sends_in_time_order_from_start_at_exactly_paced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_aggregate_puts_every_event_once_in_kpl_aggregates_of_its_shard() {
-    let stack = LocalStack::require();
-    let clients = AwsClients::new(&stack.aws).await;
-    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
-    let bucket = format!("chief-replay-agg-{id}");
-    let s3 = clients.s3();
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("CreateBucket");
     // 300 orders of two items, 10 ms apart, the file in reverse time order.
     let t0 = 1_767_225_600_000i64;
     let mut events = Vec::new();
@@ -184,58 +204,30 @@ async fn replay_aggregate_puts_every_event_once_in_kpl_aggregates_of_its_shard()
         events.push(event(n, time + 2, "OrderItem"));
     }
     let body: String = events.iter().rev().map(|e| format!("{e}\n")).collect();
-    s3.put_object()
-        .bucket(&bucket)
-        .key("events/all.json")
-        .body(ByteStream::from(body.into_bytes()))
-        .send()
-        .await
-        .expect("PutObject");
-    let kinesis = KinesisClient::new(clients.kinesis());
-    let stream = format!("OrdersReplayAgg-{id}");
-    kinesis
-        .create_stream(&stream, 2)
-        .await
-        .expect("CreateStream");
-    kinesis
-        .wait_until_active(&stream, Duration::from_secs(60))
-        .await
-        .expect("ACTIVE");
-    let out = Command::new(env!("CARGO_BIN_EXE_chiefctl"))
-        .args([
-            "replay",
-            "--bucket",
-            &bucket,
-            "--prefix",
-            "events/",
-            "--stream",
-            &stream,
-            "--partition-key-attribute",
-            "orderId",
-            "--speedup",
-            "0",
-            "--aggregate",
-        ])
-        .arg("--failed")
-        .arg(std::env::temp_dir().join(format!("chief-replay-agg-failed-{id}.jsonl")))
-        .arg("--config")
-        .arg(workspace_root().join("config/local.toml"))
-        .output()
-        .expect("run chiefctl replay");
+    let f = Fixture::new(&[body], 2).await;
+    let out = f.replay(&[
+        "--partition-key-attribute",
+        "orderId",
+        "--speedup",
+        "0",
+        "--aggregate",
+    ]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let _ = std::fs::remove_file(&f.failed);
 
-    let ranges: std::collections::HashMap<String, (u128, u128)> = kinesis
-        .list_shards(&stream)
+    let ranges: std::collections::HashMap<String, (u128, u128)> = f
+        .kinesis
+        .list_shards(&f.stream)
         .await
         .expect("ListShards")
         .into_iter()
         .map(|s| (s.shard_id, (s.starting_hash_key, s.ending_hash_key)))
         .collect();
-    let stored = read_all(&kinesis, &stream).await.expect("the stream");
+    let stored = read_all(&f.kinesis, &f.stream).await.expect("the stream");
     let mut got: Vec<serde_json::Value> = Vec::new();
     let mut largest = 0;
     for (shard, record) in &stored {
